@@ -1,0 +1,1 @@
+//! Retry waits: backoff with jitter and Retry-After.

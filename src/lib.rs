@@ -1,0 +1,28 @@
+//! metricsd: a Linux host-metrics daemon.
+//!
+//! The binary (`src/main.rs`) is a thin shell over this library so that
+//! integration tests and benchmarks use exactly the code the daemon runs.
+
+pub mod app;
+pub mod backoff;
+pub mod cli;
+pub mod collect;
+pub mod config;
+pub mod identity;
+pub mod lock;
+pub mod logging;
+pub mod notify;
+pub mod poster;
+pub mod procfs;
+pub mod queue;
+pub mod queue_cmd;
+pub mod sampler;
+pub mod shutdown;
+pub mod signals;
+pub mod snapshot;
+pub mod statedir;
+pub mod status;
+pub mod stream;
+
+/// `metricsd/<version>`, used as the HTTP User-Agent and in start-up logs.
+pub const USER_AGENT: &str = concat!("metricsd/", env!("CARGO_PKG_VERSION"));

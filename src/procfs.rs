@@ -1,0 +1,1 @@
+//! Small parsers over /proc and /sys files (see collect/).
