@@ -1,10 +1,178 @@
-//! `metricsd queue ...` (SPEC §1).
+//! `metricsd queue ...` (SPEC §1): inspect and repair the delivery queue,
+//! safely while the daemon runs (WAL, short transactions, busy timeout).
 
 use crate::cli::QueueCommand;
+use crate::queue::{Queue, Row, Stats};
+use std::io::{self, Write};
 use std::path::Path;
 
+/// The queue file inside the state directory.
+pub const QUEUE_FILE: &str = "queue.db";
+
+const EXIT_OK: i32 = 0;
+const EXIT_FAILURE: i32 = 1;
+const EXIT_CANT_OPEN: i32 = 73;
+
 /// Runs one queue command against `<state_dir>/queue.db`; returns the exit code.
-pub fn run(_command: &QueueCommand, _state_dir: &Path) -> i32 {
-    eprintln!("metricsd: queue commands are not yet available");
-    1
+pub fn run(command: &QueueCommand, state_dir: &Path) -> i32 {
+    let db_path = state_dir.join(QUEUE_FILE);
+    let mut queue = match open_existing(state_dir, &db_path) {
+        Ok(queue) => queue,
+        Err(message) => {
+            eprintln!("metricsd: {message}");
+            return EXIT_CANT_OPEN;
+        }
+    };
+    let mut out = io::stdout().lock();
+    let result = match (command, queue.as_mut()) {
+        (QueueCommand::Stats, Some(q)) => q.stats().map(|s| write_stats(&mut out, &s)),
+        (QueueCommand::Stats, None) => Ok(write_stats(
+            &mut out,
+            &Stats {
+                db_path: db_path.clone(),
+                ..Stats::default()
+            },
+        )),
+        (QueueCommand::Peek { n, dead }, Some(q)) => {
+            let n = usize::try_from(*n).unwrap_or(usize::MAX);
+            let rows = if *dead { q.peek_dead(n) } else { q.peek(n) };
+            rows.map(|rows| {
+                rows.iter()
+                    .try_for_each(|row| writeln!(out, "{}", row_json(row)))
+            })
+        }
+        (QueueCommand::Peek { .. }, None) => Ok(Ok(())),
+        (QueueCommand::RetryDead, q) => q
+            .map_or(Ok(0), Queue::retry_dead)
+            .map(|n| writeln!(out, "{{\"moved\":{n}}}")),
+        (QueueCommand::Purge { dead }, q) => q
+            .map_or(Ok(0), |q| {
+                if *dead {
+                    q.purge_dead()
+                } else {
+                    q.purge_pending()
+                }
+            })
+            .map(|n| writeln!(out, "{{\"purged\":{n}}}")),
+    };
+    match result {
+        Ok(Ok(())) => EXIT_OK,
+        // `metricsd queue peek | head` closing the pipe early is not a failure.
+        Ok(Err(e)) if e.kind() == io::ErrorKind::BrokenPipe => EXIT_OK,
+        Ok(Err(e)) => {
+            eprintln!("metricsd: cannot write output: {e}");
+            EXIT_FAILURE
+        }
+        Err(e) => {
+            eprintln!("metricsd: queue {}: {e}", db_path.display());
+            EXIT_FAILURE
+        }
+    }
+}
+
+/// Opens the queue if it exists. A missing state directory or queue file is
+/// not an error (there is simply nothing queued, and a command must not
+/// create one); one that cannot be read is.
+fn open_existing(state_dir: &Path, db_path: &Path) -> Result<Option<Queue>, String> {
+    match std::fs::metadata(state_dir) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("state directory {}: {e}", state_dir.display())),
+        Ok(m) if !m.is_dir() => {
+            return Err(format!(
+                "state directory {}: not a directory",
+                state_dir.display()
+            ))
+        }
+        Ok(_) => {}
+    }
+    if let Err(e) = std::fs::read_dir(state_dir) {
+        return Err(format!("state directory {}: {e}", state_dir.display()));
+    }
+    match std::fs::metadata(db_path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("queue {}: {e}", db_path.display())),
+        Ok(_) => {}
+    }
+    Queue::connect(db_path)
+        .map(Some)
+        .map_err(|e| format!("cannot open the queue: {e}"))
+}
+
+fn write_stats(out: &mut impl Write, s: &Stats) -> io::Result<()> {
+    writeln!(
+        out,
+        "{{\"pending\":{},\"dead\":{},\"oldest_pending_age_s\":{},\"dropped_total\":{},\
+         \"delivered_total\":{},\"db_path\":{},\"db_bytes\":{}}}",
+        s.pending,
+        s.dead,
+        s.oldest_pending_age_s,
+        s.dropped_total,
+        s.delivered_total,
+        json_string(&s.db_path.to_string_lossy()),
+        s.db_bytes
+    )
+}
+
+/// One `peek` line. The payload is embedded as the JSON object it is (not a
+/// string), keeping its field order; a payload that is not valid JSON is
+/// shown as a string rather than breaking the line.
+pub fn row_json(row: &Row) -> String {
+    let payload_is_json = serde_json::from_str::<serde::de::IgnoredAny>(&row.payload).is_ok();
+    let payload = if payload_is_json {
+        row.payload.trim().to_string()
+    } else {
+        json_string(&row.payload)
+    };
+    let last_error = row
+        .last_error
+        .as_deref()
+        .map(json_string)
+        .unwrap_or_else(|| "null".to_string());
+    format!(
+        "{{\"id\":{},\"event_id\":{},\"created_at\":{},\"attempts\":{},\"last_error\":{},\"payload\":{}}}",
+        row.id,
+        json_string(&row.event_id),
+        json_string(&row.created_at),
+        row.attempts,
+        last_error,
+        payload
+    )
+}
+
+fn json_string(s: &str) -> String {
+    serde_json::Value::from(s).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(payload: &str, last_error: Option<&str>) -> Row {
+        Row {
+            id: 7,
+            event_id: "e\"7".to_string(),
+            created_at: "2026-01-01T00:00:00.000Z".to_string(),
+            attempts: 2,
+            last_error: last_error.map(str::to_string),
+            payload: payload.to_string(),
+        }
+    }
+
+    #[test]
+    fn peek_lines_embed_the_payload_object_in_order() {
+        let line = row_json(&row(r#"{"z":1,"a":2}"#, Some("HTTP 400")));
+        assert_eq!(
+            line,
+            r#"{"id":7,"event_id":"e\"7","created_at":"2026-01-01T00:00:00.000Z","attempts":2,"last_error":"HTTP 400","payload":{"z":1,"a":2}}"#
+        );
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["payload"]["a"], 2);
+    }
+
+    #[test]
+    fn peek_lines_survive_a_damaged_payload() {
+        let v: serde_json::Value = serde_json::from_str(&row_json(&row("{oops", None))).unwrap();
+        assert_eq!(v["payload"], "{oops");
+        assert!(v["last_error"].is_null());
+    }
 }
