@@ -9,6 +9,7 @@
 //! can report them after every delivery without scanning the table.
 
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -39,6 +40,8 @@ pub enum QueueError {
     },
     #[error("{path}: journal_mode is {mode:?}, not WAL")]
     NotWal { path: PathBuf, mode: String },
+    #[error("{path}: not an SQLite database ({reason})")]
+    NotADatabase { path: PathBuf, reason: String },
     #[error("{path}: schema version {found} is newer than this build understands ({SCHEMA_VERSION})")]
     TooNew { path: PathBuf, found: i32 },
     #[error("{path}: {source}")]
@@ -58,7 +61,8 @@ impl QueueError {
 
     /// True when the file is not a database or is damaged.
     pub fn is_corrupt(&self) -> bool {
-        matches!(
+        matches!(self, QueueError::NotADatabase { .. })
+            || matches!(
             sqlite_code(self),
             Some(ErrorCode::NotADatabase) | Some(ErrorCode::DatabaseCorrupt)
         )
@@ -152,6 +156,7 @@ impl Queue {
             path: path.to_path_buf(),
             source,
         };
+        check_header(path)?;
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
             | OpenFlags::SQLITE_OPEN_CREATE
             | OpenFlags::SQLITE_OPEN_NO_MUTEX;
@@ -203,11 +208,6 @@ impl Queue {
                 path: self.path.clone(),
                 found: version,
             });
-        }
-        if version == 0 {
-            // Must be chosen before the first table exists; lets large
-            // deletes give space back (see `reclaim`).
-            self.conn.execute_batch("PRAGMA auto_vacuum = INCREMENTAL")?;
         }
         for step in version..SCHEMA_VERSION {
             let tx = self
@@ -482,15 +482,50 @@ impl Queue {
             .conn
             .query_row("PRAGMA freelist_count", [], |r| r.get(0))?;
         if free >= RECLAIM_FREE_PAGES {
-            self.conn.execute_batch("PRAGMA incremental_vacuum")?;
+            // Frees one page per step: step it to the end.
+            let mut stmt = self.conn.prepare_cached("PRAGMA incremental_vacuum")?;
+            let mut rows = stmt.query([])?;
+            while rows.next()?.is_some() {}
         }
         Ok(())
+    }
+}
+
+/// Refuses a file that does not start like an SQLite database before SQLite
+/// opens it: SQLite would otherwise delete a stale `-wal` beside it on close,
+/// and that may be the very data worth examining.
+fn check_header(path: &Path) -> Result<(), QueueError> {
+    const MAGIC: &[u8; 16] = b"SQLite format 3\0";
+    let mut file = match std::fs::File::open(path) {
+        Ok(file) => file,
+        // Missing: SQLite creates it. Unreadable: SQLite gives the error.
+        Err(_) => return Ok(()),
+    };
+    let mut head = Vec::with_capacity(16);
+    let read = file.by_ref().take(16).read_to_end(&mut head);
+    match read {
+        Ok(0) => Ok(()),
+        Ok(_) if head == MAGIC => Ok(()),
+        Ok(_) => Err(QueueError::NotADatabase {
+            path: path.to_path_buf(),
+            reason: "the file does not start with the SQLite header".to_string(),
+        }),
+        Err(source) => Err(QueueError::Io {
+            path: path.to_path_buf(),
+            source,
+        }),
     }
 }
 
 /// The per-connection settings; fails if WAL mode could not be set.
 fn configure(conn: &Connection, path: &Path) -> Result<(), QueueError> {
     conn.busy_timeout(BUSY_TIMEOUT)?;
+    // Must be chosen before the first table exists, and before WAL mode
+    // writes the header; lets large deletes give space back (see `reclaim`).
+    let tables: i64 = conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))?;
+    if tables == 0 {
+        conn.execute_batch("PRAGMA auto_vacuum = INCREMENTAL")?;
+    }
     let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
     if !mode.eq_ignore_ascii_case("wal") {
         return Err(QueueError::NotWal {

@@ -15,19 +15,33 @@ const EXIT_CANT_OPEN: i32 = 73;
 
 /// Runs one queue command against `<state_dir>/queue.db`; returns the exit code.
 pub fn run(command: &QueueCommand, state_dir: &Path) -> i32 {
+    run_to(
+        command,
+        state_dir,
+        &mut io::stdout().lock(),
+        &mut io::stderr().lock(),
+    )
+}
+
+/// `run` with its output and error streams supplied.
+pub fn run_to(
+    command: &QueueCommand,
+    state_dir: &Path,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> i32 {
     let db_path = state_dir.join(QUEUE_FILE);
     let mut queue = match open_existing(state_dir, &db_path) {
         Ok(queue) => queue,
         Err(message) => {
-            eprintln!("metricsd: {message}");
+            let _ = writeln!(err, "metricsd: {message}");
             return EXIT_CANT_OPEN;
         }
     };
-    let mut out = io::stdout().lock();
     let result = match (command, queue.as_mut()) {
-        (QueueCommand::Stats, Some(q)) => q.stats().map(|s| write_stats(&mut out, &s)),
+        (QueueCommand::Stats, Some(q)) => q.stats().map(|s| write_stats(out, &s)),
         (QueueCommand::Stats, None) => Ok(write_stats(
-            &mut out,
+            out,
             &Stats {
                 db_path: db_path.clone(),
                 ..Stats::default()
@@ -55,16 +69,17 @@ pub fn run(command: &QueueCommand, state_dir: &Path) -> i32 {
             })
             .map(|n| writeln!(out, "{{\"purged\":{n}}}")),
     };
+    let result = result.map(|written| written.and_then(|()| out.flush()));
     match result {
         Ok(Ok(())) => EXIT_OK,
         // `metricsd queue peek | head` closing the pipe early is not a failure.
         Ok(Err(e)) if e.kind() == io::ErrorKind::BrokenPipe => EXIT_OK,
         Ok(Err(e)) => {
-            eprintln!("metricsd: cannot write output: {e}");
+            let _ = writeln!(err, "metricsd: cannot write output: {e}");
             EXIT_FAILURE
         }
         Err(e) => {
-            eprintln!("metricsd: queue {}: {e}", db_path.display());
+            let _ = writeln!(err, "metricsd: queue {}: {e}", db_path.display());
             EXIT_FAILURE
         }
     }
@@ -98,7 +113,7 @@ fn open_existing(state_dir: &Path, db_path: &Path) -> Result<Option<Queue>, Stri
         .map_err(|e| format!("cannot open the queue: {e}"))
 }
 
-fn write_stats(out: &mut impl Write, s: &Stats) -> io::Result<()> {
+fn write_stats(out: &mut dyn Write, s: &Stats) -> io::Result<()> {
     writeln!(
         out,
         "{{\"pending\":{},\"dead\":{},\"oldest_pending_age_s\":{},\"dropped_total\":{},\
