@@ -1,0 +1,563 @@
+//! The poster against a real HTTP backend on 127.0.0.1 (SPEC §5.3): the
+//! real queue file, the real poster thread, the real test server.
+
+mod common;
+
+use common::backend::{Backend, Behaviour, Request};
+use common::rows::{config, row};
+use metricsd::config::{Config, SharedConfig};
+use metricsd::queue::Queue;
+use metricsd::shutdown::{Shutdown, Wake};
+use metricsd::status::{BackendState, Status};
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// A queue with the poster running on it, as the daemon wires them.
+struct Harness {
+    _dir: tempfile::TempDir,
+    db: PathBuf,
+    queue: Queue,
+    config: SharedConfig,
+    status: Arc<Status>,
+    shutdown: Shutdown,
+    wake: Arc<Wake>,
+    poster: Option<JoinHandle<()>>,
+}
+
+impl Harness {
+    fn new(url: &str, tweak: impl FnOnce(&mut Config)) -> Harness {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("queue.db");
+        let mut c = config(dir.path(), url);
+        tweak(&mut c);
+        Harness {
+            queue: Queue::open(&db).unwrap(),
+            db,
+            _dir: dir,
+            config: SharedConfig::new(c),
+            status: Arc::new(Status::default()),
+            shutdown: Shutdown::new(),
+            wake: Wake::new(),
+            poster: None,
+        }
+    }
+
+    fn start(&mut self) {
+        self.poster = Some(
+            metricsd::poster::spawn(
+                self.db.clone(),
+                self.config.clone(),
+                self.status.clone(),
+                self.shutdown.clone(),
+                self.wake.clone(),
+            )
+            .unwrap(),
+        );
+    }
+
+    /// Queues `n` rows as the sampler does (insert, then wake the poster).
+    fn insert(&mut self, n: u64) -> Vec<String> {
+        let max_pending = self.config.get().queue.max_pending;
+        (0..n)
+            .map(|i| {
+                let (id, at, payload) = row(i);
+                self.queue.insert(&id, &at, &payload, max_pending).unwrap();
+                self.wake.notify();
+                id
+            })
+            .collect()
+    }
+
+    fn pending_ids(&self) -> Vec<String> {
+        self.queue
+            .peek(usize::MAX)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.event_id)
+            .collect()
+    }
+
+    fn dead_ids(&self) -> Vec<String> {
+        self.queue
+            .peek_dead(usize::MAX)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.event_id)
+            .collect()
+    }
+
+    fn stats(&self) -> metricsd::queue::Stats {
+        self.queue.stats().unwrap()
+    }
+
+    /// Stops the poster as the daemon does; returns how long the join took.
+    fn stop(&mut self) -> Duration {
+        let started = Instant::now();
+        self.shutdown.trigger();
+        if let Some(poster) = self.poster.take() {
+            poster.join().unwrap();
+        }
+        started.elapsed()
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        self.shutdown.trigger();
+        if let Some(poster) = self.poster.take() {
+            let _ = poster.join();
+        }
+    }
+}
+
+fn wait_for(what: &str, condition: impl Fn() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn delivered_in_order(backend: &Backend, expected: &[String]) {
+    assert_eq!(backend.delivered_ids(), expected, "delivered ids/order");
+}
+
+fn requests_for(backend: &Backend, event_id: &str) -> Vec<Request> {
+    backend
+        .requests()
+        .into_iter()
+        .filter(|r| r.event_ids().iter().any(|e| e == event_id))
+        .collect()
+}
+
+#[test]
+fn rows_arrive_in_flat_form_with_the_required_headers_oldest_first() {
+    let backend = Backend::start();
+    let mut h = Harness::new(&backend.url(), |c| {
+        c.backend.token = "s3cret-token".to_string();
+    });
+    let ids = h.insert(20);
+    h.start();
+    wait_for("20 deliveries", || backend.delivered_ids().len() == 20);
+    delivered_in_order(&backend, &ids);
+    for (request, id) in backend.requests().iter().zip(&ids) {
+        assert_eq!(request.method, "POST");
+        assert_eq!(request.path, "/api/telemetry/snapshot");
+        assert_eq!(request.header("content-type"), Some("application/json"));
+        assert_eq!(request.header("user-agent"), Some(metricsd::USER_AGENT));
+        assert_eq!(request.header("idempotency-key"), Some(id.as_str()));
+        assert_eq!(request.header("authorization"), Some("Bearer s3cret-token"));
+        assert_eq!(request.header("content-encoding"), None);
+        // The body is the flat object itself, not wrapped.
+        let body = request.json();
+        assert!(body.is_object(), "{body}");
+        assert_eq!(body["event_id"], id.as_str());
+        assert!(body["cpu_percent"].is_number());
+        assert_eq!(body.as_object().unwrap().len(), 21);
+    }
+    wait_for("counters", || {
+        h.status.delivered_total.load(Ordering::Relaxed) == 20
+            && h.status.queue_pending.load(Ordering::Relaxed) == 0
+    });
+    assert_eq!(h.status.backend_state(), BackendState::Ok);
+    let stats = h.stats();
+    assert_eq!((stats.pending, stats.delivered_total), (0, 20));
+
+    // Rows queued later wake the poster and follow.
+    let more = h.insert(3);
+    wait_for("3 more", || backend.delivered_ids().len() == 23);
+    assert_eq!(backend.delivered_ids()[20..], more);
+}
+
+#[test]
+fn no_authorization_header_without_a_token() {
+    let backend = Backend::start();
+    let mut h = Harness::new(&backend.url(), |_| {});
+    h.insert(1);
+    h.start();
+    wait_for("delivery", || backend.delivered_ids().len() == 1);
+    assert_eq!(backend.requests()[0].header("authorization"), None);
+}
+
+#[test]
+fn batches_are_json_arrays_with_range_keys_and_can_be_gzipped() {
+    let backend = Backend::start();
+    let mut h = Harness::new(&backend.url(), |c| {
+        c.backend.batch_size = 8;
+        c.backend.gzip = true;
+    });
+    let ids = h.insert(17);
+    h.start();
+    wait_for("17 deliveries", || backend.delivered_ids().len() == 17);
+    delivered_in_order(&backend, &ids);
+    let requests = backend.requests();
+    let sizes: Vec<usize> = requests.iter().map(|r| r.event_ids().len()).collect();
+    assert_eq!(sizes, [8, 8, 1]);
+    for r in &requests {
+        assert!(r.json().is_array(), "batch bodies are arrays, even of one");
+        assert_eq!(r.header("content-encoding"), Some("gzip"));
+        let in_body = r.event_ids();
+        let key = format!("{}..{}", in_body[0], in_body[in_body.len() - 1]);
+        assert_eq!(r.header("idempotency-key"), Some(key.as_str()));
+    }
+}
+
+#[test]
+fn a_backend_that_is_down_then_up_gets_everything_in_order() {
+    let backend = Backend::start();
+    backend.down();
+    let mut h = Harness::new(&backend.url(), |_| {});
+    let mut ids = h.insert(5);
+    h.start();
+    wait_for("failing state", || {
+        h.status.backend_state() == BackendState::Failing
+            && h.status.post_failures_total.load(Ordering::Relaxed) >= 3
+    });
+    ids.extend(h.insert(5));
+    assert_eq!(h.pending_ids(), ids, "nothing is lost while down");
+    assert!(h.status.last_error().unwrap().contains(&backend.addr().to_string()));
+    backend.up();
+    wait_for("10 deliveries", || backend.delivered_ids().len() == 10);
+    delivered_in_order(&backend, &ids);
+    wait_for("ok state", || h.status.backend_state() == BackendState::Ok);
+    assert_eq!(h.stats().pending, 0);
+
+    // Down again mid-stream (open keep-alive connection closed): still none lost.
+    backend.down();
+    let later = h.insert(3);
+    wait_for("failing again", || {
+        h.status.backend_state() == BackendState::Failing
+    });
+    backend.up();
+    wait_for("13 deliveries", || backend.delivered_ids().len() == 13);
+    ids.extend(later);
+    delivered_in_order(&backend, &ids);
+}
+
+#[test]
+fn server_errors_500_and_503_are_retried_until_accepted() {
+    let backend = Backend::start();
+    backend.set(Behaviour::Status(500));
+    let mut h = Harness::new(&backend.url(), |_| {});
+    let ids = h.insert(3);
+    h.start();
+    wait_for("3 failed tries", || backend.request_count() >= 3);
+    backend.set(Behaviour::Status(503));
+    let seen = backend.request_count();
+    wait_for("2 more failed tries", || backend.request_count() >= seen + 2);
+    assert_eq!(h.pending_ids(), ids);
+    assert!(h.queue.peek(10).unwrap().iter().all(|r| r.attempts == 0));
+    assert_eq!(h.status.backend_state(), BackendState::Failing);
+    backend.set(Behaviour::Ok);
+    wait_for("deliveries", || backend.delivered_ids().len() == 3);
+    delivered_in_order(&backend, &ids);
+    // Every failed try was for the oldest row.
+    for r in backend.requests().iter().filter(|r| !r.delivered()) {
+        assert_eq!(r.event_ids(), vec![ids[0].clone()]);
+    }
+    assert_eq!(h.stats().dead, 0);
+    wait_for("ok state", || h.status.backend_state() == BackendState::Ok);
+}
+
+#[test]
+fn retry_after_seconds_is_honoured() {
+    let backend = Backend::start();
+    backend.set(Behaviour::RetryAfter(429, "2".to_string()));
+    let mut h = Harness::new(&backend.url(), |_| {});
+    let ids = h.insert(1);
+    h.start();
+    wait_for("first try", || backend.request_count() >= 1);
+    backend.set(Behaviour::Ok);
+    wait_for("delivery", || backend.delivered_ids().len() == 1);
+    let requests = backend.requests();
+    assert_eq!(requests.len(), 2, "exactly one retry");
+    let gap = requests[1].at - requests[0].at;
+    // retry_backoff is 100 ms: only Retry-After explains a 2 s wait.
+    assert!(gap >= Duration::from_secs(2), "retried after {gap:?}");
+    assert!(gap < Duration::from_secs(4), "retried after {gap:?}");
+    delivered_in_order(&backend, &ids);
+}
+
+#[test]
+fn retry_after_as_http_date_and_capped_by_max_retry_after() {
+    let backend = Backend::start();
+    let in_an_hour = httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(3600));
+    backend.set(Behaviour::RetryAfter(503, in_an_hour));
+    let mut h = Harness::new(&backend.url(), |c| {
+        c.backend.max_retry_after = Duration::from_secs(1);
+    });
+    h.insert(1);
+    h.start();
+    wait_for("first try", || backend.request_count() >= 1);
+    backend.set(Behaviour::Ok);
+    wait_for("delivery", || backend.delivered_ids().len() == 1);
+    let requests = backend.requests();
+    let gap = requests[1].at - requests[0].at;
+    assert!(
+        gap >= Duration::from_millis(950) && gap < Duration::from_secs(3),
+        "retried after {gap:?}"
+    );
+}
+
+#[test]
+fn unauthorized_and_not_found_keep_rows_pending_and_recover() {
+    let backend = Backend::start();
+    backend.set(Behaviour::Status(401));
+    let mut h = Harness::new(&backend.url(), |c| c.backend.max_attempts = 1);
+    let ids = h.insert(4);
+    h.start();
+    wait_for("401 tries", || backend.request_count() >= 4);
+    backend.set(Behaviour::Status(404));
+    let seen = backend.request_count();
+    wait_for("404 tries", || backend.request_count() >= seen + 4);
+    backend.set(Behaviour::Status(403));
+    let seen = backend.request_count();
+    wait_for("403 tries", || backend.request_count() >= seen + 2);
+    // Even with max_attempts = 1, nothing went dead: these say nothing about the rows.
+    assert_eq!(h.pending_ids(), ids);
+    assert!(h.dead_ids().is_empty());
+    assert!(h.queue.peek(10).unwrap().iter().all(|r| r.attempts == 0));
+    assert!(h.status.last_error().unwrap().contains("403"));
+    backend.set(Behaviour::Ok);
+    wait_for("deliveries", || backend.delivered_ids().len() == 4);
+    delivered_in_order(&backend, &ids);
+}
+
+#[test]
+fn conflict_409_counts_as_delivered() {
+    let backend = Backend::start();
+    backend.set(Behaviour::Status(409));
+    let mut h = Harness::new(&backend.url(), |_| {});
+    let ids = h.insert(2);
+    h.start();
+    wait_for("deliveries", || backend.delivered_ids().len() == 2);
+    delivered_in_order(&backend, &ids);
+    wait_for("empty queue", || h.stats().pending == 0);
+    assert_eq!(backend.request_count(), 2);
+}
+
+#[test]
+fn a_bad_row_goes_dead_after_max_attempts_and_later_rows_are_delivered() {
+    let backend = Backend::start();
+    let mut h = Harness::new(&backend.url(), |c| c.backend.max_attempts = 3);
+    let ids = h.insert(6);
+    let bad = ids[2].clone();
+    backend.set(Behaviour::RejectEvent {
+        event_id: bad.clone(),
+        status: 400,
+    });
+    h.start();
+    wait_for("five good rows", || backend.delivered_ids().len() == 5);
+    wait_for("dead row", || h.stats().dead == 1);
+    let good: Vec<String> = ids.iter().filter(|i| **i != bad).cloned().collect();
+    delivered_in_order(&backend, &good);
+    assert_eq!(requests_for(&backend, &bad).len(), 3, "exactly max_attempts tries");
+    assert_eq!(h.dead_ids(), vec![bad.clone()]);
+    let dead = &h.queue.peek_dead(1).unwrap()[0];
+    assert_eq!(dead.attempts, 3);
+    assert!(dead.last_error.as_deref().unwrap().contains("400"), "{dead:?}");
+    wait_for("status dead count", || h.status.queue_dead.load(Ordering::Relaxed) == 1);
+    // A rejection is no outage.
+    assert_eq!(h.status.backend_state(), BackendState::Ok);
+
+    // Once the backend is fixed, retry-dead sends it.
+    backend.set(Behaviour::Ok);
+    assert_eq!(h.queue.retry_dead().unwrap(), 1);
+    h.wake.notify();
+    wait_for("the retried row", || backend.delivered_ids().len() == 6);
+    assert_eq!(backend.delivered_ids()[5], bad);
+    assert_eq!(h.stats().dead, 0);
+}
+
+#[test]
+fn a_rejected_batch_is_split_to_isolate_the_bad_row() {
+    let backend = Backend::start();
+    let mut h = Harness::new(&backend.url(), |c| {
+        c.backend.batch_size = 8;
+        c.backend.max_attempts = 2;
+    });
+    let ids = h.insert(8);
+    let bad = ids[5].clone();
+    backend.set(Behaviour::RejectEvent {
+        event_id: bad.clone(),
+        status: 422,
+    });
+    h.start();
+    wait_for("seven good rows", || backend.delivered_ids().len() == 7);
+    wait_for("dead row", || h.stats().dead == 1);
+    let good: Vec<String> = ids.iter().filter(|i| **i != bad).cloned().collect();
+    let mut delivered = backend.delivered_ids();
+    delivered.dedup();
+    assert_eq!(delivered, good, "each good row delivered once, in order");
+    assert_eq!(h.dead_ids(), vec![bad.clone()]);
+    assert_eq!(h.stats().pending, 0);
+    // The first try was the whole batch; the bad row was finally tried alone.
+    let requests = backend.requests();
+    assert_eq!(requests[0].event_ids(), ids);
+    let alone: Vec<_> = requests
+        .iter()
+        .filter(|r| r.event_ids() == vec![bad.clone()])
+        .collect();
+    assert_eq!(alone.len(), 2, "max_attempts tries of the bad row alone");
+    assert!(alone.iter().all(|r| r.json().is_array()));
+
+    // `metricsd queue retry-dead` (the library entry point) puts it back.
+    backend.set(Behaviour::Ok);
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let code = metricsd::queue_cmd::run_to(
+        &metricsd::cli::QueueCommand::RetryDead,
+        h.db.parent().unwrap(),
+        &mut out,
+        &mut err,
+    );
+    assert_eq!(code, 0, "{}", String::from_utf8_lossy(&err));
+    assert_eq!(String::from_utf8(out).unwrap(), "{\"moved\":1}\n");
+    h.wake.notify();
+    wait_for("the retried row", || backend.delivered_ids().contains(&bad));
+    wait_for("empty", || h.stats().pending == 0 && h.stats().dead == 0);
+}
+
+#[test]
+fn max_pending_keeps_the_newest_rows_while_the_backend_is_down() {
+    let backend = Backend::start();
+    backend.down();
+    let mut h = Harness::new(&backend.url(), |c| c.queue.max_pending = 5);
+    h.start();
+    let ids = h.insert(12);
+    let stats = h.stats();
+    assert_eq!((stats.pending, stats.dropped_total), (5, 7));
+    assert_eq!(h.pending_ids(), ids[7..]);
+    wait_for("status counters", || {
+        h.status.queue_dropped_total.load(Ordering::Relaxed) == 7
+            && h.status.queue_pending.load(Ordering::Relaxed) == 5
+    });
+    backend.up();
+    wait_for("five deliveries", || backend.delivered_ids().len() == 5);
+    delivered_in_order(&backend, &ids[7..]);
+}
+
+#[test]
+fn a_hanging_backend_is_given_up_after_the_timeout_and_retried() {
+    let backend = Backend::start();
+    backend.set(Behaviour::Hang);
+    let mut h = Harness::new(&backend.url(), |c| {
+        c.backend.timeout = Duration::from_millis(500);
+    });
+    let ids = h.insert(2);
+    h.start();
+    wait_for("two tries", || backend.request_count() >= 2);
+    let requests = backend.requests();
+    let gap = requests[1].at - requests[0].at;
+    assert!(gap >= Duration::from_millis(500), "gave up after {gap:?}");
+    assert!(gap < Duration::from_secs(3), "gave up after {gap:?}");
+    assert!(requests.iter().all(|r| r.answered.is_none()));
+    assert_eq!(h.status.backend_state(), BackendState::Failing);
+    assert!(
+        h.status.last_error().unwrap().contains("no answer within 500ms"),
+        "{:?}",
+        h.status.last_error()
+    );
+    assert_eq!(h.pending_ids(), ids);
+    backend.set(Behaviour::Ok);
+    wait_for("deliveries", || backend.delivered_ids().len() == 2);
+    delivered_in_order(&backend, &ids);
+}
+
+#[test]
+fn shutdown_during_a_hanging_post_keeps_the_rows() {
+    let backend = Backend::start();
+    backend.set(Behaviour::Hang);
+    let mut h = Harness::new(&backend.url(), |c| {
+        c.backend.timeout = Duration::from_secs(2);
+    });
+    let ids = h.insert(3);
+    h.start();
+    wait_for("a post in flight", || backend.request_count() >= 1);
+    let took = h.stop();
+    // The in-flight POST may finish (here: time out); the daemon waits at most 5 s.
+    assert!(took < Duration::from_secs(4), "poster took {took:?} to stop");
+    assert_eq!(h.pending_ids(), ids, "unanswered rows stay queued");
+    assert_eq!(h.stats().delivered_total, 0);
+}
+
+#[test]
+fn an_idle_poster_stops_at_once_on_shutdown() {
+    let backend = Backend::start();
+    let mut h = Harness::new(&backend.url(), |_| {});
+    h.start();
+    wait_for("ok state", || h.status.backend_state() == BackendState::Ok);
+    let took = h.stop();
+    assert!(took < Duration::from_millis(500), "{took:?}");
+
+    // And while waiting out a long backoff.
+    let backend = Backend::start();
+    backend.set(Behaviour::Status(503));
+    let mut h = Harness::new(&backend.url(), |c| {
+        c.backend.retry_backoff = vec![Duration::from_secs(3600)];
+    });
+    h.insert(1);
+    h.start();
+    wait_for("failing", || h.status.backend_state() == BackendState::Failing);
+    let took = h.stop();
+    assert!(took < Duration::from_millis(500), "{took:?}");
+    assert_eq!(h.stats().pending, 1);
+}
+
+#[test]
+fn no_url_posts_nothing_until_a_reload_sets_one() {
+    let backend = Backend::start();
+    let mut h = Harness::new("", |_| {});
+    let ids = h.insert(3);
+    h.start();
+    wait_for("status counters", || h.status.queue_pending.load(Ordering::Relaxed) == 3);
+    assert_eq!(h.status.backend_state(), BackendState::Disabled);
+    assert_eq!(backend.request_count(), 0);
+    assert_eq!(h.pending_ids(), ids);
+
+    // A reload sets the URL (no wake: the poster notices by itself).
+    let mut c = (*h.config.get()).clone();
+    c.backend.url = backend.url();
+    h.config.set(c);
+    wait_for("deliveries", || backend.delivered_ids().len() == 3);
+    delivered_in_order(&backend, &ids);
+    assert_eq!(h.status.backend_state(), BackendState::Ok);
+
+    // And a reload that clears it again stops posting.
+    let mut c = (*h.config.get()).clone();
+    c.backend.url = String::new();
+    h.config.set(c);
+    wait_for("disabled", || h.status.backend_state() == BackendState::Disabled);
+    h.insert(1);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(backend.request_count(), 3);
+    assert_eq!(h.stats().pending, 1);
+}
+
+#[test]
+fn a_reload_with_a_new_url_and_token_cuts_a_long_backoff_short() {
+    let broken = Backend::start();
+    broken.set(Behaviour::Status(401));
+    let fixed = Backend::start();
+    let mut h = Harness::new(&broken.url(), |c| {
+        c.backend.retry_backoff = vec![Duration::from_secs(3600)];
+    });
+    let ids = h.insert(2);
+    h.start();
+    wait_for("failing", || h.status.backend_state() == BackendState::Failing);
+    let mut c = (*h.config.get()).clone();
+    c.backend.url = fixed.url();
+    c.backend.token = "new-token".to_string();
+    h.config.set(c);
+    wait_for("deliveries", || fixed.delivered_ids().len() == 2);
+    delivered_in_order(&fixed, &ids);
+    assert_eq!(
+        fixed.requests()[0].header("authorization"),
+        Some("Bearer new-token")
+    );
+    assert_eq!(broken.request_count(), 1);
+}
