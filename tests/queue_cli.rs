@@ -1,0 +1,295 @@
+//! `metricsd queue stats | peek | retry-dead | purge` (SPEC §1): through the
+//! library entry point (exact output) and through the real binary.
+
+mod common;
+
+use common::rows::row;
+use metricsd::cli::QueueCommand;
+use metricsd::queue::Queue;
+use metricsd::queue_cmd::run_to;
+use serde_json::Value;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// Runs a queue command in-process: (exit code, stdout, stderr).
+fn run(command: QueueCommand, state_dir: &Path) -> (i32, String, String) {
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let code = run_to(&command, state_dir, &mut out, &mut err);
+    (
+        code,
+        String::from_utf8(out).unwrap(),
+        String::from_utf8(err).unwrap(),
+    )
+}
+
+fn peek(n: u64, dead: bool) -> QueueCommand {
+    QueueCommand::Peek { n, dead }
+}
+
+/// A queue with `n` rows; returns the open queue and the event_ids.
+fn queue_with(dir: &Path, n: u64) -> (Queue, Vec<String>) {
+    let mut queue = Queue::open(&dir.join("queue.db")).unwrap();
+    let ids = (0..n)
+        .map(|i| {
+            let (id, at, payload) = row(i);
+            queue.insert(&id, &at, &payload, 1000).unwrap();
+            id
+        })
+        .collect();
+    (queue, ids)
+}
+
+fn json_lines(out: &str) -> Vec<Value> {
+    out.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+#[test]
+fn stats_prints_one_object_with_the_spec_fields() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut queue, _) = queue_with(dir.path(), 4);
+    let first = queue.peek(1).unwrap();
+    queue.delete_delivered(&[first[0].id]).unwrap();
+    let second = queue.peek(1).unwrap();
+    queue.move_to_dead(&[second[0].id]).unwrap();
+
+    let (code, out, err) = run(QueueCommand::Stats, dir.path());
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.lines().count(), 1);
+    assert!(out.starts_with("{\"pending\":2,\"dead\":1,"), "{out}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+    let mut expected = vec![
+        "pending",
+        "dead",
+        "oldest_pending_age_s",
+        "dropped_total",
+        "delivered_total",
+        "db_path",
+        "db_bytes",
+    ];
+    expected.sort();
+    assert_eq!(keys, expected);
+    assert_eq!(v["delivered_total"], 1);
+    assert_eq!(v["dropped_total"], 0);
+    assert!(v["oldest_pending_age_s"].as_u64().unwrap() < 60);
+    assert_eq!(
+        v["db_path"],
+        dir.path().join("queue.db").to_string_lossy().as_ref()
+    );
+    assert!(v["db_bytes"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn a_missing_queue_shows_zeros_and_creates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    for state_dir in [dir.path().to_path_buf(), dir.path().join("not-yet-made")] {
+        let (code, out, err) = run(QueueCommand::Stats, &state_dir);
+        assert_eq!(code, 0, "{err}");
+        let v: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["pending"], 0);
+        assert_eq!(v["dead"], 0);
+        assert_eq!(v["db_bytes"], 0);
+        assert_eq!(v["db_path"], state_dir.join("queue.db").to_string_lossy().as_ref());
+        assert_eq!(run(peek(10, false), &state_dir).1, "");
+        assert_eq!(run(QueueCommand::RetryDead, &state_dir).1, "{\"moved\":0}\n");
+        assert_eq!(run(QueueCommand::Purge { dead: false }, &state_dir).1, "{\"purged\":0}\n");
+        assert!(!state_dir.join("queue.db").exists());
+    }
+    assert!(!dir.path().join("not-yet-made").exists());
+}
+
+#[test]
+fn an_unopenable_state_directory_exits_73_naming_path_and_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("plain-file");
+    std::fs::write(&file, b"x").unwrap();
+    let (code, out, err) = run(QueueCommand::Stats, &file);
+    assert_eq!(code, 73);
+    assert_eq!(out, "");
+    assert!(err.contains(&*file.to_string_lossy()) && err.contains("not a directory"), "{err}");
+
+    let below = file.join("state");
+    let (code, _, err) = run(QueueCommand::Stats, &below);
+    assert_eq!(code, 73);
+    assert!(err.contains(&*below.to_string_lossy()) && err.contains("os error 20"), "{err}");
+}
+
+#[test]
+fn a_garbage_queue_file_exits_73_and_is_left_for_the_daemon() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("queue.db");
+    std::fs::write(&path, b"definitely not sqlite".repeat(50)).unwrap();
+    let (code, _, err) = run(QueueCommand::Stats, dir.path());
+    assert_eq!(code, 73);
+    assert!(err.contains("not an SQLite database"), "{err}");
+    assert_eq!(std::fs::read(&path).unwrap(), b"definitely not sqlite".repeat(50));
+}
+
+#[test]
+fn peek_prints_the_oldest_rows_with_the_payload_as_an_object() {
+    let dir = tempfile::tempdir().unwrap();
+    let (queue, ids) = queue_with(dir.path(), 12);
+    let (code, out, _) = run(peek(10, false), dir.path());
+    assert_eq!(code, 0);
+    let lines = json_lines(&out);
+    assert_eq!(lines.len(), 10);
+    let rows = queue.peek(10).unwrap();
+    for ((line, id), row) in lines.iter().zip(&ids).zip(&rows) {
+        let keys: Vec<&str> = line.as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            ["attempts", "created_at", "event_id", "id", "last_error", "payload"]
+        );
+        assert_eq!(line["id"], row.id);
+        assert_eq!(line["event_id"], id.as_str());
+        assert_eq!(line["created_at"], row.created_at.as_str());
+        assert_eq!(line["attempts"], 0);
+        assert!(line["last_error"].is_null());
+        assert!(line["payload"].is_object());
+        assert_eq!(line["payload"]["event_id"], id.as_str());
+    }
+    assert_eq!(json_lines(&run(peek(3, false), dir.path()).1).len(), 3);
+    assert_eq!(json_lines(&run(peek(100, false), dir.path()).1).len(), 12);
+    assert_eq!(run(peek(0, false), dir.path()).1, "");
+}
+
+#[test]
+fn dead_rows_can_be_peeked_retried_and_purged() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut queue, ids) = queue_with(dir.path(), 5);
+    let rows = queue.peek(5).unwrap();
+    queue.reject(&[rows[1].id], "HTTP 400: bad", 1, 100).unwrap();
+    queue.reject(&[rows[3].id], "HTTP 413", 1, 100).unwrap();
+
+    let dead = json_lines(&run(peek(10, true), dir.path()).1);
+    assert_eq!(dead.len(), 2);
+    assert_eq!(dead[0]["event_id"], ids[1].as_str());
+    assert_eq!(dead[0]["attempts"], 1);
+    assert_eq!(dead[0]["last_error"], "HTTP 400: bad");
+    assert_eq!(dead[1]["event_id"], ids[3].as_str());
+
+    let (code, out, _) = run(QueueCommand::RetryDead, dir.path());
+    assert_eq!((code, out.as_str()), (0, "{\"moved\":2}\n"));
+    let pending: Vec<Value> = json_lines(&run(peek(10, false), dir.path()).1);
+    let order: Vec<&str> = pending.iter().map(|l| l["event_id"].as_str().unwrap()).collect();
+    assert_eq!(order, ids.iter().map(String::as_str).collect::<Vec<_>>());
+
+    queue.reject(&[rows[0].id], "HTTP 400", 1, 100).unwrap();
+    let (code, out, _) = run(QueueCommand::Purge { dead: true }, dir.path());
+    assert_eq!((code, out.as_str()), (0, "{\"purged\":1}\n"));
+    let (code, out, _) = run(QueueCommand::Purge { dead: false }, dir.path());
+    assert_eq!((code, out.as_str()), (0, "{\"purged\":4}\n"));
+    let stats = queue.stats().unwrap();
+    assert_eq!((stats.pending, stats.dead), (0, 0));
+}
+
+#[test]
+fn commands_work_while_the_daemon_writes() {
+    // The daemon's connection inserts and deletes all the time; the commands
+    // share the file through WAL and short transactions.
+    let dir = tempfile::tempdir().unwrap();
+    let (_, _) = queue_with(dir.path(), 1);
+    let db = dir.path().join("queue.db");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let daemon = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut queue = Queue::open(&db).unwrap();
+            let mut n = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) && n < 100_000 {
+                let (id, at, payload) = row(n);
+                queue.insert(&id, &at, &payload, 50).unwrap();
+                let oldest = queue.peek(1).unwrap();
+                queue.delete_delivered(&[oldest[0].id]).unwrap();
+                n += 1;
+            }
+            n
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut runs = 0;
+    while Instant::now() < deadline {
+        for command in [
+            QueueCommand::Stats,
+            peek(20, false),
+            QueueCommand::RetryDead,
+            QueueCommand::Purge { dead: true },
+        ] {
+            let (code, _, err) = run(command, dir.path());
+            assert_eq!(code, 0, "{err}");
+            runs += 1;
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let written = daemon.join().unwrap();
+    assert!(written > 10 && runs > 10, "written {written}, runs {runs}");
+}
+
+// ---- the real binary ----
+
+fn metricsd(config: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_metricsd"))
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env_remove("METRICSD_CONFIG")
+        .output()
+        .unwrap()
+}
+
+fn config_file(dir: &Path, state_dir: &Path) -> std::path::PathBuf {
+    let path = dir.join("metricsd.toml");
+    std::fs::write(
+        &path,
+        format!("state_dir = {:?}\n", state_dir.to_string_lossy()),
+    )
+    .unwrap();
+    path
+}
+
+#[test]
+fn the_binary_runs_the_queue_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    let (mut queue, ids) = queue_with(&state, 3);
+    let first = queue.peek(1).unwrap();
+    queue.reject(&[first[0].id], "HTTP 400", 1, 10).unwrap();
+    let config = config_file(dir.path(), &state);
+
+    let out = metricsd(&config, &["queue", "stats"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((v["pending"].as_u64(), v["dead"].as_u64()), (Some(2), Some(1)));
+
+    let out = metricsd(&config, &["queue", "peek", "-n", "1"]);
+    let lines = json_lines(&String::from_utf8(out.stdout).unwrap());
+    assert_eq!(lines.len(), 1);
+    assert_eq!(lines[0]["event_id"], ids[1].as_str());
+
+    let out = metricsd(&config, &["queue", "peek", "--dead"]);
+    let lines = json_lines(&String::from_utf8(out.stdout).unwrap());
+    assert_eq!(lines[0]["event_id"], ids[0].as_str());
+
+    let out = metricsd(&config, &["queue", "retry-dead"]);
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), "{\"moved\":1}\n");
+    let out = metricsd(&config, &["queue", "purge"]);
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), "{\"purged\":3}\n");
+    let out = metricsd(&config, &["queue", "purge", "--dead"]);
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), "{\"purged\":0}\n");
+}
+
+#[test]
+fn the_binary_exits_73_for_an_unopenable_state_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("plain-file");
+    std::fs::write(&file, b"x").unwrap();
+    let config = config_file(dir.path(), &file.join("state"));
+    let out = metricsd(&config, &["queue", "stats"]);
+    assert_eq!(out.status.code(), Some(73));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&*file.to_string_lossy()), "{err}");
+}
