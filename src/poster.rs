@@ -8,6 +8,7 @@
 //! the same event_id).
 
 pub mod client;
+mod resolver;
 
 use crate::backoff;
 use crate::config::{BackendConfig, Config, SharedConfig};
@@ -63,7 +64,7 @@ pub fn spawn(
 fn connect(path: &Path, status: &Status, shutdown: &Shutdown) -> Option<Queue> {
     let mut logged = false;
     loop {
-        match Queue::connect(path) {
+        match Queue::connect_for_delivery(path) {
             Ok(queue) => return Some(queue),
             Err(e) => {
                 if !logged {
@@ -157,7 +158,10 @@ impl Poster {
         if first {
             log::debug!("posting to {}", client.host());
         } else {
-            log::info!("backend configuration changed; posting to {}", client.host());
+            log::info!(
+                "backend configuration changed; posting to {}",
+                client.host()
+            );
         }
         self.client = Some(client);
         self.failures = 0;
@@ -207,7 +211,9 @@ impl Poster {
     ) {
         let backend = &config.backend;
         self.failures = self.failures.saturating_add(1);
-        self.status.post_failures_total.fetch_add(1, Ordering::Relaxed);
+        self.status
+            .post_failures_total
+            .fetch_add(1, Ordering::Relaxed);
         self.status
             .set_last_error(Some(format!("backend {}: {reason}", self.host())));
         let delay = backoff::retry_delay(
@@ -240,7 +246,9 @@ impl Poster {
     fn rejected(&mut self, rows: &[Row], status: u16, reason: String, config: &Arc<Config>) {
         let backend = &config.backend;
         self.backend_ok();
-        self.status.post_failures_total.fetch_add(1, Ordering::Relaxed);
+        self.status
+            .post_failures_total
+            .fetch_add(1, Ordering::Relaxed);
         self.status
             .set_last_error(Some(format!("backend {}: {reason}", self.host())));
         if rows.len() > 1 {
@@ -326,7 +334,8 @@ impl Poster {
                 s.queue_dead.store(c.dead, Ordering::Relaxed);
                 s.queue_dropped_total
                     .store(c.dropped_total, Ordering::Relaxed);
-                s.delivered_total.store(c.delivered_total, Ordering::Relaxed);
+                s.delivered_total
+                    .store(c.delivered_total, Ordering::Relaxed);
             }
             Err(e) => self.queue_error("read its counters", &e),
         }

@@ -42,7 +42,9 @@ pub enum QueueError {
     NotWal { path: PathBuf, mode: String },
     #[error("{path}: not an SQLite database ({reason})")]
     NotADatabase { path: PathBuf, reason: String },
-    #[error("{path}: schema version {found} is newer than this build understands ({SCHEMA_VERSION})")]
+    #[error(
+        "{path}: schema version {found} is newer than this build understands ({SCHEMA_VERSION})"
+    )]
     TooNew { path: PathBuf, found: i32 },
     #[error("{path}: {source}")]
     Io {
@@ -63,9 +65,9 @@ impl QueueError {
     pub fn is_corrupt(&self) -> bool {
         matches!(self, QueueError::NotADatabase { .. })
             || matches!(
-            sqlite_code(self),
-            Some(ErrorCode::NotADatabase) | Some(ErrorCode::DatabaseCorrupt)
-        )
+                sqlite_code(self),
+                Some(ErrorCode::NotADatabase) | Some(ErrorCode::DatabaseCorrupt)
+            )
     }
 }
 
@@ -171,6 +173,21 @@ impl Queue {
             drop_warning: DropWarning::default(),
         };
         queue.migrate()?;
+        Ok(queue)
+    }
+
+    /// The poster's connection: like `connect`, but its own commits (deletes
+    /// of delivered rows, attempt counts) are not flushed to disk one by one
+    /// (`synchronous=NORMAL`; WAL keeps the file consistent either way). A
+    /// power cut may then undo the last deletes, and those rows are sent
+    /// again with the same event_id, which at-least-once delivery allows
+    /// (SPEC §5.3). Inserts, on the sampler's connection, stay
+    /// `synchronous=FULL`, so no committed snapshot is ever lost. Without
+    /// this, one fsync per delivered row caps the drain at the disk's fsync
+    /// rate.
+    pub fn connect_for_delivery(path: &Path) -> Result<Queue, QueueError> {
+        let queue = Self::connect(path)?;
+        queue.conn.execute_batch("PRAGMA synchronous = NORMAL")?;
         Ok(queue)
     }
 
@@ -331,9 +348,8 @@ impl Queue {
             for id in ids {
                 bump.execute(params![id, error])?;
             }
-            let mut worn = tx.prepare_cached(
-                "SELECT id FROM pending WHERE id = ?1 AND attempts >= ?2",
-            )?;
+            let mut worn =
+                tx.prepare_cached("SELECT id FROM pending WHERE id = ?1 AND attempts >= ?2")?;
             let mut dead_ids = Vec::new();
             for id in ids {
                 if let Some(id) = worn
@@ -467,11 +483,11 @@ impl Queue {
             Some(bytes) => (bytes / page_size as u64).max(1) as i64,
             None => i64::from(u32::MAX) - 1,
         };
-        let set: i64 = self.conn.query_row(
-            &format!("PRAGMA max_page_count = {pages}"),
-            [],
-            |r| r.get(0),
-        )?;
+        let set: i64 =
+            self.conn
+                .query_row(&format!("PRAGMA max_page_count = {pages}"), [], |r| {
+                    r.get(0)
+                })?;
         Ok(set as u64 * page_size as u64)
     }
 
@@ -586,9 +602,7 @@ fn migrate_to_v1(tx: &rusqlite::Transaction) -> rusqlite::Result<()> {
 }
 
 fn meta_get(tx: &rusqlite::Transaction, key: &str) -> rusqlite::Result<u64> {
-    let value: i64 = tx.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| {
-        r.get(0)
-    })?;
+    let value: i64 = tx.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))?;
     Ok(value.max(0) as u64)
 }
 
@@ -702,9 +716,10 @@ impl DropWarning {
     /// due now (and logs it).
     pub fn note(&mut self, dropped: u64, max_pending: u64, now: Instant) -> Option<u64> {
         self.unreported += dropped;
-        let due = self
-            .last
-            .is_none_or(|last| now.duration_since(last) >= DROP_WARNING_PERIOD);
+        let due = match self.last {
+            None => true,
+            Some(last) => now.duration_since(last) >= DROP_WARNING_PERIOD,
+        };
         if !due || self.unreported == 0 {
             return None;
         }

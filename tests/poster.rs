@@ -220,7 +220,11 @@ fn a_backend_that_is_down_then_up_gets_everything_in_order() {
     });
     ids.extend(h.insert(5));
     assert_eq!(h.pending_ids(), ids, "nothing is lost while down");
-    assert!(h.status.last_error().unwrap().contains(&backend.addr().to_string()));
+    assert!(h
+        .status
+        .last_error()
+        .unwrap()
+        .contains(&backend.addr().to_string()));
     backend.up();
     wait_for("10 deliveries", || backend.delivered_ids().len() == 10);
     delivered_in_order(&backend, &ids);
@@ -249,7 +253,9 @@ fn server_errors_500_and_503_are_retried_until_accepted() {
     wait_for("3 failed tries", || backend.request_count() >= 3);
     backend.set(Behaviour::Status(503));
     let seen = backend.request_count();
-    wait_for("2 more failed tries", || backend.request_count() >= seen + 2);
+    wait_for("2 more failed tries", || {
+        backend.request_count() >= seen + 2
+    });
     assert_eq!(h.pending_ids(), ids);
     assert!(h.queue.peek(10).unwrap().iter().all(|r| r.attempts == 0));
     assert_eq!(h.status.backend_state(), BackendState::Failing);
@@ -286,7 +292,8 @@ fn retry_after_seconds_is_honoured() {
 #[test]
 fn retry_after_as_http_date_and_capped_by_max_retry_after() {
     let backend = Backend::start();
-    let in_an_hour = httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(3600));
+    let in_an_hour =
+        httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(3600));
     backend.set(Behaviour::RetryAfter(503, in_an_hour));
     let mut h = Harness::new(&backend.url(), |c| {
         c.backend.max_retry_after = Duration::from_secs(1);
@@ -356,12 +363,21 @@ fn a_bad_row_goes_dead_after_max_attempts_and_later_rows_are_delivered() {
     wait_for("dead row", || h.stats().dead == 1);
     let good: Vec<String> = ids.iter().filter(|i| **i != bad).cloned().collect();
     delivered_in_order(&backend, &good);
-    assert_eq!(requests_for(&backend, &bad).len(), 3, "exactly max_attempts tries");
+    assert_eq!(
+        requests_for(&backend, &bad).len(),
+        3,
+        "exactly max_attempts tries"
+    );
     assert_eq!(h.dead_ids(), vec![bad.clone()]);
     let dead = &h.queue.peek_dead(1).unwrap()[0];
     assert_eq!(dead.attempts, 3);
-    assert!(dead.last_error.as_deref().unwrap().contains("400"), "{dead:?}");
-    wait_for("status dead count", || h.status.queue_dead.load(Ordering::Relaxed) == 1);
+    assert!(
+        dead.last_error.as_deref().unwrap().contains("400"),
+        "{dead:?}"
+    );
+    wait_for("status dead count", || {
+        h.status.queue_dead.load(Ordering::Relaxed) == 1
+    });
     // A rejection is no outage.
     assert_eq!(h.status.backend_state(), BackendState::Ok);
 
@@ -458,7 +474,10 @@ fn a_hanging_backend_is_given_up_after_the_timeout_and_retried() {
     assert!(requests.iter().all(|r| r.answered.is_none()));
     assert_eq!(h.status.backend_state(), BackendState::Failing);
     assert!(
-        h.status.last_error().unwrap().contains("no answer within 500ms"),
+        h.status
+            .last_error()
+            .unwrap()
+            .contains("no answer within 500ms"),
         "{:?}",
         h.status.last_error()
     );
@@ -480,7 +499,10 @@ fn shutdown_during_a_hanging_post_keeps_the_rows() {
     wait_for("a post in flight", || backend.request_count() >= 1);
     let took = h.stop();
     // The in-flight POST may finish (here: time out); the daemon waits at most 5 s.
-    assert!(took < Duration::from_secs(4), "poster took {took:?} to stop");
+    assert!(
+        took < Duration::from_secs(4),
+        "poster took {took:?} to stop"
+    );
     assert_eq!(h.pending_ids(), ids, "unanswered rows stay queued");
     assert_eq!(h.stats().delivered_total, 0);
 }
@@ -502,7 +524,9 @@ fn an_idle_poster_stops_at_once_on_shutdown() {
     });
     h.insert(1);
     h.start();
-    wait_for("failing", || h.status.backend_state() == BackendState::Failing);
+    wait_for("failing", || {
+        h.status.backend_state() == BackendState::Failing
+    });
     let took = h.stop();
     assert!(took < Duration::from_millis(500), "{took:?}");
     assert_eq!(h.stats().pending, 1);
@@ -514,7 +538,9 @@ fn no_url_posts_nothing_until_a_reload_sets_one() {
     let mut h = Harness::new("", |_| {});
     let ids = h.insert(3);
     h.start();
-    wait_for("status counters", || h.status.queue_pending.load(Ordering::Relaxed) == 3);
+    wait_for("status counters", || {
+        h.status.queue_pending.load(Ordering::Relaxed) == 3
+    });
     assert_eq!(h.status.backend_state(), BackendState::Disabled);
     assert_eq!(backend.request_count(), 0);
     assert_eq!(h.pending_ids(), ids);
@@ -531,7 +557,9 @@ fn no_url_posts_nothing_until_a_reload_sets_one() {
     let mut c = (*h.config.get()).clone();
     c.backend.url = String::new();
     h.config.set(c);
-    wait_for("disabled", || h.status.backend_state() == BackendState::Disabled);
+    wait_for("disabled", || {
+        h.status.backend_state() == BackendState::Disabled
+    });
     h.insert(1);
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(backend.request_count(), 3);
@@ -548,7 +576,9 @@ fn a_reload_with_a_new_url_and_token_cuts_a_long_backoff_short() {
     });
     let ids = h.insert(2);
     h.start();
-    wait_for("failing", || h.status.backend_state() == BackendState::Failing);
+    wait_for("failing", || {
+        h.status.backend_state() == BackendState::Failing
+    });
     let mut c = (*h.config.get()).clone();
     c.backend.url = fixed.url();
     c.backend.token = "new-token".to_string();

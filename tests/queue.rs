@@ -142,7 +142,12 @@ fn rejected_rows_go_dead_after_max_attempts_and_dead_list_is_bounded() {
     for attempt in 1..=2 {
         let r = queue.reject(&[bad], "HTTP 400: bad row", 3, 10).unwrap();
         assert_eq!(r.moved_to_dead, 0);
-        let row = queue.peek(4).unwrap().into_iter().find(|r| r.id == bad).unwrap();
+        let row = queue
+            .peek(4)
+            .unwrap()
+            .into_iter()
+            .find(|r| r.id == bad)
+            .unwrap();
         assert_eq!(row.attempts, attempt);
         assert_eq!(row.last_error.as_deref(), Some("HTTP 400: bad row"));
     }
@@ -345,7 +350,12 @@ fn a_full_disk_fails_the_insert_and_inserts_work_again_once_space_is_freed() {
     assert_eq!(queue.stats().unwrap().pending, before.pending);
 
     // Freeing space (delivering the backlog) makes inserts work again...
-    let all: Vec<i64> = queue.peek(usize::MAX).unwrap().iter().map(|r| r.id).collect();
+    let all: Vec<i64> = queue
+        .peek(usize::MAX)
+        .unwrap()
+        .iter()
+        .map(|r| r.id)
+        .collect();
     queue.delete_delivered(&all).unwrap();
     let ids = fill(&mut queue, 3, 10_000);
     assert_eq!(pending_ids(&queue), ids);

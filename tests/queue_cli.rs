@@ -92,10 +92,19 @@ fn a_missing_queue_shows_zeros_and_creates_nothing() {
         assert_eq!(v["pending"], 0);
         assert_eq!(v["dead"], 0);
         assert_eq!(v["db_bytes"], 0);
-        assert_eq!(v["db_path"], state_dir.join("queue.db").to_string_lossy().as_ref());
+        assert_eq!(
+            v["db_path"],
+            state_dir.join("queue.db").to_string_lossy().as_ref()
+        );
         assert_eq!(run(peek(10, false), &state_dir).1, "");
-        assert_eq!(run(QueueCommand::RetryDead, &state_dir).1, "{\"moved\":0}\n");
-        assert_eq!(run(QueueCommand::Purge { dead: false }, &state_dir).1, "{\"purged\":0}\n");
+        assert_eq!(
+            run(QueueCommand::RetryDead, &state_dir).1,
+            "{\"moved\":0}\n"
+        );
+        assert_eq!(
+            run(QueueCommand::Purge { dead: false }, &state_dir).1,
+            "{\"purged\":0}\n"
+        );
         assert!(!state_dir.join("queue.db").exists());
     }
     assert!(!dir.path().join("not-yet-made").exists());
@@ -109,12 +118,18 @@ fn an_unopenable_state_directory_exits_73_naming_path_and_error() {
     let (code, out, err) = run(QueueCommand::Stats, &file);
     assert_eq!(code, 73);
     assert_eq!(out, "");
-    assert!(err.contains(&*file.to_string_lossy()) && err.contains("not a directory"), "{err}");
+    assert!(
+        err.contains(&*file.to_string_lossy()) && err.contains("not a directory"),
+        "{err}"
+    );
 
     let below = file.join("state");
     let (code, _, err) = run(QueueCommand::Stats, &below);
     assert_eq!(code, 73);
-    assert!(err.contains(&*below.to_string_lossy()) && err.contains("os error 20"), "{err}");
+    assert!(
+        err.contains(&*below.to_string_lossy()) && err.contains("os error 20"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -125,7 +140,10 @@ fn a_garbage_queue_file_exits_73_and_is_left_for_the_daemon() {
     let (code, _, err) = run(QueueCommand::Stats, dir.path());
     assert_eq!(code, 73);
     assert!(err.contains("not an SQLite database"), "{err}");
-    assert_eq!(std::fs::read(&path).unwrap(), b"definitely not sqlite".repeat(50));
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        b"definitely not sqlite".repeat(50)
+    );
 }
 
 #[test]
@@ -138,10 +156,22 @@ fn peek_prints_the_oldest_rows_with_the_payload_as_an_object() {
     assert_eq!(lines.len(), 10);
     let rows = queue.peek(10).unwrap();
     for ((line, id), row) in lines.iter().zip(&ids).zip(&rows) {
-        let keys: Vec<&str> = line.as_object().unwrap().keys().map(String::as_str).collect();
+        let keys: Vec<&str> = line
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
         assert_eq!(
             keys,
-            ["attempts", "created_at", "event_id", "id", "last_error", "payload"]
+            [
+                "attempts",
+                "created_at",
+                "event_id",
+                "id",
+                "last_error",
+                "payload"
+            ]
         );
         assert_eq!(line["id"], row.id);
         assert_eq!(line["event_id"], id.as_str());
@@ -161,7 +191,9 @@ fn dead_rows_can_be_peeked_retried_and_purged() {
     let dir = tempfile::tempdir().unwrap();
     let (mut queue, ids) = queue_with(dir.path(), 5);
     let rows = queue.peek(5).unwrap();
-    queue.reject(&[rows[1].id], "HTTP 400: bad", 1, 100).unwrap();
+    queue
+        .reject(&[rows[1].id], "HTTP 400: bad", 1, 100)
+        .unwrap();
     queue.reject(&[rows[3].id], "HTTP 413", 1, 100).unwrap();
 
     let dead = json_lines(&run(peek(10, true), dir.path()).1);
@@ -174,7 +206,10 @@ fn dead_rows_can_be_peeked_retried_and_purged() {
     let (code, out, _) = run(QueueCommand::RetryDead, dir.path());
     assert_eq!((code, out.as_str()), (0, "{\"moved\":2}\n"));
     let pending: Vec<Value> = json_lines(&run(peek(10, false), dir.path()).1);
-    let order: Vec<&str> = pending.iter().map(|l| l["event_id"].as_str().unwrap()).collect();
+    let order: Vec<&str> = pending
+        .iter()
+        .map(|l| l["event_id"].as_str().unwrap())
+        .collect();
     assert_eq!(order, ids.iter().map(String::as_str).collect::<Vec<_>>());
 
     queue.reject(&[rows[0].id], "HTTP 400", 1, 100).unwrap();
@@ -261,9 +296,17 @@ fn the_binary_runs_the_queue_commands() {
     let config = config_file(dir.path(), &state);
 
     let out = metricsd(&config, &["queue", "stats"]);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!((v["pending"].as_u64(), v["dead"].as_u64()), (Some(2), Some(1)));
+    assert_eq!(
+        (v["pending"].as_u64(), v["dead"].as_u64()),
+        (Some(2), Some(1))
+    );
 
     let out = metricsd(&config, &["queue", "peek", "-n", "1"]);
     let lines = json_lines(&String::from_utf8(out.stdout).unwrap());

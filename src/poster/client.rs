@@ -1,6 +1,7 @@
 //! One HTTP exchange with the backend: the request (body, headers, TLS
 //! roots) and the classification of its answer (SPEC §5.3).
 
+use super::resolver::CachingResolver;
 use crate::config::BackendConfig;
 use crate::queue::Row;
 use flate2::write::GzEncoder;
@@ -8,6 +9,7 @@ use std::io::{Read, Write};
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 use ureq::tls::{Certificate, PemItem, RootCerts, TlsConfig};
+use ureq::unversioned::transport::DefaultConnector;
 use ureq::Agent;
 
 /// At most this much of a response body is read (and then dropped), so the
@@ -67,6 +69,7 @@ pub enum Outcome {
 /// A keep-alive agent built for one backend configuration.
 pub struct Client {
     agent: Agent,
+    resolver: CachingResolver,
     backend: BackendConfig,
     host: String,
 }
@@ -77,16 +80,18 @@ impl Client {
             None => RootCerts::PlatformVerifier,
             Some(path) => RootCerts::from(roots_with(path)?),
         };
-        let agent: Agent = Agent::config_builder()
+        let config = Agent::config_builder()
             .timeout_global(Some(backend.timeout))
             .http_status_as_error(false)
             .max_redirects(0)
             .user_agent(crate::USER_AGENT)
             .tls_config(TlsConfig::builder().root_certs(roots).build())
-            .build()
-            .into();
+            .build();
+        let resolver = CachingResolver::default();
+        let agent = Agent::with_parts(config, DefaultConnector::new(), resolver.clone());
         Ok(Client {
             agent,
+            resolver,
             backend: backend.clone(),
             host: url_host(&backend.url),
         })
@@ -121,10 +126,11 @@ impl Client {
         let mut response = match request.send(&body[..]) {
             Ok(response) => response,
             Err(e) => {
+                self.resolver.forget();
                 return Outcome::Retry {
                     reason: describe_error(&e, self.backend.timeout),
                     retry_after: None,
-                }
+                };
             }
         };
         let status = response.status().as_u16();
@@ -243,8 +249,8 @@ pub fn url_host(url: &str) -> String {
 /// platform verifier or a fixed list, so "both" means reading the system
 /// bundle ourselves.
 fn roots_with(ca_file: &Path) -> Result<Vec<Certificate<'static>>, String> {
-    let extra = read_pem_certs(ca_file)
-        .map_err(|e| format!("ca_file {}: {e}", ca_file.display()))?;
+    let extra =
+        read_pem_certs(ca_file).map_err(|e| format!("ca_file {}: {e}", ca_file.display()))?;
     if extra.is_empty() {
         return Err(format!(
             "ca_file {}: no PEM certificates found",
@@ -284,9 +290,9 @@ pub fn read_pem_certs(path: &Path) -> Result<Vec<Certificate<'static>>, String> 
         .map_err(|e| e.to_string())?;
     let mut certs = Vec::new();
     for item in ureq::tls::parse_pem(&pem) {
-        match item.map_err(|e| e.to_string())? {
-            PemItem::Certificate(cert) => certs.push(cert),
-            _ => {}
+        // Private keys and other sections are not roots.
+        if let PemItem::Certificate(cert) = item.map_err(|e| e.to_string())? {
+            certs.push(cert);
         }
     }
     Ok(certs)
@@ -324,7 +330,10 @@ mod tests {
 
     #[test]
     fn single_body_is_the_object_and_batch_body_an_array() {
-        let rows = [row(1, "a", r#"{"event_id":"a"}"#), row(2, "b", r#"{"event_id":"b"}"#)];
+        let rows = [
+            row(1, "a", r#"{"event_id":"a"}"#),
+            row(2, "b", r#"{"event_id":"b"}"#),
+        ];
         assert_eq!(request_body(&rows[..1], false), br#"{"event_id":"a"}"#);
         assert_eq!(request_body(&rows[..1], true), br#"[{"event_id":"a"}]"#);
         let both: serde_json::Value = serde_json::from_slice(&request_body(&rows, true)).unwrap();

@@ -101,7 +101,9 @@ impl Backend {
     /// Starts answering 200 on 127.0.0.1 at a free port.
     pub fn start() -> Backend {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-        listener.set_nonblocking(true).expect("nonblocking listener");
+        listener
+            .set_nonblocking(true)
+            .expect("nonblocking listener");
         let addr = listener.local_addr().expect("local addr");
         let shared = Arc::new(Shared {
             addr,
@@ -172,7 +174,9 @@ impl Backend {
                 Err(e) => panic!("re-bind {}: {e}", self.shared.addr),
             }
         };
-        listener.set_nonblocking(true).expect("nonblocking listener");
+        listener
+            .set_nonblocking(true)
+            .expect("nonblocking listener");
         *self.shared.listener.lock().unwrap() = Some(listener);
     }
 
