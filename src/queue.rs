@@ -131,7 +131,8 @@ pub struct Queue {
 }
 
 impl Queue {
-    /// Opens the daemon's queue, creating it if missing. A file that is not a
+    /// Opens the daemon's queue, creating it if missing: the process's first
+    /// connection to the file (see `open_for_command`). A file that is not a
     /// valid database is renamed aside (`queue.db.corrupt-<unix time>`),
     /// logged as an error, and replaced by a new queue.
     pub fn open(path: &Path) -> Result<Queue, QueueError> {
@@ -150,15 +151,28 @@ impl Queue {
         }
     }
 
-    /// Opens (or creates) the queue without any recovery: for a second
-    /// connection (the poster) and for the `queue` commands, which must never
-    /// move a file the daemon may be using.
+    /// Opens the queue for a `metricsd queue` command, never moving it (the
+    /// daemon may be using it): a file that is not a database is refused
+    /// before SQLite touches it, since SQLite would delete a stale `-wal`
+    /// beside it, and that may be the very data worth examining. Like
+    /// `open`, it must be the process's only connection to the file: it
+    /// reads the file's header through its own descriptor, and closing that
+    /// drops every POSIX lock the process holds on the file, including
+    /// SQLite's.
+    pub fn open_for_command(path: &Path) -> Result<Queue, QueueError> {
+        check_header(path)?;
+        Self::connect(path)
+    }
+
+    /// Opens (or creates) the queue without any recovery: for further
+    /// connections of a process (the poster's). It touches the file only
+    /// through SQLite, which keeps its locks for all the process's
+    /// connections together.
     pub fn connect(path: &Path) -> Result<Queue, QueueError> {
         let open_err = |source| QueueError::Open {
             path: path.to_path_buf(),
             source,
         };
-        check_header(path)?;
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
             | OpenFlags::SQLITE_OPEN_CREATE
             | OpenFlags::SQLITE_OPEN_NO_MUTEX;
@@ -194,7 +208,7 @@ impl Queue {
     /// `connect` plus a full structure check, so damage is found at start-up
     /// rather than by a failing insert later.
     fn open_checked(path: &Path) -> Result<Queue, QueueError> {
-        let queue = Self::connect(path)?;
+        let queue = Self::open_for_command(path)?;
         let verdict: String = queue
             .conn
             .query_row("PRAGMA quick_check(1)", [], |r| r.get(0))?;
@@ -508,8 +522,7 @@ impl Queue {
 }
 
 /// Refuses a file that does not start like an SQLite database before SQLite
-/// opens it: SQLite would otherwise delete a stale `-wal` beside it on close,
-/// and that may be the very data worth examining.
+/// opens it (see `Queue::open_for_command`).
 fn check_header(path: &Path) -> Result<(), QueueError> {
     const MAGIC: &[u8; 16] = b"SQLite format 3\0";
     let mut file = match std::fs::File::open(path) {

@@ -108,7 +108,7 @@ fn open_existing(state_dir: &Path, db_path: &Path) -> Result<Option<Queue>, Stri
         Err(e) => return Err(format!("queue {}: {e}", db_path.display())),
         Ok(_) => {}
     }
-    Queue::connect(db_path)
+    Queue::open_for_command(db_path)
         .map(Some)
         .map_err(|e| format!("cannot open the queue: {e}"))
 }

@@ -15,10 +15,18 @@ use std::time::{Duration, Instant};
 
 struct Daemon {
     child: Child,
+    log: PathBuf,
 }
 
 impl Daemon {
+    /// Starts `metricsd run`, its log going to `daemon.log` beside the config.
     fn start(config: &Path) -> Daemon {
+        let log = config.with_file_name("daemon.log");
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_metricsd"))
             .arg("--config")
             .arg(config)
@@ -27,10 +35,26 @@ impl Daemon {
             .env_remove("NOTIFY_SOCKET")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log_file)
             .spawn()
             .expect("start metricsd");
-        Daemon { child }
+        Daemon { child, log }
+    }
+
+    /// Polls `condition` until it holds; on timeout fails with the daemon's log.
+    fn wait_for(&self, what: &str, timeout: Duration, condition: impl Fn() -> bool) {
+        let deadline = Instant::now() + timeout;
+        while !condition() {
+            if Instant::now() >= deadline {
+                let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(40).collect();
+                panic!(
+                    "timed out waiting for {what}; daemon log (last lines, newest first):\n{}",
+                    tail.join("\n")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     fn kill_9(mut self) {
@@ -122,17 +146,10 @@ fn peek_ids(config: &Path) -> Vec<String> {
 }
 
 fn pending(db: &Path) -> u64 {
+    // Before the daemon has made its state directory there is nothing yet.
     Queue::connect(db)
         .map(|q| q.stats().unwrap().pending)
         .unwrap_or(0)
-}
-
-fn wait_for(what: &str, timeout: Duration, condition: impl Fn() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !condition() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// Every body the backend accepted for an event_id is the same body.
@@ -162,7 +179,7 @@ fn committed_snapshots_survive_kill_9() {
     let db = state.join("queue.db");
 
     let daemon = Daemon::start(&config);
-    wait_for("3 queued snapshots", Duration::from_secs(15), || {
+    daemon.wait_for("3 queued snapshots", Duration::from_secs(15), || {
         pending(&db) >= 3
     });
     let stats: Value = serde_json::from_str(&metricsd(&config, &["queue", "stats"])).unwrap();
@@ -173,7 +190,7 @@ fn committed_snapshots_survive_kill_9() {
 
     backend.up();
     let daemon = Daemon::start(&config);
-    wait_for(
+    daemon.wait_for(
         "every queued snapshot at the backend",
         Duration::from_secs(15),
         || {
@@ -218,19 +235,21 @@ fn kill_9_during_a_drain_loses_nothing() {
         seen.extend(peek_ids(&config));
         let served = backend.served();
         let daemon = Daemon::start(&config);
-        wait_for(
+        daemon.wait_for(
             &format!("round {round}: the drain to start"),
             Duration::from_secs(15),
             || backend.served() > served,
         );
         std::thread::sleep(Duration::from_millis(fastrand::u64(0..150)));
         daemon.kill_9();
+        // The kill landed in the middle of the drain, not after it.
+        assert!(pending(&db) > 0, "round {round}: the backlog ran out");
     }
     seen.extend(peek_ids(&config));
 
     // A last run drains what is left.
     let daemon = Daemon::start(&config);
-    wait_for("every row at the backend", Duration::from_secs(30), || {
+    daemon.wait_for("every row at the backend", Duration::from_secs(30), || {
         let delivered: HashSet<String> = backend.delivered_ids().into_iter().collect();
         seen.iter().all(|id| delivered.contains(id))
     });

@@ -237,8 +237,10 @@ fn garbage_queue_file_is_set_aside_and_a_new_queue_made() {
     std::fs::write(dir.path().join("queue.db-wal"), b"stale wal").unwrap();
     std::fs::write(dir.path().join("queue.db-shm"), b"stale shm").unwrap();
 
-    // A second connection (poster, queue commands) never moves the file.
-    let err = Queue::connect(&path).err().expect("garbage must not open");
+    // The queue commands never move the file (the daemon may be using it).
+    let err = Queue::open_for_command(&path)
+        .err()
+        .expect("garbage must not open");
     assert!(err.is_corrupt(), "{err}");
     assert_eq!(std::fs::read(&path).unwrap(), garbage);
 
@@ -403,4 +405,32 @@ fn the_file_shrinks_after_a_backlog_drains() {
     queue.checkpoint().unwrap();
     let drained = std::fs::metadata(&path).unwrap().len();
     assert!(drained < full / 2, "full {full}, drained {drained}");
+}
+
+#[test]
+fn connections_opening_a_new_queue_at_once_all_succeed() {
+    // Connections racing to create a new queue (the daemon and a queue
+    // command, say) all succeed and agree on its settings.
+    for round in 0..30 {
+        let dir = tempfile::tempdir().unwrap();
+        let path = db(&dir);
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(3));
+        let openers: Vec<_> = (0..3)
+            .map(|_| {
+                let (path, barrier) = (path.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    Queue::connect(&path).map(|_| ()).map_err(|e| e.to_string())
+                })
+            })
+            .collect();
+        for opener in openers {
+            opener
+                .join()
+                .unwrap()
+                .unwrap_or_else(|e| panic!("round {round}: {e}"));
+        }
+        assert_eq!(pragma(&path, "journal_mode"), "wal");
+        assert_eq!(pragma(&path, "auto_vacuum"), "2");
+    }
 }

@@ -240,6 +240,10 @@ fn commands_work_while_the_daemon_writes() {
                 let oldest = queue.peek(1).unwrap();
                 queue.delete_delivered(&[oldest[0].id]).unwrap();
                 n += 1;
+                // The daemon's writes are spaced by HTTP round trips and
+                // sample intervals; a writer that never lets go would starve
+                // any other connection past its busy timeout.
+                std::thread::sleep(Duration::from_millis(1));
             }
             n
         })
