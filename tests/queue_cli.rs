@@ -340,3 +340,42 @@ fn the_binary_exits_73_for_an_unopenable_state_directory() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(&*file.to_string_lossy()), "{err}");
 }
+
+#[test]
+fn the_binary_never_cuts_off_a_running_daemons_connections() {
+    // The daemon holds two connections (sampler and poster); each queue
+    // command opens and closes its own. If the daemon's locks were lost, a
+    // closing command would think itself the last user and delete the WAL
+    // under the daemon, whose later writes would then vanish.
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    let config = config_file(dir.path(), &state);
+    let db = state.join("queue.db");
+    let mut sampler = Queue::open(&db).unwrap();
+    let mut poster = Queue::connect_for_delivery(&db).unwrap();
+    let mut expected = 0;
+    for round in 0..5 {
+        for i in 0..3 {
+            let (id, at, payload) = row(round * 10 + i);
+            sampler.insert(&id, &at, &payload, 1000).unwrap();
+            expected += 1;
+        }
+        let oldest = poster.peek(1).unwrap();
+        poster.delete_delivered(&[oldest[0].id]).unwrap();
+        expected -= 1;
+        let out = metricsd(&config, &["queue", "stats"]);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["pending"], expected, "round {round}");
+        assert!(
+            state.join("queue.db-wal").exists(),
+            "round {round}: WAL deleted"
+        );
+    }
+}
