@@ -591,3 +591,89 @@ fn a_reload_with_a_new_url_and_token_cuts_a_long_backoff_short() {
     );
     assert_eq!(broken.request_count(), 1);
 }
+
+/// Keeps every log line of this test binary, to check what the poster logs.
+struct CaptureLogger;
+
+/// (level, target, message)
+static LOG_LINES: std::sync::Mutex<Vec<(log::Level, String, String)>> =
+    std::sync::Mutex::new(Vec::new());
+
+impl log::Log for CaptureLogger {
+    fn enabled(&self, _: &log::Metadata) -> bool {
+        true
+    }
+    fn log(&self, record: &log::Record) {
+        LOG_LINES.lock().unwrap().push((
+            record.level(),
+            record.target().to_string(),
+            record.args().to_string(),
+        ));
+    }
+    fn flush(&self) {}
+}
+
+fn capture_logs() {
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    INSTALL.call_once(|| {
+        log::set_logger(&CaptureLogger).unwrap();
+        log::set_max_level(log::LevelFilter::Trace);
+    });
+}
+
+/// Lines at `level` or more severe that mention `needle`.
+fn logged(level: log::Level, needle: &str) -> Vec<String> {
+    LOG_LINES
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(l, _, m)| *l <= level && m.contains(needle))
+        .map(|(_, _, m)| m.clone())
+        .collect()
+}
+
+#[test]
+fn state_changes_are_logged_once_each_and_the_token_never() {
+    capture_logs();
+    let backend = Backend::start();
+    backend.set(Behaviour::Status(401));
+    let host = backend.addr().to_string();
+    let mut h = Harness::new(&backend.url(), |c| {
+        c.backend.token = "tok-Zq8-never-log-me".to_string();
+    });
+    let ids = h.insert(2);
+    h.start();
+    wait_for("several failed tries", || backend.request_count() >= 5);
+    backend.set(Behaviour::Status(503));
+    let seen = backend.request_count();
+    wait_for("more failed tries", || backend.request_count() >= seen + 3);
+    backend.set(Behaviour::Ok);
+    wait_for("deliveries", || backend.delivered_ids().len() == 2);
+    delivered_in_order(&backend, &ids);
+    wait_for("ok log", || {
+        !logged(log::Level::Info, "ok again").is_empty()
+    });
+
+    let failing = logged(log::Level::Warn, &format!("backend {host} failing"));
+    assert_eq!(failing.len(), 1, "{failing:?}");
+    assert!(failing[0].contains("HTTP 401"), "{failing:?}");
+    let ok = logged(log::Level::Info, &format!("backend {host} ok again"));
+    assert_eq!(ok.len(), 1, "{ok:?}");
+    // Nothing else about this backend above debug level.
+    let all = logged(log::Level::Info, &host);
+    assert_eq!(all.len(), 2, "{all:?}");
+    // Our own lines at any level, and every line down to debug, never show
+    // the token. (ureq_proto's trace level hex-dumps the raw request, so the
+    // daemon's logger must keep dependencies at debug or above.)
+    let leaks: Vec<(log::Level, String, String)> = LOG_LINES
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(l, target, m)| {
+            (target.starts_with("metricsd") || *l <= log::Level::Debug) && m.contains("tok-Zq8")
+        })
+        .cloned()
+        .collect();
+    assert!(leaks.is_empty(), "{leaks:?}");
+    assert!(h.status.last_error().iter().all(|e| !e.contains("tok-Zq8")));
+}
