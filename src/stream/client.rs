@@ -165,7 +165,7 @@ async fn close_too_big(ws: &mut Ws) {
         return;
     }
     let socket = ws.get_mut();
-    let mut sink = [0u8; 4096];
+    let mut sink = vec![0u8; 4096];
     let mut discarded = 0;
     let _ = timeout(DISCARD_TIME, async {
         while discarded < DISCARD_BYTES {

@@ -73,15 +73,16 @@ pub enum HeadError {
 /// Reads one request head (bounded by [`HEAD_LIMIT`]); returns it with any
 /// bytes read past it (the start of the client's first WebSocket frame).
 pub async fn read_head(stream: &mut TcpStream) -> Result<(Request, Vec<u8>), HeadError> {
-    let mut buf: Vec<u8> = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 1024];
+    let mut buf: Vec<u8> = Vec::new();
     loop {
-        let n = stream.read(&mut chunk).await.map_err(HeadError::Io)?;
+        // Read straight into the heap buffer: a stack array here would make
+        // every connection's task larger for its whole life.
+        buf.reserve(1024);
+        let search_from = buf.len().saturating_sub(3);
+        let n = stream.read_buf(&mut buf).await.map_err(HeadError::Io)?;
         if n == 0 {
             return Err(HeadError::Closed);
         }
-        let search_from = buf.len().saturating_sub(3);
-        buf.extend_from_slice(&chunk[..n]);
         if let Some(pos) = find_head_end(&buf[search_from..]) {
             let end = search_from + pos;
             if end > HEAD_LIMIT {
@@ -249,7 +250,7 @@ pub async fn respond(stream: &mut TcpStream, response: &Response) {
         _ => return,
     }
     let _ = stream.shutdown().await;
-    let mut sink = [0u8; 4096];
+    let mut sink = vec![0u8; 4096];
     let mut discarded = 0;
     let _ = timeout(LINGER, async {
         while discarded < LINGER_BYTES {

@@ -122,6 +122,9 @@ pub fn render(snapshot: Option<&Snapshot>, status: &Status) -> String {
     e.out
 }
 
+/// Reads one per-interface figure.
+type InterfaceValue = fn(&crate::snapshot::InterfaceMetrics) -> Value;
+
 fn host_metrics(e: &mut Exposition, s: &Snapshot) {
     use Kind::{Counter, Gauge};
     let m = &s.metrics;
@@ -233,12 +236,7 @@ fn host_metrics(e: &mut Exposition, s: &Snapshot) {
             .iter()
             .map(move |i| ([("interface", i.name.as_str())], f(i)))
     };
-    let network: [(
-        &str,
-        Kind,
-        &str,
-        fn(&crate::snapshot::InterfaceMetrics) -> Value,
-    ); 10] = [
+    let network: [(&str, Kind, &str, InterfaceValue); 10] = [
         (
             "host_network_receive_bytes_total",
             Counter,

@@ -193,9 +193,9 @@ impl Server {
                 Response::text(426, "WebSocket version 13 is required")
                     .with_header("Sec-WebSocket-Version", "13"),
             )
-        } else if request
+        } else if !request
             .header("sec-websocket-key")
-            .is_none_or(str::is_empty)
+            .is_some_and(|k| !k.is_empty())
         {
             Some(Response::text(400, "Sec-WebSocket-Key is missing"))
         } else if !access::origin_allowed(&request, &config.stream) {
