@@ -294,6 +294,47 @@ async fn a_client_that_never_reads_delays_nobody_and_is_dropped() {
 }
 
 #[tokio::test]
+async fn the_server_pings_and_drops_clients_silent_for_30_s() {
+    let server = TestServer::start(|_| {});
+    // Never polled again: it neither reads nor answers pings, but its socket
+    // buffers take the few small frames, so only silence can get it dropped.
+    let mut silent = connect(server.addr).await;
+    expect_welcome(&mut silent).await;
+    let started = Instant::now();
+    // This one reads, so tungstenite answers the server's pings.
+    let mut live = connect(server.addr).await;
+    expect_welcome(&mut live).await;
+    let pinged = tokio::spawn(async move {
+        let mut pinged_at = None;
+        while let Some(Ok(message)) = live.next().await {
+            if let Message::Ping(_) = message {
+                pinged_at.get_or_insert_with(Instant::now);
+            }
+            if pinged_at.is_some_and(|at: Instant| at.elapsed() > Duration::from_secs(16)) {
+                break;
+            }
+        }
+        (pinged_at, live)
+    });
+    assert!(wait_until_async(Duration::from_secs(45), || server.clients() == 1).await);
+    let dropped_after = started.elapsed();
+    assert!(
+        dropped_after >= Duration::from_secs(29) && dropped_after < Duration::from_secs(40),
+        "the silent client was dropped after {dropped_after:?}"
+    );
+    let (pinged_at, _live) = pinged.await.unwrap();
+    let first_ping = pinged_at
+        .expect("the server pinged")
+        .duration_since(started);
+    assert!(
+        first_ping >= Duration::from_secs(19) && first_ping < Duration::from_secs(26),
+        "first ping after {first_ping:?}"
+    );
+    assert_eq!(server.clients(), 1, "the answering client stays");
+    drop(silent);
+}
+
+#[tokio::test]
 async fn health_reports_its_fields() {
     let server = TestServer::start(|_| {});
     server.status.record_sample(SystemTime::now(), 1500);

@@ -22,8 +22,10 @@ use tokio_tungstenite::WebSocketStream;
 pub const WRITE_STALL: Duration = Duration::from_secs(10);
 /// The server pings this often ...
 const PING_EVERY: Duration = Duration::from_secs(20);
-/// ... and drops clients it has not heard from for this long.
+/// ... and drops clients it has not heard from for this long ...
 const SILENT_LIMIT: Duration = Duration::from_secs(30);
+/// ... checking this often (so a silent client goes within 30-35 s).
+const KEEPALIVE_CHECK: Duration = Duration::from_secs(5);
 /// After a 1009 close, how long and how much to read and discard so the
 /// close frame is not lost to a connection reset.
 const DISCARD_TIME: Duration = Duration::from_secs(1);
@@ -34,6 +36,7 @@ type Ws = WebSocketStream<TcpStream>;
 /// Why a session ended early; logged at the matching level.
 enum End {
     Stalled,
+    Silent,
     Gone,
 }
 
@@ -54,6 +57,10 @@ pub async fn run(mut ws: Ws, peer: SocketAddr, server: &Server, config: &Config)
             "stream: dropped client {peer}: its socket accepted nothing for {} s",
             WRITE_STALL.as_secs()
         ),
+        Err(End::Silent) => log::info!(
+            "stream: dropped client {peer}: silent for {} s",
+            SILENT_LIMIT.as_secs()
+        ),
         Err(End::Gone) => {}
     }
 }
@@ -68,9 +75,10 @@ async fn session(ws: &mut Ws, server: &Server, config: &Config) -> Result<(), En
         send(ws, Message::Text(latest.text)).await?;
     }
 
-    let mut ping = tokio::time::interval_at(Instant::now() + PING_EVERY, PING_EVERY);
-    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut keepalive = tokio::time::interval_at(Instant::now() + KEEPALIVE_CHECK, KEEPALIVE_CHECK);
+    keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_heard = Instant::now();
+    let mut last_ping = Instant::now();
     loop {
         tokio::select! {
             biased;
@@ -119,12 +127,14 @@ async fn session(ws: &mut Ws, server: &Server, config: &Config) -> Result<(), En
                     Some(Err(_)) => return Err(End::Gone),
                 }
             }
-            _ = ping.tick() => {
+            _ = keepalive.tick() => {
                 if last_heard.elapsed() >= SILENT_LIMIT {
-                    log::info!("stream: dropped a client silent for {} s", SILENT_LIMIT.as_secs());
-                    return Err(End::Gone);
+                    return Err(End::Silent);
                 }
-                send(ws, Message::Ping(Default::default())).await?;
+                if last_ping.elapsed() >= PING_EVERY {
+                    last_ping = Instant::now();
+                    send(ws, Message::Ping(Default::default())).await?;
+                }
             }
         }
     }

@@ -75,6 +75,7 @@ impl Server {
         let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
         let stop = shutdown.wait();
         tokio::pin!(stop);
+        let mut last_accept_warning: Option<std::time::Instant> = None;
         loop {
             tokio::select! {
                 _ = &mut stop => break,
@@ -92,7 +93,11 @@ impl Server {
                         });
                     }
                     Err(e) => {
-                        log::warn!("stream: accept failed: {e}");
+                        // Out of descriptors repeats every pause: warn once a minute.
+                        if !last_accept_warning.is_some_and(|at| at.elapsed() < Duration::from_secs(60)) {
+                            log::warn!("stream: accept failed: {e}");
+                            last_accept_warning = Some(std::time::Instant::now());
+                        }
                         tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
                     }
                 },
