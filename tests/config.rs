@@ -38,8 +38,14 @@ fn no_file_gives_the_built_in_defaults() {
     assert_eq!(config.backend.max_attempts, 3);
     assert_eq!(config.backend.max_retry_after, Duration::from_secs(3600));
     assert_eq!(config.collect.top_processes, 5);
-    assert!(config.collect.exclude_interfaces.contains(&"lo".to_string()));
-    assert!(!config.node_id.is_empty(), "node_id defaults to the host name");
+    assert!(config
+        .collect
+        .exclude_interfaces
+        .contains(&"lo".to_string()));
+    assert!(
+        !config.node_id.is_empty(),
+        "node_id defaults to the host name"
+    );
 }
 
 #[test]
@@ -84,7 +90,10 @@ fn errors_name_the_file_the_key_and_the_reason() {
         error_of("[stream]\nlisen = \"x\"\n", &[]),
         "FILE: [stream] lisen: unknown key"
     );
-    assert_eq!(error_of("[extra]\na = 1\n", &[]), "FILE: [extra]: unknown key");
+    assert_eq!(
+        error_of("[extra]\na = 1\n", &[]),
+        "FILE: [extra]: unknown key"
+    );
     assert!(error_of("[stream]\nlisten = \"localhost\"\n", &[])
         .starts_with("FILE: [stream] listen: invalid address \"localhost\""));
     assert!(error_of("[backend]\nurl = \"ftp://x\"\n", &[])
@@ -100,16 +109,17 @@ fn errors_name_the_file_the_key_and_the_reason() {
     );
     assert!(error_of("log_level = \"loud\"\n", &[]).starts_with("FILE: log_level: invalid level"));
     assert!(error_of("interval = \n", &[]).starts_with("FILE: invalid TOML"));
-    assert!(
-        error_of("[collect]\nexclude_mounts = [\"[oops\"]\n", &[])
-            .starts_with("FILE: [collect] exclude_mounts: invalid pattern")
-    );
+    assert!(error_of("[collect]\nexclude_mounts = [\"[oops\"]\n", &[])
+        .starts_with("FILE: [collect] exclude_mounts: invalid pattern"));
 }
 
 #[test]
 fn environment_overrides_win_and_are_named_in_errors() {
     let dir = tempfile::tempdir().unwrap();
-    let path = write(dir.path(), "interval = \"30s\"\n[backend]\nurl = \"http://a.example/x\"\n");
+    let path = write(
+        dir.path(),
+        "interval = \"30s\"\n[backend]\nurl = \"http://a.example/x\"\n",
+    );
     let config = load_from(
         Some(&path),
         &env(&[
@@ -117,7 +127,10 @@ fn environment_overrides_win_and_are_named_in_errors() {
             ("METRICSD_BACKEND_URL", "https://b.example/api"),
             ("METRICSD_BACKEND_MAX_RETRY_AFTER", "120"),
             ("METRICSD_COLLECT_EXCLUDE_INTERFACES", "lo, eth9"),
-            ("METRICSD_STREAM_ALLOWED_ORIGINS", "[\"http://a\", \"http://b\"]"),
+            (
+                "METRICSD_STREAM_ALLOWED_ORIGINS",
+                "[\"http://a\", \"http://b\"]",
+            ),
             ("METRICSD_STREAM_ENABLED", "false"),
             ("METRICSD_LOG_LEVEL", "debug"),
             ("METRICSD_CONFIG", "/ignored/here"),
@@ -178,9 +191,14 @@ fn token_file_is_read_and_redacted() {
         ),
         &[],
     );
-    assert_eq!(both, "FILE: [backend] token_file: set either token or token_file, not both");
-    assert!(error_of("[backend]\ntoken_file = \"/nonexistent/t\"\n", &[])
-        .starts_with("FILE: [backend] token_file: cannot read /nonexistent/t"));
+    assert_eq!(
+        both,
+        "FILE: [backend] token_file: set either token or token_file, not both"
+    );
+    assert!(
+        error_of("[backend]\ntoken_file = \"/nonexistent/t\"\n", &[])
+            .starts_with("FILE: [backend] token_file: cannot read /nonexistent/t")
+    );
 }
 
 #[test]
@@ -189,5 +207,7 @@ fn state_dir_follows_the_file_when_set() {
     let path = write(dir.path(), "state_dir = \"/srv/metricsd\"\n");
     let config = load_from(Some(&path), &[]).unwrap();
     assert_eq!(config.state_dir, PathBuf::from("/srv/metricsd"));
-    assert!(config.to_toml_redacted().contains("state_dir = \"/srv/metricsd\""));
+    assert!(config
+        .to_toml_redacted()
+        .contains("state_dir = \"/srv/metricsd\""));
 }

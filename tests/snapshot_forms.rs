@@ -190,7 +190,10 @@ fn empty_metrics_still_have_every_field() {
     assert_eq!(count(&flat), 21);
     assert_eq!(count(&stream["metrics"]), 6);
     assert_eq!(count(&stream["metrics"]["memory"]), 7);
-    assert_eq!(stream["metrics"]["memory"]["memory_usage_percent"], json!(0.0));
+    assert_eq!(
+        stream["metrics"]["memory"]["memory_usage_percent"],
+        json!(0.0)
+    );
     assert_eq!(flat["disk_percent"], json!(0.0));
 }
 
