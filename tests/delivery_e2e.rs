@@ -2,7 +2,6 @@
 //! and a backend that never answers does not hold up sampling.
 
 use serde_json::Value;
-use std::io::Read;
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
