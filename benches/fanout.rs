@@ -77,6 +77,17 @@ fn rss_kib(pid: u32) -> u64 {
         .expect("VmRSS")
 }
 
+/// CPU time (user + system) a process has used so far.
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the parenthesised command name; utime and stime are 14 and 15.
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    // SAFETY: sysconf has no preconditions.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Duration::from_micros(ticks * 1_000_000 / per_second)
+}
+
 /// The child: a stream server driven by commands on stdin.
 fn server_main() {
     let max_clients: usize = env_or("FANOUT_MAX_CLIENTS", 1000);
@@ -272,6 +283,7 @@ async fn run(
         }));
     }
 
+    let cpu_before = cpu_time(pid);
     let mut published: Vec<u128> = vec![0; rounds as usize + 1];
     let mut json_len = 0;
     let mut next_round = tokio::time::Instant::now();
@@ -286,6 +298,7 @@ async fn run(
     }
 
     let mut latencies: Vec<u128> = Vec::with_capacity(clients * rounds as usize);
+    let mut per_round: Vec<Vec<u128>> = vec![Vec::new(); rounds as usize + 1];
     let mut skipped = 0usize;
     let mut open = Vec::with_capacity(clients);
     for reader in readers {
@@ -296,10 +309,12 @@ async fn run(
         skipped += rounds as usize - seen.len();
         for (seq, at) in seen {
             latencies.push(at.saturating_sub(published[seq as usize]));
+            per_round[seq as usize].push(at.saturating_sub(published[seq as usize]));
         }
         open.push(ws);
     }
     let rss_after = rss_kib(pid);
+    let server_cpu = cpu_time(pid).saturating_sub(cpu_before);
     latencies.sort_unstable();
 
     let per_client = |kib: u64| (kib.saturating_sub(rss_before)) as f64 * 1024.0 / clients as f64;
@@ -324,5 +339,21 @@ async fn run(
         ms(percentile(&latencies, 99.0)),
         ms(*latencies.last().unwrap())
     );
+    println!(
+        "  server CPU for the fan-out: {:.0} ms = {:.1} us per delivery; load average at the end: {}",
+        server_cpu.as_secs_f64() * 1e3,
+        server_cpu.as_secs_f64() * 1e6 / (clients as f64 * rounds as f64),
+        std::fs::read_to_string("/proc/loadavg").unwrap_or_default().split(' ').take(3).collect::<Vec<_>>().join(" ")
+    );
+    if std::env::var_os("FANOUT_VERBOSE").is_some() {
+        for (seq, l) in per_round.iter_mut().enumerate().skip(1) {
+            l.sort_unstable();
+            println!(
+                "    round {seq}: p50 {:.2} ms, max {:.2} ms",
+                ms(percentile(l, 50.0)),
+                ms(*l.last().unwrap())
+            );
+        }
+    }
     drop(open);
 }
