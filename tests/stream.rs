@@ -252,14 +252,23 @@ async fn a_client_that_never_reads_delays_nobody_and_is_dropped() {
     let started = Instant::now();
     let mut published: Vec<(u64, Instant)> = Vec::new();
     let mut seq = 0;
+    let mut slowest_publish = Duration::ZERO;
     while server.clients() == 2 && started.elapsed() < Duration::from_secs(25) {
         seq += 1;
-        server.publish(snapshot(seq, 1500));
+        let snap = std::sync::Arc::new(snapshot(seq, 1500));
+        let json = snap.stream_json().to_string();
+        let before = Instant::now();
+        server.hub.publish(snap, json);
+        slowest_publish = slowest_publish.max(before.elapsed());
         published.push((seq, Instant::now()));
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let dropped_after = started.elapsed();
     assert_eq!(server.clients(), 1, "the stalled client was not dropped");
+    assert!(
+        slowest_publish < Duration::from_millis(50),
+        "publish waited {slowest_publish:?}"
+    );
     assert!(
         dropped_after >= Duration::from_secs(10) && dropped_after < Duration::from_secs(20),
         "dropped after {dropped_after:?}"
