@@ -33,13 +33,7 @@ fn assert_code(out: &Output, code: i32) {
 /// A config file in `dir` with a state dir and a free stream port, plus `extra`
 /// (sections or top-level keys placed before any section).
 fn config_in(dir: &Path, extra_top: &str, sections: &str) -> String {
-    let text = config_toml(
-        &dir.join("state"),
-        free_port(),
-        "5s",
-        extra_top,
-        sections,
-    );
+    let text = config_toml(&dir.join("state"), free_port(), "5s", extra_top, sections);
     write_file(dir, "metricsd.toml", &text)
         .to_str()
         .unwrap()
@@ -84,7 +78,10 @@ fn help_lists_the_commands() {
     assert_code(&out, 0);
     let help = text(&out.stdout);
     for command in ["run", "once", "check-config", "queue", "--config"] {
-        assert!(help.contains(command), "--help does not mention {command}:\n{help}");
+        assert!(
+            help.contains(command),
+            "--help does not mention {command}:\n{help}"
+        );
     }
 }
 
@@ -107,7 +104,11 @@ fn usage_errors_exit_2() {
 #[test]
 fn check_config_accepts_a_valid_file() {
     let dir = tempfile::tempdir().unwrap();
-    let config = config_in(dir.path(), "", "[backend]\nurl = \"http://127.0.0.1:9/ingest\"\n");
+    let config = config_in(
+        dir.path(),
+        "",
+        "[backend]\nurl = \"http://127.0.0.1:9/ingest\"\n",
+    );
     let (_, table) = check_config(&["--config", &config, "check-config"], &[]);
     assert_eq!(get(&table, "", "interval").as_str(), Some("5s"));
     assert_eq!(
@@ -143,7 +144,10 @@ fn out_of_range_interval_is_a_config_error() {
     let out = run_cli(&["--config", path.to_str().unwrap(), "check-config"], &[]);
     assert_code(&out, EX_CONFIG);
     let err = text(&out.stderr);
-    assert!(err.contains(path.to_str().unwrap()) && err.contains("interval"), "{err}");
+    assert!(
+        err.contains(path.to_str().unwrap()) && err.contains("interval"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -171,7 +175,11 @@ fn invalid_toml_is_a_config_error() {
     let path = write_file(dir.path(), "m.toml", "interval = \"5s\n[stream\n");
     let out = run_cli(&["--config", path.to_str().unwrap(), "check-config"], &[]);
     assert_code(&out, EX_CONFIG);
-    assert!(text(&out.stderr).contains(path.to_str().unwrap()), "{}", describe(&out));
+    assert!(
+        text(&out.stderr).contains(path.to_str().unwrap()),
+        "{}",
+        describe(&out)
+    );
 }
 
 #[test]
@@ -263,7 +271,10 @@ fn environment_overrides_take_effect() {
         Some("https://collector.example.com/api")
     );
     assert_eq!(get(&table, "backend", "batch_size").as_integer(), Some(20));
-    assert_eq!(get(&table, "collect", "top_processes").as_integer(), Some(0));
+    assert_eq!(
+        get(&table, "collect", "top_processes").as_integer(),
+        Some(0)
+    );
 
     // Without a file at all, the environment still applies to the defaults.
     let (_, table) = check_config(
@@ -294,7 +305,10 @@ fn check_config_prints_durations_in_string_form() {
         .map(|v| v.as_str().unwrap())
         .collect();
     assert_eq!(backoff, ["500ms", "15s", "2m"]);
-    assert_eq!(get(&table, "backend", "max_retry_after").as_str(), Some("2h"));
+    assert_eq!(
+        get(&table, "backend", "max_retry_after").as_str(),
+        Some("2h")
+    );
 }
 
 #[test]
@@ -342,7 +356,10 @@ fn check_config_redacts_tokens() {
     assert_eq!(get(&table, "backend", "token").as_str(), Some("<redacted>"));
     assert_eq!(get(&table, "stream", "token").as_str(), Some("<redacted>"));
     let all = text(&out.stdout) + &text(&out.stderr);
-    assert!(!all.contains(BACKEND_SECRET) && !all.contains(STREAM_SECRET), "{all}");
+    assert!(
+        !all.contains(BACKEND_SECRET) && !all.contains(STREAM_SECRET),
+        "{all}"
+    );
 
     // Tokens from the environment are redacted too.
     let (out, table) = check_config(
@@ -442,7 +459,10 @@ fn check_timestamp(ts: &str) {
         && b[19] == b'.'
         && digits(20..23)
         && b[23] == b'Z';
-    assert!(shape, "timestamp {ts:?} is not RFC 3339 UTC with milliseconds");
+    assert!(
+        shape,
+        "timestamp {ts:?} is not RFC 3339 UTC with milliseconds"
+    );
     let at = humantime::parse_rfc3339(ts).unwrap();
     let skew = match at.duration_since(std::time::SystemTime::now()) {
         Ok(ahead) => ahead,

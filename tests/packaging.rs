@@ -52,8 +52,8 @@ fn unit_security_exposure_is_ok() {
     ]) else {
         return;
     };
-    let text = String::from_utf8_lossy(&out.stdout).into_owned()
-        + &String::from_utf8_lossy(&out.stderr);
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     let exposure = overall_exposure(&text)
         .unwrap_or_else(|| panic!("no \"Overall exposure level\" line in:\n{text}"));
     assert!(
@@ -107,8 +107,8 @@ fn unit_verifies_apart_from_the_missing_binary() {
     let Some(out) = systemd_analyze(&["verify", unit.to_str().unwrap()]) else {
         return;
     };
-    let text = String::from_utf8_lossy(&out.stdout).into_owned()
-        + &String::from_utf8_lossy(&out.stderr);
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     let installed = Path::new("/usr/bin/metricsd").exists();
     let complaints: Vec<&str> = text
         .lines()
@@ -137,7 +137,9 @@ fn uncommented_example() -> String {
 
 fn is_key_line(s: &str) -> bool {
     match s.split_once(" = ") {
-        Some((key, _)) => !key.is_empty() && key.chars().all(|c| c.is_ascii_lowercase() || c == '_'),
+        Some((key, _)) => {
+            !key.is_empty() && key.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+        }
         None => false,
     }
 }
@@ -152,7 +154,10 @@ fn is_section_line(s: &str) -> bool {
 fn example_config_as_shipped_changes_nothing() {
     let path = repo_file("packaging/metricsd.toml");
     let table: Table = std::fs::read_to_string(&path).unwrap().parse().unwrap();
-    assert!(table.is_empty(), "active settings in the example: {table:?}");
+    assert!(
+        table.is_empty(),
+        "active settings in the example: {table:?}"
+    );
     let mut loaded = config::load_from(Some(&path), &[]).unwrap();
     loaded.path = None;
     assert_eq!(loaded, Config::default());

@@ -38,6 +38,11 @@ const HOST_ENV: &[&str] = &[
 pub fn command(args: &[&str], env: &[(&str, &str)]) -> Command {
     let mut cmd = Command::new(BIN);
     cmd.args(args);
+    clean_env(&mut cmd, env);
+    cmd
+}
+
+fn clean_env(cmd: &mut Command, env: &[(&str, &str)]) {
     for (name, _) in std::env::vars() {
         if name.starts_with("METRICSD_") {
             cmd.env_remove(&name);
@@ -49,7 +54,6 @@ pub fn command(args: &[&str], env: &[(&str, &str)]) -> Command {
     for (k, v) in env {
         cmd.env(k, v);
     }
-    cmd
 }
 
 /// Runs a short command (`check-config`, `once`, `queue stats`) to completion.
@@ -218,12 +222,7 @@ impl Lines {
         loop {
             {
                 let lines = self.0.lock().unwrap();
-                if let Some((i, l)) = lines
-                    .iter()
-                    .enumerate()
-                    .skip(from)
-                    .find(|(_, l)| pred(l))
-                {
+                if let Some((i, l)) = lines.iter().enumerate().skip(from).find(|(_, l)| pred(l)) {
                     return Some((i, l.clone()));
                 }
             }
@@ -260,10 +259,28 @@ impl Daemon {
     /// device:inode is passed in JOURNAL_STREAM, as systemd does for a
     /// service whose output goes to the journal.
     pub fn spawn(args: &[&str], env: &[(&str, &str)], journal: bool) -> Daemon {
+        Daemon::spawn_command(command(args, env), journal)
+    }
+
+    /// Spawns `metricsd <args>` with WATCHDOG_PID set to its own pid, as
+    /// systemd does (sd_watchdog_enabled() checks it): a shell records its pid
+    /// and then execs the binary, which keeps that pid.
+    pub fn spawn_with_watchdog_pid(args: &[&str], env: &[(&str, &str)], journal: bool) -> Daemon {
+        let mut sh = Command::new("/bin/sh");
+        sh.arg("-c")
+            .arg("WATCHDOG_PID=$$; export WATCHDOG_PID; exec \"$0\" \"$@\"")
+            .arg(BIN)
+            .args(args);
+        clean_env(&mut sh, env);
+        Daemon::spawn_command(sh, journal)
+    }
+
+    fn spawn_command(mut cmd: Command, journal: bool) -> Daemon {
         let (err_read, err_write) = pipe();
-        let mut cmd = command(args, env);
         if journal {
-            let meta = File::from(err_write.try_clone().unwrap()).metadata().unwrap();
+            let meta = File::from(err_write.try_clone().unwrap())
+                .metadata()
+                .unwrap();
             cmd.env("JOURNAL_STREAM", format!("{}:{}", meta.dev(), meta.ino()));
         }
         let mut child = cmd
@@ -368,7 +385,10 @@ impl Daemon {
     pub fn exit_code(&mut self, timeout: Duration) -> i32 {
         match self.wait_exit(timeout) {
             Some(status) => status.code().unwrap_or_else(|| {
-                panic!("metricsd killed by a signal ({status}); log:\n{}", self.log())
+                panic!(
+                    "metricsd killed by a signal ({status}); log:\n{}",
+                    self.log()
+                )
             }),
             None => panic!(
                 "metricsd still running after {timeout:?}; log:\n{}",
