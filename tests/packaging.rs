@@ -219,3 +219,68 @@ fn example_config_explains_every_key() {
         }
     }
 }
+
+#[test]
+fn logrotate_rule_rotates_and_signals_the_daemon() {
+    let logrotate = [
+        "/usr/sbin/logrotate",
+        "/sbin/logrotate",
+        "/usr/bin/logrotate",
+    ]
+    .into_iter()
+    .find(|p| Path::new(p).exists());
+    let Some(logrotate) = logrotate else {
+        eprintln!("SKIP: logrotate not found");
+        return;
+    };
+    // The shipped rule, pointed at a scratch state directory.
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let rule = std::fs::read_to_string(repo_file("packaging/logrotate/metricsd"))
+        .unwrap()
+        .replace("/var/lib/metricsd", root.to_str().unwrap());
+    std::fs::write(root.join("rule"), rule).unwrap();
+    std::fs::write(root.join("metricsd.log"), "a line\n").unwrap();
+    // Stands in for the daemon: records the SIGHUP that postrotate sends.
+    let marker = root.join("got-hup");
+    let mut stand_in = Command::new("/bin/sh")
+        .arg("-c")
+        .arg(format!(
+            "trap 'echo hup > {}; exit 0' HUP; i=0; while [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done",
+            marker.display()
+        ))
+        .spawn()
+        .unwrap();
+    std::fs::write(root.join("metricsd.pid"), format!("{}\n", stand_in.id())).unwrap();
+    // Give the shell time to install its trap before logrotate signals it.
+    let trap_ready = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !std::fs::read_to_string(format!("/proc/{}/status", stand_in.id())).is_ok_and(|s| {
+        s.lines()
+            .find(|l| l.starts_with("SigCgt:"))
+            .and_then(|l| u64::from_str_radix(l[7..].trim(), 16).ok())
+            .is_some_and(|mask| mask & (1 << (libc::SIGHUP - 1)) != 0)
+    }) {
+        assert!(
+            std::time::Instant::now() < trap_ready,
+            "shell never trapped HUP"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+
+    let out = Command::new(logrotate)
+        .arg("--force")
+        .arg("--state")
+        .arg(root.join("state"))
+        .arg(root.join("rule"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "logrotate failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(root.join("metricsd.log.1").exists(), "not rotated");
+    let status = stand_in.wait().unwrap();
+    assert!(status.success(), "the stand-in was not signalled: {status}");
+    assert_eq!(std::fs::read_to_string(&marker).unwrap().trim(), "hup");
+}
