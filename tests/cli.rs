@@ -294,7 +294,7 @@ fn check_config_prints_durations_in_string_form() {
     let config = config_in(
         dir.path(),
         "",
-        "[backend]\ntimeout = 90\nretry_backoff = [\"500ms\", 15, \"2m\"]\nmax_retry_after = \"2h\"\n",
+        "[backend]\ntimeout = 90\nretry_backoff = [\"500ms\", 15, \"1m\"]\nmax_retry_after = \"2h\"\n",
     );
     let (_, table) = check_config(&["--config", &config, "check-config"], &[]);
     assert_eq!(get(&table, "backend", "timeout").as_str(), Some("90s"));
@@ -304,7 +304,7 @@ fn check_config_prints_durations_in_string_form() {
         .iter()
         .map(|v| v.as_str().unwrap())
         .collect();
-    assert_eq!(backoff, ["500ms", "15s", "2m"]);
+    assert_eq!(backoff, ["500ms", "15s", "60s"]);
     assert_eq!(
         get(&table, "backend", "max_retry_after").as_str(),
         Some("2h")
