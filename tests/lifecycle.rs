@@ -91,11 +91,7 @@ fn spacing_at_interval(ws: &mut Ws, interval: f64, within: Duration) -> Duration
 }
 
 fn assert_near(actual: Duration, expected: Duration, what: &str) {
-    let diff = if actual > expected {
-        actual - expected
-    } else {
-        expected - actual
-    };
+    let diff = actual.abs_diff(expected);
     assert!(
         diff <= Duration::from_millis(350),
         "{what}: {actual:?}, expected about {expected:?}"
