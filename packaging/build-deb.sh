@@ -12,7 +12,11 @@ if ! cargo deb --version >/dev/null 2>&1; then
 fi
 
 # cargo deb prints the archive path as its last line of stdout.
-deb=$(cargo deb "$@" | tail -n 1)
+if ! out=$(cargo deb "$@"); then
+    echo "build-deb: cargo deb failed" >&2
+    exit 1
+fi
+deb=$(printf '%s\n' "$out" | tail -n 1)
 if [ ! -f "$deb" ]; then
     echo "build-deb: cargo deb did not report a .deb (got: $deb)" >&2
     exit 1

@@ -7,7 +7,11 @@ set -eu
 
 cd "$(dirname "$0")/.."
 
-deb=$(sh packaging/build-deb.sh "$@" | tail -n 1)
+if ! out=$(sh packaging/build-deb.sh "$@"); then
+    echo "check-deb: FAILED: no package was built" >&2
+    exit 1
+fi
+deb=$(printf '%s\n' "$out" | tail -n 1)
 echo "checking $deb"
 
 listing=$(dpkg-deb -c "$deb")
