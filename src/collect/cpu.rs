@@ -2,9 +2,9 @@
 //! the same file gives procs_running and procs_blocked.
 
 use super::invalid;
-use crate::procfs::{self, FileReader};
+use crate::procfs::{self, FileReader, ProcFile};
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// user nice system idle iowait irq softirq steal. guest and guest_nice are
 /// left out: the kernel already counts them in user and nice.
@@ -121,7 +121,7 @@ pub struct CpuReading {
 /// The previous /proc/stat reading and the buffers for the next one.
 #[derive(Debug)]
 pub struct CpuState {
-    path: PathBuf,
+    file: ProcFile,
     prev: Option<StatSample>,
     cur: StatSample,
 }
@@ -129,20 +129,20 @@ pub struct CpuState {
 impl CpuState {
     pub fn new(proc: &Path) -> CpuState {
         CpuState {
-            path: proc.join("stat"),
+            file: ProcFile::new(proc.join("stat")),
             prev: None,
             cur: StatSample::default(),
         }
     }
 
     pub fn path(&self) -> &Path {
-        &self.path
+        self.file.path()
     }
 
     /// Reads /proc/stat; percentages cover the time since the last successful
     /// reading (0 when there is none yet).
     pub fn sample(&mut self, reader: &mut FileReader) -> io::Result<CpuReading> {
-        let bytes = reader.read(&self.path)?;
+        let bytes = self.file.read(reader)?;
         parse_stat(&procfs::text(bytes), &mut self.cur)?;
         let (usage_percent, per_core_percent) = match &self.prev {
             Some(prev) => usage(prev, &self.cur),

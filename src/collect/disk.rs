@@ -6,7 +6,7 @@
 //! tells a bind mount from a separate filesystem without a stat per mount.
 
 use super::{counter_rate, invalid, Filters, Warnings};
-use crate::procfs::{self, FileReader};
+use crate::procfs::{self, FileReader, ProcFile};
 use crate::snapshot::MountUsage;
 use std::collections::HashMap;
 use std::ffi::{CStr, CString};
@@ -361,8 +361,8 @@ impl<T: Send + 'static> BlockingCalls<T> {
 /// change), the whole-disk cache and the previous diskstats reading.
 #[derive(Debug)]
 pub struct DiskState {
-    mountinfo_path: PathBuf,
-    diskstats_path: PathBuf,
+    mountinfo: ProcFile,
+    diskstats: ProcFile,
     sys_block: PathBuf,
     /// The mountinfo bytes `selected` was computed from.
     mountinfo_seen: Vec<u8>,
@@ -378,8 +378,8 @@ pub struct DiskState {
 impl DiskState {
     pub fn new(proc: &Path, sys: &Path) -> DiskState {
         DiskState {
-            mountinfo_path: proc.join("self/mountinfo"),
-            diskstats_path: proc.join("diskstats"),
+            mountinfo: ProcFile::new(proc.join("self/mountinfo")),
+            diskstats: ProcFile::new(proc.join("diskstats")),
             sys_block: sys.join("block"),
             mountinfo_seen: Vec::new(),
             selection_stale: true,
@@ -393,11 +393,11 @@ impl DiskState {
     }
 
     pub fn mountinfo_path(&self) -> &Path {
-        &self.mountinfo_path
+        self.mountinfo.path()
     }
 
     pub fn diskstats_path(&self) -> &Path {
-        &self.diskstats_path
+        self.diskstats.path()
     }
 
     /// The exclude lists changed: select the mounts again on the next sample.
@@ -419,19 +419,23 @@ impl DiskState {
         filters: &Filters,
         warnings: &mut Warnings,
     ) -> io::Result<Vec<MountUsage>> {
-        let bytes = reader.read(&self.mountinfo_path)?;
-        if self.selection_stale || bytes != self.mountinfo_seen.as_slice() {
-            let entries = parse_mountinfo(bytes);
-            if entries.is_empty() {
-                return Err(invalid("no mounts"));
+        // The kept-open /proc mount table tells through poll whether it
+        // changed; a fixture file is read and compared instead.
+        if self.selection_stale || self.mountinfo.mounts_changed() {
+            let bytes = self.mountinfo.read(reader)?;
+            if self.selection_stale || bytes != self.mountinfo_seen.as_slice() {
+                let entries = parse_mountinfo(bytes);
+                if entries.is_empty() {
+                    return Err(invalid("no mounts"));
+                }
+                self.selected = select_mounts(entries, filters);
+                self.mountinfo_seen.clear();
+                self.mountinfo_seen.extend_from_slice(bytes);
+                self.selection_stale = false;
+                let selected = &self.selected;
+                self.slow_calls
+                    .retain(|path| selected.iter().any(|m| m.path.as_c_str() == path));
             }
-            self.selected = select_mounts(entries, filters);
-            self.mountinfo_seen.clear();
-            self.mountinfo_seen.extend_from_slice(bytes);
-            self.selection_stale = false;
-            let selected = &self.selected;
-            self.slow_calls
-                .retain(|path| selected.iter().any(|m| m.path.as_c_str() == path));
         }
         let mut out = Vec::with_capacity(self.selected.len());
         for m in &self.selected {
@@ -475,7 +479,7 @@ impl DiskState {
     /// Read and write bytes per second over whole disks since the last
     /// successful reading (0 when there is none yet).
     pub fn io_rates(&mut self, reader: &mut FileReader) -> io::Result<(f64, f64)> {
-        let bytes = reader.read(&self.diskstats_path)?;
+        let bytes = self.diskstats.read(reader)?;
         let now = Instant::now();
         let (cache, sys_block) = (&mut self.whole_disk, &self.sys_block);
         let mut seen = 0;

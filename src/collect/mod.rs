@@ -27,7 +27,7 @@ pub mod processes;
 pub mod system;
 
 use crate::config::CollectConfig;
-use crate::procfs::FileReader;
+use crate::procfs::{FileReader, ProcFile};
 use crate::snapshot::Metrics;
 use glob::{MatchOptions, Pattern};
 use std::collections::HashSet;
@@ -140,24 +140,24 @@ pub(crate) fn invalid(what: impl Into<String>) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, what.into())
 }
 
-/// The /proc files read on every sample, joined once.
+/// The /proc files read on every sample by this module itself.
 #[derive(Debug)]
-struct Paths {
-    meminfo: PathBuf,
-    loadavg: PathBuf,
-    snmp: PathBuf,
-    uptime: PathBuf,
-    boot_id: PathBuf,
+struct Files {
+    meminfo: ProcFile,
+    loadavg: ProcFile,
+    snmp: ProcFile,
+    uptime: ProcFile,
+    boot_id: ProcFile,
 }
 
-impl Paths {
-    fn new(proc: &Path) -> Paths {
-        Paths {
-            meminfo: proc.join("meminfo"),
-            loadavg: proc.join("loadavg"),
-            snmp: proc.join("net/snmp"),
-            uptime: proc.join("uptime"),
-            boot_id: proc.join("sys/kernel/random/boot_id"),
+impl Files {
+    fn new(proc: &Path) -> Files {
+        Files {
+            meminfo: ProcFile::new(proc.join("meminfo")),
+            loadavg: ProcFile::new(proc.join("loadavg")),
+            snmp: ProcFile::new(proc.join("net/snmp")),
+            uptime: ProcFile::new(proc.join("uptime")),
+            boot_id: ProcFile::new(proc.join("sys/kernel/random/boot_id")),
         }
     }
 }
@@ -187,10 +187,10 @@ impl Health {
 /// Reads `path` and parses it as text.
 fn read_parsed<T>(
     reader: &mut FileReader,
-    path: &Path,
+    file: &mut ProcFile,
     parse: fn(&str) -> io::Result<T>,
 ) -> io::Result<T> {
-    let bytes = reader.read(path)?;
+    let bytes = file.read(reader)?;
     parse(&crate::procfs::text(bytes))
 }
 
@@ -199,7 +199,7 @@ pub struct Collector {
     roots: Roots,
     filters: Filters,
     top_processes: usize,
-    paths: Paths,
+    files: Files,
     reader: FileReader,
     health: Health,
     cpu: cpu::CpuState,
@@ -215,7 +215,7 @@ impl Collector {
     /// covers the time since now. Sources that fail are logged here already.
     pub fn new(roots: Roots, config: &CollectConfig) -> Collector {
         let mut c = Collector {
-            paths: Paths::new(&roots.proc),
+            files: Files::new(&roots.proc),
             cpu: cpu::CpuState::new(&roots.proc),
             network: network::NetState::new(&roots.proc),
             disk: disk::DiskState::new(&roots.proc, &roots.sys),
@@ -262,7 +262,7 @@ impl Collector {
     /// Takes one sample. Never fails: a failing collector logs and falls back.
     pub fn collect(&mut self) -> Metrics {
         self.health.failed.clear();
-        let (reader, health, paths) = (&mut self.reader, &mut self.health, &self.paths);
+        let (reader, health, files) = (&mut self.reader, &mut self.health, &mut self.files);
         let mut m = Metrics::default();
 
         match self.cpu.sample(reader) {
@@ -275,14 +275,14 @@ impl Collector {
             Err(e) => health.fail("cpu", self.cpu.path(), e),
         }
 
-        match read_parsed(reader, &paths.loadavg, load::parse_loadavg) {
+        match read_parsed(reader, &mut files.loadavg, load::parse_loadavg) {
             Ok((l1, l5, l15)) => (m.cpu.load1, m.cpu.load5, m.cpu.load15) = (l1, l5, l15),
-            Err(e) => health.fail("load", &paths.loadavg, e),
+            Err(e) => health.fail("load", files.loadavg.path(), e),
         }
 
-        match read_parsed(reader, &paths.meminfo, memory::parse_meminfo) {
+        match read_parsed(reader, &mut files.meminfo, memory::parse_meminfo) {
             Ok(memory) => m.memory = memory,
-            Err(e) => health.fail("memory", &paths.meminfo, e),
+            Err(e) => health.fail("memory", files.meminfo.path(), e),
         }
 
         match self.disk.mounts(reader, &self.filters, &mut health.warnings) {
@@ -301,9 +301,9 @@ impl Collector {
             Ok(interfaces) => m.network.interfaces = interfaces,
             Err(e) => health.fail("network", self.network.path(), e),
         }
-        match read_parsed(reader, &paths.snmp, network::parse_curr_estab) {
+        match read_parsed(reader, &mut files.snmp, network::parse_curr_estab) {
             Ok(n) => m.network.active_connections = n,
-            Err(e) => health.fail("connections", &paths.snmp, e),
+            Err(e) => health.fail("connections", files.snmp.path(), e),
         }
 
         match self
@@ -317,9 +317,9 @@ impl Collector {
             Err(e) => health.fail("processes", &self.roots.proc, e),
         }
 
-        match read_parsed(reader, &paths.uptime, system::parse_uptime) {
+        match read_parsed(reader, &mut files.uptime, system::parse_uptime) {
             Ok(secs) => m.system.uptime_seconds = secs,
-            Err(e) => health.fail("uptime", &paths.uptime, e),
+            Err(e) => health.fail("uptime", files.uptime.path(), e),
         }
         if self.boot_id.is_none() {
             self.read_boot_id();
@@ -331,9 +331,12 @@ impl Collector {
     /// The boot id cannot change while this process runs, so it is read once
     /// (and retried on each sample until it has been read).
     fn read_boot_id(&mut self) {
-        match read_parsed(&mut self.reader, &self.paths.boot_id, system::parse_boot_id) {
-            Ok(id) => self.boot_id = Some(id),
-            Err(e) => self.health.fail("boot_id", &self.paths.boot_id, e),
+        match read_parsed(&mut self.reader, &mut self.files.boot_id, system::parse_boot_id) {
+            Ok(id) => {
+                self.boot_id = Some(id);
+                self.files.boot_id.close();
+            }
+            Err(e) => self.health.fail("boot_id", self.files.boot_id.path(), e),
         }
     }
 }

@@ -2,10 +2,10 @@
 //! established TCP connections from /proc/net/snmp.
 
 use super::{counter_rate, invalid, Filters};
-use crate::procfs::{self, FileReader};
+use crate::procfs::{self, FileReader, ProcFile};
 use crate::snapshot::InterfaceMetrics;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// The cumulative counters of one interface.
@@ -141,7 +141,7 @@ pub fn parse_curr_estab(text: &str) -> io::Result<u64> {
 /// includes one gives it a proper rate at once.
 #[derive(Debug)]
 pub struct NetState {
-    path: PathBuf,
+    file: ProcFile,
     prev: Vec<IfCounters>,
     prev_at: Option<Instant>,
     cur: Vec<IfCounters>,
@@ -150,7 +150,7 @@ pub struct NetState {
 impl NetState {
     pub fn new(proc: &Path) -> NetState {
         NetState {
-            path: proc.join("net/dev"),
+            file: ProcFile::new(proc.join("net/dev")),
             prev: Vec::new(),
             prev_at: None,
             cur: Vec::new(),
@@ -158,7 +158,7 @@ impl NetState {
     }
 
     pub fn path(&self) -> &Path {
-        &self.path
+        self.file.path()
     }
 
     /// Reads /proc/net/dev; rates cover the time since the last successful
@@ -168,7 +168,7 @@ impl NetState {
         reader: &mut FileReader,
         filters: &Filters,
     ) -> io::Result<Vec<InterfaceMetrics>> {
-        let bytes = reader.read(&self.path)?;
+        let bytes = self.file.read(reader)?;
         let now = Instant::now();
         parse_net_dev(&procfs::text(bytes), &mut self.cur)?;
         let metrics = match self.prev_at {
