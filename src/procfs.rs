@@ -61,7 +61,10 @@ impl FileReader {
 
     /// Calls `read(free space, bytes so far)` until it returns 0, growing
     /// the buffer as needed.
-    fn fill(&mut self, mut read: impl FnMut(&mut [u8], usize) -> io::Result<usize>) -> io::Result<&[u8]> {
+    fn fill(
+        &mut self,
+        mut read: impl FnMut(&mut [u8], usize) -> io::Result<usize>,
+    ) -> io::Result<&[u8]> {
         if self.buf.is_empty() {
             self.buf.resize(INITIAL_CAPACITY, 0);
         }

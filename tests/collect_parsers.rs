@@ -136,11 +136,21 @@ fn net_dev_counters() {
     assert_eq!(names, ["lo", "eth0", "eth1", "veth1a2b"]);
     let eth0 = &v[1];
     assert_eq!(
-        (eth0.rx_bytes, eth0.rx_packets, eth0.rx_errors, eth0.rx_dropped),
+        (
+            eth0.rx_bytes,
+            eth0.rx_packets,
+            eth0.rx_errors,
+            eth0.rx_dropped
+        ),
         (1_000_000_000, 800_000, 2, 3)
     );
     assert_eq!(
-        (eth0.tx_bytes, eth0.tx_packets, eth0.tx_errors, eth0.tx_dropped),
+        (
+            eth0.tx_bytes,
+            eth0.tx_packets,
+            eth0.tx_errors,
+            eth0.tx_dropped
+        ),
         (500_000_000, 400_000, 4, 5)
     );
 }
@@ -149,7 +159,10 @@ fn net_dev_counters() {
 /// known byte delta over a known elapsed time must give the exact rate.
 #[test]
 fn network_rate_is_exact_for_a_known_delta_and_elapsed_time() {
-    let (before, after) = (net_dev("state1/proc/net/dev"), net_dev("state2/proc/net/dev"));
+    let (before, after) = (
+        net_dev("state1/proc/net/dev"),
+        net_dev("state2/proc/net/dev"),
+    );
     let filters = Filters::new(&default_collect());
     let m = network::interface_metrics(&before, &after, Duration::from_secs(1), &filters);
     let names: Vec<&str> = m.iter().map(|i| i.name.as_str()).collect();
@@ -224,17 +237,17 @@ fn disk_io_rate_in_bytes_with_a_reset_device() {
 fn mountinfo_decodes_escapes_and_reads_devices() {
     let entries = disk::parse_mountinfo(read("state1/proc/self/mountinfo").as_bytes());
     assert_eq!(entries.len(), 19, "the malformed line is skipped");
-    let spaced = entries
-        .iter()
-        .find(|e| e.device == (8, 3))
-        .expect("8:3");
+    let spaced = entries.iter().find(|e| e.device == (8, 3)).expect("8:3");
     assert_eq!(spaced.mount_point, "/mnt/my disk");
     assert_eq!(spaced.path.as_bytes(), b"/mnt/my disk");
     assert_eq!(spaced.fs_type, "xfs");
     let tab = entries.iter().find(|e| e.device == (8, 4)).expect("8:4");
     assert_eq!(tab.mount_point, "/tmp\ttab");
     let nfs = entries.iter().find(|e| e.device == (0, 55)).expect("0:55");
-    assert_eq!((nfs.mount_point.as_str(), nfs.fs_type.as_str()), ("/data", "nfs4"));
+    assert_eq!(
+        (nfs.mount_point.as_str(), nfs.fs_type.as_str()),
+        ("/data", "nfs4")
+    );
 }
 
 #[test]
@@ -248,12 +261,12 @@ fn mount_selection_excludes_dedupes_and_drops_hidden_mounts() {
     assert_eq!(
         got,
         [
-            ("/", (8, 1)),             // /var/lib/c/root is a bind mount of it
-            ("/home", (259, 1)),       // /srv/alice is a bind mount of it
-            ("/mnt/my disk", (8, 3)),  // \040 decoded
-            ("/data", (0, 55)),        // nfs4 is not excluded by default
-            ("/tmp\ttab", (8, 4)),     // \011 decoded
-            ("/var/lib/stuff", (8, 6)) // 8:5 is hidden under it
+            ("/", (8, 1)),              // /var/lib/c/root is a bind mount of it
+            ("/home", (259, 1)),        // /srv/alice is a bind mount of it
+            ("/mnt/my disk", (8, 3)),   // \040 decoded
+            ("/data", (0, 55)),         // nfs4 is not excluded by default
+            ("/tmp\ttab", (8, 4)),      // \011 decoded
+            ("/var/lib/stuff", (8, 6))  // 8:5 is hidden under it
         ]
     );
 
@@ -270,7 +283,9 @@ fn mount_selection_excludes_dedupes_and_drops_hidden_mounts() {
         .collect();
     assert!(points.contains(&"/boot/efi".to_string()));
     assert!(points.contains(&"/run/user/1000".to_string()));
-    assert!(!points.iter().any(|p| p == "/" || p == "/data" || p == "/mnt/my disk"));
+    assert!(!points
+        .iter()
+        .any(|p| p == "/" || p == "/data" || p == "/mnt/my disk"));
 }
 
 // ------------------------------------------------ whole collector on fixtures
@@ -328,7 +343,12 @@ fn collector_over_two_fixture_states() {
     // these bounds measured around them.
     let longest = (after_collect - before_new).as_secs_f64();
     let shortest = (before_collect - after_new).as_secs_f64();
-    let eth0 = m.network.interfaces.iter().find(|i| i.name == "eth0").unwrap();
+    let eth0 = m
+        .network
+        .interfaces
+        .iter()
+        .find(|i| i.name == "eth0")
+        .unwrap();
     let rx = eth0.rx_bytes_per_sec;
     assert!(
         31_457_280.0 / longest <= rx && rx <= 31_457_280.0 / shortest,
@@ -336,7 +356,12 @@ fn collector_over_two_fixture_states() {
         31_457_280.0 / longest,
         31_457_280.0 / shortest
     );
-    let eth1 = m.network.interfaces.iter().find(|i| i.name == "eth1").unwrap();
+    let eth1 = m
+        .network
+        .interfaces
+        .iter()
+        .find(|i| i.name == "eth1")
+        .unwrap();
     assert_eq!(eth1.rx_bytes_per_sec, 0.0, "reset counter");
     assert_eq!(m.network.interfaces.len(), 2);
     let read = m.disk.read_bytes_per_sec;
@@ -357,10 +382,26 @@ fn collector_over_two_fixture_states() {
 
     // Mount points come from the fixture; statvfs runs on this host, where
     // "/" always exists and the others may not (those are left out).
-    let selected: Vec<&str> = ["/", "/home", "/mnt/my disk", "/data", "/tmp\ttab", "/var/lib/stuff"].to_vec();
-    assert!(m.disk.mounts.iter().any(|u| u.mount == "/" && u.total_bytes > 0));
+    let selected: Vec<&str> = [
+        "/",
+        "/home",
+        "/mnt/my disk",
+        "/data",
+        "/tmp\ttab",
+        "/var/lib/stuff",
+    ]
+    .to_vec();
+    assert!(m
+        .disk
+        .mounts
+        .iter()
+        .any(|u| u.mount == "/" && u.total_bytes > 0));
     for u in &m.disk.mounts {
-        assert!(selected.contains(&u.mount.as_str()), "unexpected {}", u.mount);
+        assert!(
+            selected.contains(&u.mount.as_str()),
+            "unexpected {}",
+            u.mount
+        );
     }
     assert!(
         !collector.failed_areas().contains(&"memory"),
@@ -374,7 +415,11 @@ fn reload_changes_exclusions_and_top_processes() {
     let (_dir, roots) = roots_copy_of_state1();
     let mut collector = Collector::new(roots, &default_collect());
     let m = collector.collect();
-    assert_eq!(m.processes.top_memory.len(), 3, "only 3 processes have a name and memory");
+    assert_eq!(
+        m.processes.top_memory.len(),
+        3,
+        "only 3 processes have a name and memory"
+    );
     collector.set_config(&CollectConfig {
         top_processes: 0,
         exclude_interfaces: vec!["eth*".into()],
@@ -384,7 +429,12 @@ fn reload_changes_exclusions_and_top_processes() {
     let m = collector.collect();
     assert!(m.processes.top_memory.is_empty());
     assert_eq!(m.processes.count, 5);
-    let names: Vec<&str> = m.network.interfaces.iter().map(|i| i.name.as_str()).collect();
+    let names: Vec<&str> = m
+        .network
+        .interfaces
+        .iter()
+        .map(|i| i.name.as_str())
+        .collect();
     assert_eq!(names, ["lo", "veth1a2b"]);
     assert!(m.disk.mounts.is_empty(), "{:?}", m.disk.mounts);
 }
@@ -445,7 +495,11 @@ fn a_missing_file_falls_back_logs_once_and_recovers() {
         assert_eq!(m.system.uptime_seconds, 12345);
         assert_eq!(m.cpu.per_core_percent.len(), 2);
         // Without MemTotal the top list still names processes, at 0 %.
-        assert!(m.processes.top_memory.iter().all(|p| p.memory_percent == 0.0));
+        assert!(m
+            .processes
+            .top_memory
+            .iter()
+            .all(|p| p.memory_percent == 0.0));
         assert!(!m.processes.top_memory.is_empty());
         let failed = collector.failed_areas();
         for area in ["memory", "connections", "network"] {
@@ -454,7 +508,11 @@ fn a_missing_file_falls_back_logs_once_and_recovers() {
         assert!(!failed.contains(&"cpu"));
     }
     let meminfo_text = meminfo.display().to_string();
-    assert_eq!(warnings_mentioning(&meminfo_text), 1, "warned once, not per sample");
+    assert_eq!(
+        warnings_mentioning(&meminfo_text),
+        1,
+        "warned once, not per sample"
+    );
     let dev = roots.proc.join("net/dev").display().to_string();
     assert_eq!(warnings_mentioning(&dev), 1);
 
@@ -470,7 +528,16 @@ fn a_missing_file_falls_back_logs_once_and_recovers() {
 fn garbage_files_fall_back_without_panicking() {
     capture_logs();
     let (_dir, roots) = roots_copy_of_state1();
-    for rel in ["stat", "meminfo", "loadavg", "uptime", "net/dev", "net/snmp", "diskstats", "self/mountinfo"] {
+    for rel in [
+        "stat",
+        "meminfo",
+        "loadavg",
+        "uptime",
+        "net/dev",
+        "net/snmp",
+        "diskstats",
+        "self/mountinfo",
+    ] {
         std::fs::write(roots.proc.join(rel), "garbage \u{0} \\777 ::: -1\n\n").unwrap();
     }
     std::fs::write(roots.proc.join("42/statm"), "x y z").unwrap();
@@ -486,7 +553,16 @@ fn garbage_files_fall_back_without_panicking() {
     assert_eq!(m.processes.count, 5);
     assert!(!m.processes.top_memory.iter().any(|p| p.pid == 42));
     let failed = collector.failed_areas();
-    for area in ["cpu", "load", "memory", "disk", "disk_io", "network", "connections", "uptime"] {
+    for area in [
+        "cpu",
+        "load",
+        "memory",
+        "disk",
+        "disk_io",
+        "network",
+        "connections",
+        "uptime",
+    ] {
         assert!(failed.contains(&area), "{area} not in {failed:?}");
     }
 }
@@ -502,5 +578,9 @@ fn a_missing_proc_root_gives_an_empty_sample() {
     let mut collector = Collector::new(roots, &default_collect());
     let m = collector.collect();
     assert_eq!(m, Metrics::default());
-    assert!(collector.failed_areas().len() >= 9, "{:?}", collector.failed_areas());
+    assert!(
+        collector.failed_areas().len() >= 9,
+        "{:?}",
+        collector.failed_areas()
+    );
 }

@@ -56,8 +56,8 @@ pub fn parse_stat(text: &str, out: &mut StatSample) -> io::Result<()> {
     for line in text.lines() {
         if let Some(rest) = line.strip_prefix("cpu") {
             let (label, values) = rest.split_once(' ').unwrap_or((rest, ""));
-            let times = parse_times(values)
-                .ok_or_else(|| invalid(format!("bad cpu line {line:?}")))?;
+            let times =
+                parse_times(values).ok_or_else(|| invalid(format!("bad cpu line {line:?}")))?;
             if label.is_empty() {
                 out.total = times;
                 saw_total = true;

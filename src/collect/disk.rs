@@ -490,8 +490,8 @@ impl DiskState {
                 if let Some(whole) = cache.get(name) {
                     return *whole;
                 }
-                let whole = !is_virtual_device(name)
-                    && sys_block.join(name.replace('/', "!")).exists();
+                let whole =
+                    !is_virtual_device(name) && sys_block.join(name.replace('/', "!")).exists();
                 cache.insert(name.to_string(), whole);
                 whole
             },

@@ -5,14 +5,14 @@ use std::io;
 
 /// The 1, 5 and 15 minute load averages (the first three fields).
 pub fn parse_loadavg(text: &str) -> io::Result<(f64, f64, f64)> {
-    let mut fields = text.split_ascii_whitespace().map(|f| {
-        f.parse::<f64>()
-            .ok()
-            .filter(|v| v.is_finite() && *v >= 0.0)
-    });
+    let mut fields = text
+        .split_ascii_whitespace()
+        .map(|f| f.parse::<f64>().ok().filter(|v| v.is_finite() && *v >= 0.0));
     match (fields.next(), fields.next(), fields.next()) {
         (Some(Some(a)), Some(Some(b)), Some(Some(c))) => Ok((a, b, c)),
-        _ => Err(invalid(format!("expected three load averages, got {text:?}"))),
+        _ => Err(invalid(format!(
+            "expected three load averages, got {text:?}"
+        ))),
     }
 }
 

@@ -33,7 +33,8 @@ pub fn parse_meminfo(text: &str) -> io::Result<MemoryMetrics> {
     let [total, available, swap_total, swap_free, free, buffers, cached] = values;
     let total = total.ok_or_else(|| invalid("no MemTotal line"))?;
     let available = available.unwrap_or_else(|| {
-        let (free, buffers, cached) = (free.unwrap_or(0), buffers.unwrap_or(0), cached.unwrap_or(0));
+        let (free, buffers, cached) =
+            (free.unwrap_or(0), buffers.unwrap_or(0), cached.unwrap_or(0));
         free.saturating_add(buffers).saturating_add(cached)
     });
     let swap_total = swap_total.unwrap_or(0);

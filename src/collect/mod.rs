@@ -285,7 +285,10 @@ impl Collector {
             Err(e) => health.fail("memory", files.meminfo.path(), e),
         }
 
-        match self.disk.mounts(reader, &self.filters, &mut health.warnings) {
+        match self
+            .disk
+            .mounts(reader, &self.filters, &mut health.warnings)
+        {
             Ok(mounts) => m.disk.mounts = mounts,
             Err(e) => health.fail("disk", self.disk.mountinfo_path(), e),
         }
@@ -331,7 +334,11 @@ impl Collector {
     /// The boot id cannot change while this process runs, so it is read once
     /// (and retried on each sample until it has been read).
     fn read_boot_id(&mut self) {
-        match read_parsed(&mut self.reader, &mut self.files.boot_id, system::parse_boot_id) {
+        match read_parsed(
+            &mut self.reader,
+            &mut self.files.boot_id,
+            system::parse_boot_id,
+        ) {
             Ok(id) => {
                 self.boot_id = Some(id);
                 self.files.boot_id.close();

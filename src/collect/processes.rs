@@ -278,7 +278,10 @@ mod tests {
 
     #[test]
     fn statm_and_comm() {
-        assert_eq!(parse_statm_resident(b"8983 2529 1486 1350 0 7119 0\n"), Some(2529));
+        assert_eq!(
+            parse_statm_resident(b"8983 2529 1486 1350 0 7119 0\n"),
+            Some(2529)
+        );
         assert_eq!(parse_statm_resident(b"8983\n"), None);
         assert_eq!(parse_comm(b"systemd\n"), "systemd");
         assert_eq!(parse_comm(b"a b\xff\n"), "a b\u{fffd}");

@@ -16,10 +16,7 @@ pub fn parse_uptime(text: &str) -> io::Result<u64> {
 /// The boot id: a UUID the kernel makes at each boot.
 pub fn parse_boot_id(text: &str) -> io::Result<String> {
     let id = text.trim();
-    let looks_like_uuid = id.len() == 36
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_hexdigit() || b == b'-');
+    let looks_like_uuid = id.len() == 36 && id.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-');
     if looks_like_uuid {
         Ok(id.to_string())
     } else {
