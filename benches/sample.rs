@@ -100,6 +100,21 @@ fn main() {
         );
     }
 
+    // Cold: a new Collector each time, so nothing is kept open yet (the
+    // cost of the first sample, and an upper bound for hosts whose processes
+    // all change between samples). Includes Collector::new's baseline reads.
+    let config = Config::default().collect;
+    let figures = measure(|| {
+        let mut collector = Collector::new(Roots::default(), &config);
+        let m = collector.collect();
+        assert!(m.processes.count > 0);
+    });
+    report(
+        "cold: Collector::new + first collect, top 5",
+        &figures,
+        None,
+    );
+
     let total = Config::default().collect.top_processes;
     let mut scanner = ProcessScanner::new(Path::new("/proc"));
     let figures = measure(|| {

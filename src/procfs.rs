@@ -106,11 +106,18 @@ const PROC_SUPER_MAGIC: i64 = 0x9fa0;
 pub struct ProcFile {
     path: PathBuf,
     file: Option<File>,
+    /// Cleared when re-reading the open file failed: from then on the file
+    /// is opened afresh on every read.
+    keep_open: bool,
 }
 
 impl ProcFile {
     pub fn new(path: PathBuf) -> ProcFile {
-        ProcFile { path, file: None }
+        ProcFile {
+            path,
+            file: None,
+            keep_open: true,
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -119,24 +126,22 @@ impl ProcFile {
 
     /// Reads the whole file into `reader`'s buffer.
     pub fn read<'r>(&mut self, reader: &'r mut FileReader) -> io::Result<&'r [u8]> {
-        if self.file.is_none() {
-            let file = File::open(&self.path)?;
-            if !is_procfs(&file) {
-                return reader.read_from(file);
+        if let Some(file) = &self.file {
+            if reader.read_from_start(file).is_ok() {
+                return Ok(reader.bytes());
             }
-            self.file = Some(file);
+            // Not re-readable after all (or it failed): read it the plain
+            // way now, and from now on.
+            self.file = None;
+            self.keep_open = false;
         }
-        let Some(file) = &self.file else {
-            return Err(io::Error::other("not open"));
-        };
-        match reader.read_from_start(file) {
-            Ok(_) => Ok(reader.bytes()),
-            Err(e) => {
-                // Reopen next time rather than keep a file that failed.
-                self.file = None;
-                Err(e)
-            }
+        let file = File::open(&self.path)?;
+        if !self.keep_open || !is_procfs(&file) {
+            return reader.read_from(file);
         }
+        let file = self.file.insert(file);
+        reader.read_from_start(file)?;
+        Ok(reader.bytes())
     }
 
     /// Closes the file if it is kept open (for files read only once).
@@ -319,6 +324,41 @@ mod tests {
         assert_eq!(reader.read_from(Chunky(&data)).unwrap(), &data[..]);
         assert_eq!(reader.read_from(Chunky(b"short")).unwrap(), b"short");
         assert_eq!(reader.bytes(), b"short");
+    }
+
+    #[test]
+    fn a_kept_open_proc_file_is_read_afresh() {
+        let mut reader = FileReader::new();
+        let mut uptime = ProcFile::new(PathBuf::from("/proc/uptime"));
+        let first = uptime.read(&mut reader).unwrap().to_vec();
+        assert!(uptime.file.is_some(), "procfs files stay open");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        loop {
+            let now = uptime.read(&mut reader).unwrap().to_vec();
+            if now != first {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "never changed");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    #[test]
+    fn other_files_are_reopened_each_time() {
+        let dir = std::env::temp_dir().join(format!("procfs-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("f");
+        std::fs::write(&path, "one").unwrap();
+        let mut reader = FileReader::new();
+        let mut file = ProcFile::new(path.clone());
+        assert_eq!(file.read(&mut reader).unwrap(), b"one");
+        // Replaced by a new file (a new inode): the new content is read.
+        std::fs::write(dir.join("g"), "two").unwrap();
+        std::fs::rename(dir.join("g"), &path).unwrap();
+        assert_eq!(file.read(&mut reader).unwrap(), b"two");
+        std::fs::remove_file(&path).unwrap();
+        assert!(file.read(&mut reader).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -122,11 +122,15 @@ pub struct Warnings {
     seen: HashSet<String>,
 }
 
+/// Kinds remembered at most (mount paths come and go); past this, new
+/// kinds are logged at debug level only.
+const MAX_WARNING_KINDS: usize = 1024;
+
 impl Warnings {
     /// Logs `message` at warn level the first time `kind` fails; later
     /// failures of the same kind only reach the debug level.
     pub fn once(&mut self, kind: &str, message: fmt::Arguments<'_>) {
-        if self.seen.contains(kind) {
+        if self.seen.contains(kind) || self.seen.len() >= MAX_WARNING_KINDS {
             log::debug!("{message}");
         } else {
             self.seen.insert(kind.to_string());
@@ -351,6 +355,12 @@ impl Collector {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn collector_can_move_to_the_sampler_thread() {
+        fn assert_send<T: Send>() {}
+        assert_send::<Collector>();
+    }
 
     #[test]
     fn rate_is_delta_over_elapsed() {
