@@ -588,7 +588,7 @@ fn top_processes_match_statm() {
                 i < 5
                     && list
                         .get(5)
-                        .map_or(true, |sixth| list[i].0 > sixth.0 * 11 / 10)
+                        .is_none_or(|sixth| list[i].0 > sixth.0 * 11 / 10)
             })
     };
     if clearly_top(&before) && clearly_top(&after) {
