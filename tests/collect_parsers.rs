@@ -584,3 +584,14 @@ fn a_missing_proc_root_gives_an_empty_sample() {
         collector.failed_areas()
     );
 }
+
+#[test]
+fn time_since_the_last_reading() {
+    let (_dir, roots) = roots_copy_of_state1();
+    let mut collector = Collector::new(roots, &default_collect());
+    std::thread::sleep(Duration::from_millis(60));
+    assert!(collector.since_last_reading() >= Duration::from_millis(60));
+    let started = Instant::now();
+    collector.collect();
+    assert!(collector.since_last_reading() <= started.elapsed());
+}

@@ -34,7 +34,7 @@ use std::collections::HashSet;
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Where /proc and /sys are (fixtures in tests, the real ones in the daemon).
 #[derive(Debug, Clone)]
@@ -211,6 +211,8 @@ pub struct Collector {
     disk: disk::DiskState,
     processes: processes::ProcessScanner,
     boot_id: Option<String>,
+    /// When the counters the next sample is measured against were read.
+    last_reading: Instant,
 }
 
 impl Collector {
@@ -230,6 +232,7 @@ impl Collector {
             reader: FileReader::new(),
             health: Health::default(),
             boot_id: None,
+            last_reading: Instant::now(),
         };
         if let Err(e) = c.cpu.sample(&mut c.reader) {
             c.health.fail("cpu", c.cpu.path(), e);
@@ -242,7 +245,17 @@ impl Collector {
         }
         c.read_boot_id();
         c.health.failed.clear();
+        c.last_reading = Instant::now();
         c
+    }
+
+    /// Time since the counters the next sample will be measured against were
+    /// read (the start-up baseline, then the previous sample). CPU times tick
+    /// in 10 ms jiffies, so a sample taken within a few hundred ms of the
+    /// baseline has coarse CPU percentages: callers that sample right after
+    /// `new` (such as `once`) should let some time pass first.
+    pub fn since_last_reading(&self) -> Duration {
+        self.last_reading.elapsed()
     }
 
     /// The roots this collector reads.
@@ -332,6 +345,7 @@ impl Collector {
             self.read_boot_id();
         }
         m.system.boot_id = self.boot_id.clone().unwrap_or_default();
+        self.last_reading = Instant::now();
         m
     }
 
