@@ -143,6 +143,9 @@ fn daemonize(files: &DaemonFiles) -> Result<(), AppError> {
 pub fn run(cli_config: Option<&Path>, args: &RunArgs) -> Result<(), AppError> {
     let config = load_config(cli_config)?;
     logging::init(config.log_level);
+    // The baseline for the first sample's rates is taken as early as possible,
+    // but after detaching: a collector may run helper threads.
+    let early_collector = (!args.daemon).then(|| Collector::new(Roots::default(), &config.collect));
     statedir::ensure(&config.state_dir)
         .map_err(|e| AppError::new(EXIT_CANTCREAT, e.to_string()))?;
 
@@ -164,6 +167,8 @@ pub fn run(cli_config: Option<&Path>, args: &RunArgs) -> Result<(), AppError> {
         );
         daemonize(files)?;
     }
+    let collector =
+        early_collector.unwrap_or_else(|| Collector::new(Roots::default(), &config.collect));
     let _lock = InstanceLock::acquire(&config.state_dir)
         .map_err(|e| AppError::new(EXIT_FAILURE, e.to_string()))?;
 
@@ -226,7 +231,7 @@ pub fn run(cli_config: Option<&Path>, args: &RunArgs) -> Result<(), AppError> {
     .map_err(|e| spawn_err("poster", e))?;
     let sampler_ctx = SamplerContext {
         config: shared.clone(),
-        roots: Roots::default(),
+        collector,
         machine_id,
         hub,
         queue,

@@ -7,6 +7,11 @@ use metricsd::cli::{Cli, Command, RunArgs};
 fn main() {
     let cli = Cli::parse();
     let config = cli.config.as_deref();
+    if !matches!(cli.command, None | Some(Command::Run(_))) {
+        // One-shot commands behave like other CLI tools when piped into `head`.
+        // SAFETY: restoring the default disposition before any thread exists.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     let result = match cli.command.unwrap_or(Command::Run(RunArgs::default())) {
         Command::Run(args) => app::run(config, &args).map(|()| 0),
         Command::Once { flat } => app::once(config, flat).map(|()| 0),

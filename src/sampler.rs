@@ -1,7 +1,7 @@
 //! The aligned ticker and the sampling loop: collect → snapshot → stream hub
 //! and queue. Nothing here waits on the network.
 
-use crate::collect::{Collector, Roots};
+use crate::collect::Collector;
 use crate::config::SharedConfig;
 use crate::notify;
 use crate::queue::Queue;
@@ -13,6 +13,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use uuid::Uuid;
+
+/// Shortest time between the start-up baseline and the first sample.
+const FIRST_SAMPLE_MIN_BASELINE: Duration = Duration::from_millis(250);
 
 /// How far wall-clock alignment may drift (a clock step) before re-anchoring.
 const REANCHOR_AFTER: Duration = Duration::from_secs(1);
@@ -81,7 +84,8 @@ impl Ticker {
 /// What the sampling thread needs.
 pub struct SamplerContext {
     pub config: SharedConfig,
-    pub roots: Roots,
+    /// Created at start-up, so its baseline predates the first sample.
+    pub collector: Collector,
     pub machine_id: String,
     pub hub: Arc<Hub>,
     pub queue: Queue,
@@ -144,7 +148,7 @@ impl DropWarning {
 /// can checkpoint it.
 pub fn run(mut ctx: SamplerContext) -> Queue {
     let config = ctx.config.get();
-    let mut collector = Collector::new(ctx.roots.clone(), &config.collect);
+    let mut collector = ctx.collector;
     let mut collect_config = config.collect.clone();
     let mut ticker = Ticker::new(config.interval, Instant::now(), SystemTime::now());
     let watchdog = notify::watchdog_period();
@@ -155,7 +159,12 @@ pub fn run(mut ctx: SamplerContext) -> Queue {
     let mut seq = 0u64;
     ctx.shutdown.register(&ctx.reload_wake);
 
-    // The first sample is taken at once; later ones on aligned ticks.
+    // The first sample is taken at once, but CPU time moves in 10 ms ticks:
+    // give the start-up baseline a moment so the first figures are real.
+    let head_start = FIRST_SAMPLE_MIN_BASELINE.saturating_sub(collector.since_last_reading());
+    if ctx.shutdown.sleep(head_start) {
+        return ctx.queue;
+    }
     let mut deadline = Instant::now();
     loop {
         let config = ctx.config.get();

@@ -72,7 +72,7 @@ fn sample() -> Snapshot {
                 top_memory: vec![TopProcess {
                     pid: 4242,
                     name: "postgres".into(),
-                    memory_percent: 3.14159,
+                    memory_percent: 3.25678,
                 }],
             },
             system: SystemMetrics {
@@ -126,7 +126,7 @@ fn stream_form_is_exactly_the_contract() {
             },
             "processes": {
                 "process_count": 211, "running": 2, "blocked": 1,
-                "top_memory_processes": [ { "pid": 4242, "name": "postgres", "memory_percent": 3.14 } ]
+                "top_memory_processes": [ { "pid": 4242, "name": "postgres", "memory_percent": 3.26 } ]
             },
             "system": { "uptime_seconds": 86400, "boot_id": "b6c5a1f0-0000-4000-8000-000000000000" }
         }
