@@ -455,15 +455,14 @@ pub fn parse_duration(value: &Value) -> Result<Duration, String> {
     }
 }
 
-/// Prints a duration in the string form the file takes: `500ms`, `60s`, `5m`, `1h`.
+/// Prints a duration in the string form the file takes: `500ms`, `60s`, `1h`
+/// (the forms SPEC §2's defaults use).
 pub fn format_duration(d: Duration) -> String {
     let ms = d.as_millis();
     if ms == 0 {
         "0s".to_string()
     } else if ms % 3_600_000 == 0 {
         format!("{}h", ms / 3_600_000)
-    } else if ms % 60_000 == 0 {
-        format!("{}m", ms / 60_000)
     } else if ms % 1000 == 0 {
         format!("{}s", ms / 1000)
     } else {
@@ -933,12 +932,6 @@ impl Config {
         }
         if self.state_dir != new.state_dir {
             keys.push("state_dir");
-        }
-        if self.node_id != new.node_id {
-            keys.push("node_id");
-        }
-        if self.queue.max_dead != new.queue.max_dead {
-            keys.push("[queue] max_dead");
         }
         keys
     }

@@ -1,1 +1,136 @@
-//! logging
+//! A journald-aware stderr logger (SPEC §7): `<N>` syslog priority prefixes
+//! and no timestamp under journald, timestamps otherwise.
+
+use log::{Level, LevelFilter, Log, Metadata, Record};
+use std::io::Write;
+use std::time::SystemTime;
+
+struct StderrLogger {
+    journald: bool,
+}
+
+/// Syslog priority for a level, as journald reads it from a `<N>` prefix.
+fn priority(level: Level) -> u8 {
+    match level {
+        Level::Error => 3,
+        Level::Warn => 4,
+        Level::Info => 6,
+        Level::Debug | Level::Trace => 7,
+    }
+}
+
+/// Formats one log line (without the trailing newline).
+pub fn format_line(journald: bool, level: Level, at: SystemTime, message: &str) -> String {
+    // One event per line: an embedded newline would split it in the journal.
+    let message = message.replace('\n', " ");
+    if journald {
+        format!("<{}>{}", priority(level), message)
+    } else {
+        format!(
+            "{} {:<5} {}",
+            humantime::format_rfc3339_millis(at),
+            level,
+            message
+        )
+    }
+}
+
+impl Log for StderrLogger {
+    fn enabled(&self, metadata: &Metadata) -> bool {
+        // Dependencies (HTTP, TLS, WebSocket) only speak up for warnings.
+        metadata.level() <= log::max_level()
+            && (metadata.target().starts_with("metricsd") || metadata.level() <= Level::Warn)
+    }
+
+    fn log(&self, record: &Record) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        let line = format_line(
+            self.journald,
+            record.level(),
+            SystemTime::now(),
+            &record.args().to_string(),
+        );
+        // One write per line so lines from several threads never interleave.
+        let _ = std::io::stderr()
+            .lock()
+            .write_all(format!("{line}\n").as_bytes());
+    }
+
+    fn flush(&self) {
+        let _ = std::io::stderr().flush();
+    }
+}
+
+/// The level to use: RUST_LOG (a level name, or `metricsd=<level>`) wins
+/// over the configured one.
+pub fn effective_level(configured: LevelFilter) -> LevelFilter {
+    let Ok(spec) = std::env::var("RUST_LOG") else {
+        return configured;
+    };
+    for part in spec.split(',') {
+        let level = match part.split_once('=') {
+            Some((target, level)) if target.trim() == "metricsd" => level,
+            Some(_) => continue,
+            None => part,
+        };
+        if let Ok(level) = level.trim().parse::<LevelFilter>() {
+            return level;
+        }
+    }
+    configured
+}
+
+/// Installs the logger once; later calls only change the level.
+pub fn init(configured: LevelFilter) {
+    let journald = std::env::var_os("JOURNAL_STREAM").is_some();
+    let _ = log::set_boxed_logger(Box::new(StderrLogger { journald }));
+    set_level(configured);
+}
+
+/// Applies a (reloaded) configured level, RUST_LOG still taking precedence.
+pub fn set_level(configured: LevelFilter) {
+    log::set_max_level(effective_level(configured));
+}
+
+/// Points stderr at `path` (appending), so a rotated log file is reopened.
+pub fn redirect_stderr(path: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::io::AsRawFd;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
+    // SAFETY: both descriptors are valid; dup2 atomically replaces fd 2.
+    if unsafe { libc::dup2(file.as_raw_fd(), 2) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    #[test]
+    fn journald_lines_carry_priority_and_no_timestamp() {
+        let at = UNIX_EPOCH + Duration::from_secs(1_790_000_000);
+        assert_eq!(
+            format_line(true, Level::Warn, at, "disk full"),
+            "<4>disk full"
+        );
+        assert_eq!(format_line(true, Level::Error, at, "x"), "<3>x");
+        assert_eq!(format_line(true, Level::Info, at, "a\nb"), "<6>a b");
+        assert_eq!(format_line(true, Level::Debug, at, "d"), "<7>d");
+    }
+
+    #[test]
+    fn terminal_lines_start_with_a_timestamp() {
+        let at = UNIX_EPOCH + Duration::from_millis(1_790_000_000_123);
+        assert_eq!(
+            format_line(false, Level::Info, at, "started"),
+            "2026-09-21T14:13:20.123Z INFO  started"
+        );
+    }
+}

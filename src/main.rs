@@ -1,1 +1,34 @@
-fn main() {}
+//! The `metricsd` binary: parse the command line, run, turn errors into exit codes.
+
+use clap::Parser;
+use metricsd::app;
+use metricsd::cli::{Cli, Command, RunArgs};
+
+fn main() {
+    let cli = Cli::parse();
+    let config = cli.config.as_deref();
+    if !matches!(cli.command, None | Some(Command::Run(_))) {
+        // One-shot commands behave like other CLI tools when piped into `head`.
+        // SAFETY: restoring the default disposition before any thread exists.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
+    let result = match cli.command.unwrap_or(Command::Run(RunArgs::default())) {
+        Command::Run(args) => app::run(config, &args).map(|()| 0),
+        Command::Once { flat } => app::once(config, flat).map(|()| 0),
+        Command::CheckConfig => app::check_config(config).map(|()| 0),
+        Command::Queue(command) => app::queue(config, &command),
+    };
+    match result {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            // Under journald the priority prefix keeps the error filterable.
+            let prefix = if std::env::var_os("JOURNAL_STREAM").is_some() {
+                "<3>"
+            } else {
+                ""
+            };
+            eprintln!("{prefix}metricsd: {}", e.message);
+            std::process::exit(e.code);
+        }
+    }
+}

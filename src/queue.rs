@@ -11,7 +11,7 @@
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior};
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The schema this build writes; `PRAGMA user_version` holds the file's.
 pub const SCHEMA_VERSION: i32 = 1;
@@ -28,8 +28,6 @@ const WAL_SIZE_LIMIT: i64 = 1024 * 1024;
 /// Give free pages back to the file system once this many have piled up
 /// (1 MiB), e.g. after a large backlog has drained.
 const RECLAIM_FREE_PAGES: i64 = 256;
-/// At most one "queue full" warning per this period (SPEC §5.2).
-const DROP_WARNING_PERIOD: Duration = Duration::from_secs(60);
 
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
@@ -127,7 +125,6 @@ pub struct Rejected {
 pub struct Queue {
     conn: Connection,
     path: PathBuf,
-    drop_warning: DropWarning,
 }
 
 impl Queue {
@@ -184,7 +181,6 @@ impl Queue {
         let mut queue = Queue {
             conn,
             path: path.to_path_buf(),
-            drop_warning: DropWarning::default(),
         };
         queue.migrate()?;
         Ok(queue)
@@ -257,8 +253,8 @@ impl Queue {
 
     /// Inserts one row; returns how many old rows were dropped to make room.
     /// With `max_pending` rows already pending, the oldest pending rows are
-    /// deleted first and counted in `dropped_total`; a warning is logged at
-    /// most once a minute.
+    /// deleted first and counted in `dropped_total` (the caller warns, at
+    /// most once a minute).
     pub fn insert(
         &mut self,
         event_id: &str,
@@ -285,9 +281,6 @@ impl Queue {
             params![event_id, created_at, payload],
         )?;
         tx.commit()?;
-        if dropped > 0 {
-            self.drop_warning.note(dropped, max_pending, Instant::now());
-        }
         Ok(dropped)
     }
 
@@ -716,49 +709,9 @@ fn set_aside(path: &Path) -> Result<PathBuf, QueueError> {
     Ok(aside)
 }
 
-/// Rate-limits the "queue full" warning to one per `DROP_WARNING_PERIOD`,
-/// summing the drops in between.
-#[derive(Debug, Default)]
-pub struct DropWarning {
-    last: Option<Instant>,
-    unreported: u64,
-}
-
-impl DropWarning {
-    /// Counts `dropped` rows; returns the number to report when a warning is
-    /// due now (and logs it).
-    pub fn note(&mut self, dropped: u64, max_pending: u64, now: Instant) -> Option<u64> {
-        self.unreported += dropped;
-        let due = match self.last {
-            None => true,
-            Some(last) => now.duration_since(last) >= DROP_WARNING_PERIOD,
-        };
-        if !due || self.unreported == 0 {
-            return None;
-        }
-        let n = std::mem::take(&mut self.unreported);
-        self.last = Some(now);
-        log::warn!(
-            "queue full ({max_pending} pending rows): dropped the {n} oldest pending row(s) to make room"
-        );
-        Some(n)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn drop_warning_at_most_once_a_minute_and_sums_drops() {
-        let mut w = DropWarning::default();
-        let t0 = Instant::now();
-        assert_eq!(w.note(1, 5, t0), Some(1));
-        assert_eq!(w.note(2, 5, t0 + Duration::from_secs(10)), None);
-        assert_eq!(w.note(3, 5, t0 + Duration::from_secs(59)), None);
-        assert_eq!(w.note(1, 5, t0 + Duration::from_secs(60)), Some(6));
-        assert_eq!(w.note(0, 5, t0 + Duration::from_secs(200)), None);
-    }
 
     #[test]
     fn age_of_rfc3339_timestamps() {

@@ -1,1 +1,336 @@
-//! sampler
+//! The aligned ticker and the sampling loop: collect → snapshot → stream hub
+//! and queue. Nothing here waits on the network.
+
+use crate::collect::Collector;
+use crate::config::SharedConfig;
+use crate::notify;
+use crate::queue::Queue;
+use crate::shutdown::{Shutdown, Wake};
+use crate::snapshot::Snapshot;
+use crate::status::Status;
+use crate::stream::Hub;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use uuid::Uuid;
+
+/// Shortest time between the start-up baseline and the first sample.
+const FIRST_SAMPLE_MIN_BASELINE: Duration = Duration::from_millis(250);
+
+/// How far wall-clock alignment may drift (a clock step) before re-anchoring.
+const REANCHOR_AFTER: Duration = Duration::from_secs(1);
+
+/// Deadlines at wall-clock multiples of `interval`, computed from one
+/// monotonic base so that the work done per tick never adds drift.
+#[derive(Debug, Clone)]
+pub struct Ticker {
+    interval: Duration,
+    base_mono: Instant,
+    base_wall_ms: u128,
+    /// Index of the next tick, counted from the tick at or after the base.
+    next: u64,
+    first_tick_offset: Duration,
+}
+
+impl Ticker {
+    pub fn new(interval: Duration, now_mono: Instant, now_wall: SystemTime) -> Ticker {
+        let wall_ms = now_wall
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis();
+        let interval_ms = interval.as_millis().max(1);
+        let offset_ms = (interval_ms - wall_ms % interval_ms) % interval_ms;
+        Ticker {
+            interval,
+            base_mono: now_mono,
+            base_wall_ms: wall_ms,
+            next: 0,
+            first_tick_offset: Duration::from_millis(offset_ms as u64),
+        }
+    }
+
+    pub fn interval(&self) -> Duration {
+        self.interval
+    }
+
+    fn deadline_of(&self, index: u64) -> Instant {
+        self.base_mono + self.first_tick_offset + self.interval * index as u32
+    }
+
+    /// The next deadline strictly after `now` (missed ticks are skipped, not
+    /// bunched up) that is at least `min_gap` after `now`.
+    pub fn next_deadline(&mut self, now: Instant, min_gap: Duration) -> Instant {
+        loop {
+            let deadline = self.deadline_of(self.next);
+            self.next += 1;
+            if deadline > now && deadline.duration_since(now) >= min_gap {
+                return deadline;
+            }
+        }
+    }
+
+    /// True when the wall clock no longer agrees with the monotonic schedule
+    /// (e.g. the clock was stepped), so alignment should be recomputed.
+    pub fn drifted(&self, now_mono: Instant, now_wall: SystemTime) -> bool {
+        let expected = self.base_wall_ms + now_mono.duration_since(self.base_mono).as_millis();
+        let actual = now_wall
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis();
+        expected.abs_diff(actual) > REANCHOR_AFTER.as_millis()
+    }
+}
+
+/// What the sampling thread needs.
+pub struct SamplerContext {
+    pub config: SharedConfig,
+    /// Created at start-up, so its baseline predates the first sample.
+    pub collector: Collector,
+    pub machine_id: String,
+    pub hub: Arc<Hub>,
+    pub queue: Queue,
+    pub status: Arc<Status>,
+    pub shutdown: Shutdown,
+    /// Woken after every insert so the poster drains at once.
+    pub poster_wake: Arc<Wake>,
+    /// Woken on reload so a new interval takes effect at once.
+    pub reload_wake: Arc<Wake>,
+}
+
+/// Builds one snapshot from freshly collected metrics.
+pub fn take_snapshot(
+    collector: &mut Collector,
+    node_id: &str,
+    machine_id: &str,
+    seq: u64,
+    interval: Duration,
+) -> Snapshot {
+    let timestamp = SystemTime::now();
+    let metrics = collector.collect();
+    Snapshot {
+        timestamp,
+        node_id: node_id.to_string(),
+        machine_id: machine_id.to_string(),
+        event_id: Uuid::now_v7(),
+        seq,
+        interval_secs: interval.as_secs().max(1),
+        metrics,
+    }
+}
+
+/// Logs "queue full" warnings at most once a minute.
+struct DropWarning {
+    last: Option<Instant>,
+    unreported: u64,
+}
+
+impl DropWarning {
+    fn record(&mut self, dropped: u64, max_pending: u64) {
+        self.unreported += dropped;
+        if self.unreported == 0 {
+            return;
+        }
+        if self
+            .last
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(60))
+        {
+            log::warn!(
+                "queue full ({max_pending} pending): dropped {} oldest row(s)",
+                self.unreported
+            );
+            self.unreported = 0;
+            self.last = Some(Instant::now());
+        }
+    }
+}
+
+/// Runs the sampling loop until shutdown. Returns the queue so the caller
+/// can checkpoint it.
+pub fn run(mut ctx: SamplerContext) -> Queue {
+    let config = ctx.config.get();
+    let mut collector = ctx.collector;
+    let mut collect_config = config.collect.clone();
+    let mut ticker = Ticker::new(config.interval, Instant::now(), SystemTime::now());
+    let watchdog = notify::watchdog_period();
+    let mut drops = DropWarning {
+        last: None,
+        unreported: 0,
+    };
+    let mut seq = 0u64;
+    ctx.shutdown.register(&ctx.reload_wake);
+
+    // The first sample is taken at once, but CPU time moves in 10 ms ticks:
+    // give the start-up baseline a moment so the first figures are real.
+    let head_start = FIRST_SAMPLE_MIN_BASELINE.saturating_sub(collector.since_last_reading());
+    if ctx.shutdown.sleep(head_start) {
+        return ctx.queue;
+    }
+    let mut deadline = Instant::now();
+    loop {
+        let config = ctx.config.get();
+        if config.collect != collect_config {
+            collector.set_config(&config.collect);
+            collect_config = config.collect.clone();
+        }
+        seq += 1;
+        let started = Instant::now();
+        let snapshot = take_snapshot(
+            &mut collector,
+            &config.node_id,
+            &ctx.machine_id,
+            seq,
+            config.interval,
+        );
+        let stream_json = snapshot.stream_json().to_string();
+        let flat_json = snapshot.flat_json().to_string();
+        let event_id = snapshot.event_id.to_string();
+        let timestamp = snapshot.timestamp_string();
+        let snapshot = Arc::new(snapshot);
+        ctx.hub.publish(snapshot.clone(), stream_json);
+        match ctx
+            .queue
+            .insert(&event_id, &timestamp, &flat_json, config.queue.max_pending)
+        {
+            Ok(dropped) => {
+                if dropped > 0 {
+                    ctx.status
+                        .queue_dropped_total
+                        .fetch_add(dropped, Ordering::Relaxed);
+                }
+                drops.record(dropped, config.queue.max_pending);
+                if let Ok(stats) = ctx.queue.stats() {
+                    ctx.status
+                        .queue_pending
+                        .store(stats.pending, Ordering::Relaxed);
+                    ctx.status.queue_dead.store(stats.dead, Ordering::Relaxed);
+                    ctx.status
+                        .queue_dropped_total
+                        .store(stats.dropped_total, Ordering::Relaxed);
+                }
+                ctx.poster_wake.notify();
+            }
+            Err(e) => {
+                ctx.status
+                    .queue_insert_failures_total
+                    .fetch_add(1, Ordering::Relaxed);
+                log::error!("queue insert failed, snapshot {event_id} not queued: {e}");
+            }
+        }
+        let took = started.elapsed();
+        ctx.status
+            .record_sample(snapshot.timestamp, took.as_micros() as u64);
+        if watchdog.is_some() {
+            notify::watchdog();
+        }
+        let m = &snapshot.metrics;
+        log::debug!(
+            "sample seq={seq} took {}us cpu={:.1}% mem_used={}MiB load1={:.2} procs={} conns={}",
+            took.as_micros(),
+            m.cpu.usage_percent,
+            m.memory.used_bytes() / (1024 * 1024),
+            m.cpu.load1,
+            m.processes.count,
+            m.network.active_connections
+        );
+
+        // Wait for the next aligned tick, a reload, or shutdown.
+        let now = Instant::now();
+        if ticker.interval() != config.interval || ticker.drifted(now, SystemTime::now()) {
+            ticker = Ticker::new(config.interval, now, SystemTime::now());
+        }
+        deadline = ticker.next_deadline(now.max(deadline), config.interval / 2);
+        loop {
+            if ctx.shutdown.is_triggered() {
+                return ctx.queue;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            // Waiting is healthy: keep the watchdog fed while idle.
+            let mut slice = deadline - now;
+            if let Some(period) = watchdog {
+                slice = slice.min(period / 2);
+            }
+            if ctx.reload_wake.wait_timeout(slice, &ctx.shutdown) {
+                if ctx.shutdown.is_triggered() {
+                    return ctx.queue;
+                }
+                let new_interval = ctx.config.get().interval;
+                if new_interval != ticker.interval() {
+                    ticker = Ticker::new(new_interval, Instant::now(), SystemTime::now());
+                    deadline = ticker.next_deadline(Instant::now(), Duration::ZERO);
+                }
+            } else if watchdog.is_some() && Instant::now() < deadline {
+                notify::watchdog();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wall(ms: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_millis(ms)
+    }
+
+    #[test]
+    fn ticks_land_on_multiples_of_the_interval() {
+        let mono = Instant::now();
+        // 10:00:17.250 with a 60 s interval: next tick at 10:01:00.000.
+        let start_ms = 1_790_000_000_000 + 17_250;
+        let start_ms = start_ms - start_ms % 60_000 + 17_250;
+        let mut t = Ticker::new(Duration::from_secs(60), mono, wall(start_ms));
+        let d = t.next_deadline(mono, Duration::ZERO);
+        assert_eq!(d - mono, Duration::from_millis(60_000 - 17_250));
+        let d2 = t.next_deadline(d, Duration::ZERO);
+        assert_eq!(d2 - d, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn no_drift_over_hours_whatever_the_work_takes() {
+        let mono = Instant::now();
+        let mut t = Ticker::new(Duration::from_secs(60), mono, wall(1_790_000_040_000));
+        let first = t.next_deadline(mono, Duration::ZERO);
+        let mut now = first;
+        let mut last = first;
+        // 24 h of ticks, each sample taking 1.7 s of work.
+        for _ in 0..1440 {
+            now += Duration::from_millis(1700);
+            last = t.next_deadline(now, Duration::ZERO);
+            now = last;
+        }
+        assert_eq!(last - first, Duration::from_secs(60 * 1440));
+    }
+
+    #[test]
+    fn missed_ticks_are_skipped_not_bunched() {
+        let mono = Instant::now();
+        let mut t = Ticker::new(Duration::from_secs(10), mono, wall(1_790_000_000_000));
+        let first = t.next_deadline(mono, Duration::ZERO);
+        // The work overran by 25 s: the next deadline is the first one in the future.
+        let late = first + Duration::from_secs(25);
+        let next = t.next_deadline(late, Duration::ZERO);
+        assert_eq!(next - first, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn a_tick_too_close_to_the_first_sample_is_skipped() {
+        let mono = Instant::now();
+        // 50 ms before a 1 s boundary: that boundary is too close.
+        let mut t = Ticker::new(Duration::from_secs(1), mono, wall(1_790_000_000_950));
+        let d = t.next_deadline(mono, Duration::from_millis(500));
+        assert_eq!(d - mono, Duration::from_millis(1050));
+    }
+
+    #[test]
+    fn a_clock_step_is_detected() {
+        let mono = Instant::now();
+        let t = Ticker::new(Duration::from_secs(60), mono, wall(1_790_000_000_000));
+        let later = mono + Duration::from_secs(30);
+        assert!(!t.drifted(later, wall(1_790_000_030_000)));
+        assert!(t.drifted(later, wall(1_790_000_090_000)));
+    }
+}

@@ -61,7 +61,8 @@ fn stats_prints_one_object_with_the_spec_fields() {
     assert!(out.starts_with("{\"pending\":2,\"dead\":1,"), "{out}");
     let v: Value = serde_json::from_str(&out).unwrap();
     let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
-    let mut expected = vec![
+    // The contract's order (serde_json keeps it: preserve_order).
+    let expected = [
         "pending",
         "dead",
         "oldest_pending_age_s",
@@ -70,7 +71,6 @@ fn stats_prints_one_object_with_the_spec_fields() {
         "db_path",
         "db_bytes",
     ];
-    expected.sort();
     assert_eq!(keys, expected);
     assert_eq!(v["delivered_total"], 1);
     assert_eq!(v["dropped_total"], 0);
@@ -165,10 +165,10 @@ fn peek_prints_the_oldest_rows_with_the_payload_as_an_object() {
         assert_eq!(
             keys,
             [
-                "attempts",
-                "created_at",
-                "event_id",
                 "id",
+                "event_id",
+                "created_at",
+                "attempts",
                 "last_error",
                 "payload"
             ]
@@ -180,6 +180,8 @@ fn peek_prints_the_oldest_rows_with_the_payload_as_an_object() {
         assert!(line["last_error"].is_null());
         assert!(line["payload"].is_object());
         assert_eq!(line["payload"]["event_id"], id.as_str());
+        // The stored flat form, field order and all.
+        assert_eq!(line["payload"].to_string(), row.payload);
     }
     assert_eq!(json_lines(&run(peek(3, false), dir.path()).1).len(), 3);
     assert_eq!(json_lines(&run(peek(100, false), dir.path()).1).len(), 12);

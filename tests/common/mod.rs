@@ -1,2 +1,3 @@
 pub mod backend;
+pub mod daemon;
 pub mod rows;

@@ -1,0 +1,154 @@
+//! Whole daemon at steady state: default configuration plus a backend and 10
+//! stream clients. Prints start-to-READY time and resident memory.
+//!
+//! cargo bench --bench daemon
+
+use futures_util::StreamExt;
+use std::os::unix::net::UnixDatagram;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const CLIENTS: usize = 10;
+const SAMPLES: u64 = 30;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn rss_kib(pid: u32, field: &str) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    text.lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A backend on 127.0.0.1 that accepts every POST at once.
+fn start_backend() -> (String, Arc<AtomicU64>) {
+    let server = tiny_http::Server::http("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/ingest", server.server_addr().to_ip().unwrap());
+    let received = Arc::new(AtomicU64::new(0));
+    let counter = received.clone();
+    std::thread::spawn(move || {
+        for mut request in server.incoming_requests() {
+            let mut body = Vec::new();
+            let _ = request.as_reader().read_to_end(&mut body);
+            counter.fetch_add(1, Ordering::Relaxed);
+            let _ = request.respond(tiny_http::Response::empty(200));
+        }
+    });
+    (url, received)
+}
+
+fn main() {
+    let dir = tempfile::Builder::new()
+        .prefix("metricsd-bench")
+        .tempdir_in(std::env::temp_dir())
+        .unwrap();
+    let (url, received) = start_backend();
+    let port = free_port();
+    let config = dir.path().join("metricsd.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "interval = \"1s\"\nstate_dir = {:?}\n[stream]\nlisten = \"127.0.0.1:{port}\"\n[backend]\nurl = {url:?}\n",
+            dir.path().join("state").display().to_string()
+        ),
+    )
+    .unwrap();
+    let notify_path = dir.path().join("notify.sock");
+    let notify = UnixDatagram::bind(&notify_path).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+
+    let started = Instant::now();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_metricsd"))
+        .arg("--config")
+        .arg(&config)
+        .arg("run")
+        .env("NOTIFY_SOCKET", &notify_path)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = notify.recv(&mut buf).expect("READY=1 within 10 s");
+        if String::from_utf8_lossy(&buf[..n])
+            .lines()
+            .any(|l| l == "READY=1")
+        {
+            break;
+        }
+    }
+    let to_ready = started.elapsed();
+    let rss_at_ready = rss_kib(pid, "VmRSS:");
+
+    let frames = Arc::new(AtomicU64::new(0));
+    let frames_in_clients = frames.clone();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let mut tasks = Vec::new();
+            for _ in 0..CLIENTS {
+                let frames = frames_in_clients.clone();
+                tasks.push(tokio::spawn(async move {
+                    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+                        .await
+                        .unwrap();
+                    let (mut ws, _) =
+                        tokio_tungstenite::client_async(format!("ws://127.0.0.1:{port}/"), tcp)
+                            .await
+                            .unwrap();
+                    while let Some(Ok(_)) = ws.next().await {
+                        frames.fetch_add(1, Ordering::Relaxed);
+                    }
+                }));
+            }
+            for t in tasks {
+                let _ = t.await;
+            }
+        });
+    });
+
+    let deadline = Instant::now() + Duration::from_secs(SAMPLES + 20);
+    while received.load(Ordering::Relaxed) < SAMPLES && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let rss = rss_kib(pid, "VmRSS:");
+    let hwm = rss_kib(pid, "VmHWM:");
+    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+
+    println!(
+        "daemon: start to READY=1            {:>8.1} ms",
+        to_ready.as_secs_f64() * 1000.0
+    );
+    println!(
+        "daemon: RSS at READY                {:>8} KiB",
+        rss_at_ready
+    );
+    println!(
+        "daemon: RSS after {} samples, {CLIENTS} clients, backend: {:>6} KiB ({:.2} MiB), peak {} KiB",
+        received.load(Ordering::Relaxed),
+        rss,
+        rss as f64 / 1024.0,
+        hwm
+    );
+    println!(
+        "daemon: frames received by clients   {:>8}",
+        frames.load(Ordering::Relaxed)
+    );
+    println!("daemon: exit status after SIGTERM    {status}");
+}

@@ -1,0 +1,596 @@
+//! Helpers for the stream tests: a real stream server started through the
+//! library, real WebSocket clients, raw HTTP requests, realistic snapshots,
+//! and a strict checker for the Prometheus text format.
+#![allow(dead_code)]
+
+use futures_util::{SinkExt, StreamExt};
+use metricsd::config::{Config, SharedConfig};
+use metricsd::shutdown::Shutdown;
+use metricsd::snapshot::{
+    InterfaceMetrics, Metrics, MountUsage, Snapshot, SystemMetrics, TopProcess,
+};
+use metricsd::status::Status;
+use metricsd::stream::{self, Hub};
+use serde_json::Value;
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::WebSocketStream;
+
+pub type Ws = WebSocketStream<TcpStream>;
+
+/// A stream server on 127.0.0.1 with an ephemeral port, driven through the library.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub hub: Arc<Hub>,
+    pub config: SharedConfig,
+    pub status: Arc<Status>,
+    pub shutdown: Shutdown,
+    handle: Option<JoinHandle<()>>,
+}
+
+/// The configuration the tests start from: 1 s interval, listen on port 0.
+pub fn test_config() -> Config {
+    let mut config = Config::default();
+    config.node_id = "test-node".to_string();
+    config.interval = Duration::from_secs(1);
+    config.stream.listen = "127.0.0.1:0".parse().unwrap();
+    config
+}
+
+impl TestServer {
+    pub fn start(configure: impl FnOnce(&mut Config)) -> TestServer {
+        Self::start_with_status(configure, Status::default())
+    }
+
+    pub fn start_with_status(configure: impl FnOnce(&mut Config), status: Status) -> TestServer {
+        let mut config = test_config();
+        configure(&mut config);
+        let listener = stream::bind(config.stream.listen).expect("bind");
+        let addr = listener.local_addr().unwrap();
+        let config = SharedConfig::new(config);
+        let hub = Hub::new();
+        let status = Arc::new(status);
+        let shutdown = Shutdown::new();
+        let handle = stream::spawn(
+            listener,
+            hub.clone(),
+            config.clone(),
+            status.clone(),
+            shutdown.clone(),
+        )
+        .expect("spawn");
+        TestServer {
+            addr,
+            hub,
+            config,
+            status,
+            shutdown,
+            handle: Some(handle),
+        }
+    }
+
+    /// Publishes a snapshot the way the sampler does; returns it.
+    pub fn publish(&self, snapshot: Snapshot) -> Arc<Snapshot> {
+        let snapshot = Arc::new(snapshot);
+        let json = snapshot.stream_json().to_string();
+        self.hub.publish(snapshot.clone(), json);
+        snapshot
+    }
+
+    pub fn clients(&self) -> u64 {
+        self.status
+            .stream_clients
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Triggers shutdown and waits for the server thread; returns how long that took.
+    pub fn stop(&mut self) -> Duration {
+        let started = Instant::now();
+        self.shutdown.trigger();
+        if let Some(handle) = self.handle.take() {
+            handle.join().expect("stream thread panicked");
+        }
+        started.elapsed()
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Polls `condition` until it holds or `limit` passes.
+pub fn wait_until(limit: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if condition() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Async twin of [`wait_until`], for use inside tokio tests.
+pub async fn wait_until_async(limit: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if condition() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A snapshot with realistic content: `cores` CPUs, a few mounts, `interfaces` NICs.
+pub fn snapshot(seq: u64, interfaces: usize) -> Snapshot {
+    let mut metrics = Metrics::default();
+    metrics.cpu.usage_percent = 12.5;
+    metrics.cpu.per_core_percent = (0..8).map(|i| i as f64 * 3.25).collect();
+    metrics.cpu.load1 = 0.42;
+    metrics.cpu.load5 = 0.37;
+    metrics.cpu.load15 = 0.3;
+    metrics.memory.total_bytes = 16 << 30;
+    metrics.memory.available_bytes = 9 << 30;
+    metrics.memory.swap_total_bytes = 2 << 30;
+    metrics.memory.swap_free_bytes = 1 << 30;
+    for (mount, total) in [
+        ("/", 100u64 << 30),
+        ("/home", 400 << 30),
+        ("/var", 50 << 30),
+    ] {
+        metrics.disk.mounts.push(MountUsage {
+            mount: mount.to_string(),
+            total_bytes: total,
+            used_bytes: total / 3,
+            avail_bytes: total / 2,
+        });
+    }
+    metrics.disk.read_bytes_per_sec = 1_048_576.0;
+    metrics.disk.write_bytes_per_sec = 524_288.0;
+    for i in 0..interfaces {
+        metrics.network.interfaces.push(InterfaceMetrics {
+            name: format!("eth{i}"),
+            rx_bytes: 1_000_000 + seq * 1000 + i as u64,
+            tx_bytes: 2_000_000 + seq * 500,
+            rx_packets: 10_000 + seq,
+            tx_packets: 9_000 + seq,
+            rx_bytes_per_sec: 1500.5,
+            tx_bytes_per_sec: 700.25,
+            rx_errors: 1,
+            tx_errors: 0,
+            rx_dropped: 2,
+            tx_dropped: 0,
+        });
+    }
+    metrics.network.active_connections = 17;
+    metrics.processes.count = 312;
+    metrics.processes.running = 2;
+    metrics.processes.blocked = 0;
+    metrics.processes.top_memory = (0..5)
+        .map(|i| TopProcess {
+            pid: 1000 + i,
+            name: format!("proc{i}"),
+            memory_percent: 5.0 - i as f64,
+        })
+        .collect();
+    metrics.system = SystemMetrics {
+        uptime_seconds: 86_400 + seq,
+        boot_id: "0d5c6a3e-9f55-4c55-9b43-3f0c9b5d1e2a".to_string(),
+    };
+    Snapshot {
+        timestamp: SystemTime::now(),
+        node_id: "test-node".to_string(),
+        machine_id: "6b9e2f5e-2b1f-4a8e-9d7c-1f0e3d2c4b5a".to_string(),
+        event_id: uuid::Uuid::now_v7(),
+        seq,
+        interval_secs: 1,
+        metrics,
+    }
+}
+
+/// Connects a WebSocket client to `path` with extra request headers.
+pub async fn connect_with(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<Ws, WsError> {
+    let mut request = format!("ws://{addr}{path}").into_client_request()?;
+    for (name, value) in headers {
+        let name: tokio_tungstenite::tungstenite::http::HeaderName = name.parse().unwrap();
+        request
+            .headers_mut()
+            .insert(name, HeaderValue::from_str(value).unwrap());
+    }
+    let stream = TcpStream::connect(addr).await.map_err(WsError::Io)?;
+    // tungstenite's default 128 KiB read buffer is zero-filled on every read;
+    // a small one keeps 1,000 benchmark clients from measuring their own memset.
+    let config = WebSocketConfig::default().read_buffer_size(8 * 1024);
+    let (ws, _response) =
+        tokio_tungstenite::client_async_with_config(request, stream, Some(config)).await?;
+    Ok(ws)
+}
+
+pub async fn connect(addr: SocketAddr) -> Ws {
+    connect_with(addr, "/", &[]).await.expect("connect")
+}
+
+/// The HTTP status of a refused upgrade (panics if the upgrade succeeded).
+pub async fn refused_status(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> u16 {
+    match connect_with(addr, path, headers).await {
+        Err(WsError::Http(response)) => response.status().as_u16(),
+        Err(e) => panic!("expected an HTTP refusal, got {e}"),
+        Ok(_) => panic!("expected an HTTP refusal, the upgrade succeeded"),
+    }
+}
+
+/// What a client saw next.
+#[derive(Debug)]
+pub enum Next {
+    Json(Value),
+    Close(Option<CloseCode>),
+    /// The connection ended without a close frame.
+    Ended(String),
+}
+
+/// The next text (as JSON) or close frame within `limit`; pings are skipped
+/// (tungstenite answers them).
+pub async fn next(ws: &mut Ws, limit: Duration) -> Next {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let message = tokio::time::timeout_at(deadline, ws.next())
+            .await
+            .unwrap_or_else(|_| panic!("nothing received within {limit:?}"));
+        match message {
+            Some(Ok(Message::Text(text))) => {
+                return Next::Json(serde_json::from_str(&text).expect("server sent invalid JSON"))
+            }
+            Some(Ok(Message::Close(frame))) => return Next::Close(frame.map(|f| f.code)),
+            Some(Ok(Message::Binary(_))) => panic!("server sent a binary frame"),
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => return Next::Ended(e.to_string()),
+            None => return Next::Ended("stream ended".to_string()),
+        }
+    }
+}
+
+/// The next message, which must be JSON text.
+pub async fn next_json(ws: &mut Ws, limit: Duration) -> Value {
+    match next(ws, limit).await {
+        Next::Json(v) => v,
+        other => panic!("expected a JSON message, got {other:?}"),
+    }
+}
+
+/// Reads the welcome message and checks its fields.
+pub async fn expect_welcome(ws: &mut Ws) -> Value {
+    let welcome = next_json(ws, Duration::from_secs(5)).await;
+    assert_eq!(welcome["type"], "connection", "{welcome}");
+    assert_eq!(welcome["status"], "connected");
+    assert!(welcome["node_id"].is_string());
+    assert!(welcome["interval"].is_number());
+    assert!(welcome["timestamp"].as_str().unwrap().ends_with('Z'));
+    welcome
+}
+
+pub async fn send_text(ws: &mut Ws, text: &str) {
+    ws.send(Message::text(text.to_string()))
+        .await
+        .expect("send");
+}
+
+/// A plain HTTP response.
+#[derive(Debug)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl HttpResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", self.body))
+    }
+}
+
+/// Sends one HTTP/1.1 request and reads the whole response (the server closes).
+pub async fn http(
+    addr: SocketAddr,
+    method: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+) -> HttpResponse {
+    let mut request = format!("{method} {target} HTTP/1.1\r\nHost: {addr}\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    http_raw(addr, request.as_bytes()).await
+}
+
+pub async fn http_raw(addr: SocketAddr, request: &[u8]) -> HttpResponse {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    stream.write_all(request).await.expect("write request");
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut raw))
+        .await
+        .expect("response within 5 s")
+        .expect("read response");
+    parse_response(&raw)
+}
+
+fn parse_response(raw: &[u8]) -> HttpResponse {
+    let text = String::from_utf8(raw.to_vec()).expect("UTF-8 response");
+    let (head, body) = text.split_once("\r\n\r\n").expect("response head");
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap();
+    let status: u16 = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
+    let headers: Vec<(String, String)> = lines
+        .map(|l| {
+            let (n, v) = l.split_once(':').expect("header line");
+            (n.trim().to_string(), v.trim().to_string())
+        })
+        .collect();
+    let response = HttpResponse {
+        status,
+        headers,
+        body: body.to_string(),
+    };
+    if let Some(len) = response.header("content-length") {
+        assert_eq!(len.parse::<usize>().unwrap(), response.body.len());
+    }
+    response
+}
+
+/// One sample of a Prometheus exposition.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    pub labels: Vec<(String, String)>,
+    pub value: f64,
+}
+
+/// A metric family: its type and samples.
+#[derive(Debug, Clone, Default)]
+pub struct Family {
+    pub kind: String,
+    pub help: bool,
+    pub samples: Vec<Sample>,
+}
+
+/// Strictly checks Prometheus text format 0.0.4 (plus the promtool lint
+/// rules that matter here) and returns the families by name.
+pub fn check_exposition(text: &str) -> Result<HashMap<String, Family>, String> {
+    if !text.ends_with('\n') {
+        return Err("the exposition must end with a newline".into());
+    }
+    let mut families: HashMap<String, Family> = HashMap::new();
+    let mut finished: HashSet<String> = HashSet::new();
+    let mut current: Option<String> = None;
+    let mut series: HashSet<String> = HashSet::new();
+    for (n, line) in text.lines().enumerate() {
+        let at = |why: String| format!("line {}: {why}: {line:?}", n + 1);
+        if line.is_empty() {
+            return Err(at("empty line".into()));
+        }
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let (name, _) = rest
+                .split_once(' ')
+                .ok_or_else(|| at("HELP without text".into()))?;
+            check_metric_name(name).map_err(at)?;
+            let family = families.entry(name.to_string()).or_default();
+            if family.help {
+                return Err(at("second HELP".into()));
+            }
+            family.help = true;
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest
+                .split_once(' ')
+                .ok_or_else(|| at("TYPE without type".into()))?;
+            check_metric_name(name).map_err(at)?;
+            if !["counter", "gauge", "histogram", "summary", "untyped"].contains(&kind) {
+                return Err(at(format!("unknown type {kind:?}")));
+            }
+            let family = families.entry(name.to_string()).or_default();
+            if !family.kind.is_empty() {
+                return Err(at("second TYPE".into()));
+            }
+            if !family.samples.is_empty() {
+                return Err(at("TYPE after samples".into()));
+            }
+            family.kind = kind.to_string();
+            continue;
+        }
+        if line.starts_with('#') {
+            continue;
+        }
+        let (name, labels, value) = parse_sample(line).map_err(at)?;
+        let family = families
+            .get_mut(&name)
+            .filter(|f| !f.kind.is_empty())
+            .ok_or_else(|| at(format!("sample of {name} before its # TYPE")))?;
+        if current.as_deref() != Some(&name) {
+            if finished.contains(&name) {
+                return Err(at(format!("samples of {name} are not together")));
+            }
+            if let Some(previous) = current.replace(name.clone()) {
+                finished.insert(previous);
+            }
+        }
+        let mut key_labels = labels.clone();
+        key_labels.sort();
+        if !series.insert(format!("{name}{key_labels:?}")) {
+            return Err(at("duplicate series".into()));
+        }
+        family.samples.push(Sample { labels, value });
+    }
+    for (name, family) in &families {
+        if !family.help {
+            return Err(format!("{name}: no HELP"));
+        }
+        if family.kind.is_empty() {
+            return Err(format!("{name}: no TYPE"));
+        }
+        if family.kind == "counter" && !name.ends_with("_total") {
+            return Err(format!("{name}: counter names end in _total"));
+        }
+        if family.kind != "counter" && name.ends_with("_total") {
+            return Err(format!("{name}: only counters end in _total"));
+        }
+    }
+    Ok(families)
+}
+
+fn check_metric_name(name: &str) -> Result<(), String> {
+    let mut chars = name.chars();
+    let first_ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':');
+    if first_ok && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':') {
+        Ok(())
+    } else {
+        Err(format!("invalid metric name {name:?}"))
+    }
+}
+
+fn check_label_name(name: &str) -> Result<(), String> {
+    let mut chars = name.chars();
+    let first_ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+    if first_ok && chars.all(|c| c.is_ascii_alphanumeric() || c == '_') && !name.starts_with("__") {
+        Ok(())
+    } else {
+        Err(format!("invalid label name {name:?}"))
+    }
+}
+
+type ParsedSample = (String, Vec<(String, String)>, f64);
+
+/// `name{label="value",...} value [timestamp]`
+fn parse_sample(line: &str) -> Result<ParsedSample, String> {
+    let name_end = line
+        .find(['{', ' '])
+        .ok_or_else(|| "no value".to_string())?;
+    let name = &line[..name_end];
+    check_metric_name(name)?;
+    let mut rest = &line[name_end..];
+    let mut labels = Vec::new();
+    if let Some(after) = rest.strip_prefix('{') {
+        let (parsed, used) = parse_labels(after)?;
+        labels = parsed;
+        rest = &after[used..];
+    }
+    let rest = rest
+        .strip_prefix(' ')
+        .ok_or_else(|| "expected one space before the value".to_string())?;
+    let mut parts = rest.split(' ');
+    let value_text = parts.next().unwrap_or("");
+    let value = parse_value(value_text)?;
+    if let Some(ts) = parts.next() {
+        ts.parse::<i64>()
+            .map_err(|_| format!("invalid timestamp {ts:?}"))?;
+    }
+    if parts.next().is_some() {
+        return Err("trailing fields".into());
+    }
+    Ok((name.to_string(), labels, value))
+}
+
+/// Parses `label="value",...}`; returns the labels and the bytes used (through `}`).
+fn parse_labels(s: &str) -> Result<(Vec<(String, String)>, usize), String> {
+    let bytes = s.as_bytes();
+    let mut labels: Vec<(String, String)> = Vec::new();
+    let mut i = 0;
+    if bytes.first() == Some(&b'}') {
+        return Ok((labels, 1));
+    }
+    loop {
+        let eq = s[i..].find('=').ok_or("label without =")? + i;
+        let label = &s[i..eq];
+        check_label_name(label)?;
+        i = eq + 1;
+        if bytes.get(i) != Some(&b'"') {
+            return Err(format!("label {label} value not quoted"));
+        }
+        i += 1;
+        let mut value = String::new();
+        loop {
+            let c = s[i..].chars().next().ok_or("unterminated label value")?;
+            i += c.len_utf8();
+            match c {
+                '\\' => {
+                    let e = s[i..].chars().next().ok_or("unterminated escape")?;
+                    i += e.len_utf8();
+                    match e {
+                        '\\' => value.push('\\'),
+                        '"' => value.push('"'),
+                        'n' => value.push('\n'),
+                        other => return Err(format!("invalid escape \\{other}")),
+                    }
+                }
+                '"' => break,
+                '\n' => return Err("raw newline in label value".into()),
+                c => value.push(c),
+            }
+        }
+        if labels.iter().any(|(l, _)| l == label) {
+            return Err(format!("label {label} repeated"));
+        }
+        labels.push((label.to_string(), value));
+        match bytes.get(i) {
+            Some(b',') if bytes.get(i + 1) == Some(&b'}') => return Ok((labels, i + 2)),
+            Some(b',') => i += 1,
+            Some(b'}') => return Ok((labels, i + 1)),
+            _ => return Err("expected , or } after a label value".into()),
+        }
+    }
+}
+
+fn parse_value(text: &str) -> Result<f64, String> {
+    match text {
+        "NaN" => return Ok(f64::NAN),
+        "+Inf" => return Ok(f64::INFINITY),
+        "-Inf" => return Ok(f64::NEG_INFINITY),
+        _ => {}
+    }
+    // Rust also accepts "inf" and "infinity"; the format does not.
+    if text.is_empty()
+        || text
+            .chars()
+            .any(|c| c.is_ascii_alphabetic() && c != 'e' && c != 'E')
+    {
+        return Err(format!("invalid value {text:?}"));
+    }
+    text.parse::<f64>()
+        .map_err(|_| format!("invalid value {text:?}"))
+}

@@ -1,0 +1,587 @@
+//! The daemon's life cycle with the real binary (SPEC §6, §7): shutdown on
+//! SIGTERM with and without a hung backend, reload on SIGHUP, the single
+//! instance lock, `run --daemon`, systemd notifications and journal logging.
+
+mod common;
+
+use common::daemon::{process_alive, send_signal, wait_until, Daemon, Setup};
+use serde_json::Value;
+use std::io::Read;
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::net::UnixDatagram;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::thread;
+use std::time::{Duration, Instant, SystemTime};
+use tokio_tungstenite::tungstenite::{self, Message};
+
+const START: Duration = Duration::from_secs(15);
+
+/// The start-up line (SPEC §7), logged once configuration, state directory,
+/// lock, queue and listener are in place.
+const STARTED: &str = "starting:";
+/// The per-sample line at log_level = debug.
+const SAMPLED: &str = "sample seq=";
+const DEBUG: (&str, &str) = ("METRICSD_LOG_LEVEL", "debug");
+
+// --- a blocking WebSocket reader of snapshots ---------------------------------------
+
+type Ws = tungstenite::WebSocket<TcpStream>;
+
+fn connect_stream(setup: &Setup) -> Ws {
+    let tcp = TcpStream::connect(setup.stream_addr()).expect("connect to the stream");
+    tcp.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let url = format!("ws://{}/", setup.stream_addr());
+    match tungstenite::client::client(url, tcp) {
+        Ok((ws, _)) => ws,
+        Err(e) => panic!("WebSocket handshake failed: {e}"),
+    }
+}
+
+/// A snapshot as seen on the stream: its seq, sample time and interval.
+#[derive(Debug, Clone)]
+struct Seen {
+    seq: u64,
+    at: SystemTime,
+    interval: f64,
+}
+
+/// The next snapshot message on `ws`, or None when `deadline` passes.
+fn next_snapshot(ws: &mut Ws, deadline: Instant) -> Option<Seen> {
+    while Instant::now() < deadline {
+        match ws.read() {
+            Ok(Message::Text(text)) => {
+                let v: Value = serde_json::from_str(text.as_str()).expect("stream sent JSON");
+                if v["type"] == "snapshot" {
+                    return Some(Seen {
+                        seq: v["seq"].as_u64().expect("seq"),
+                        at: humantime::parse_rfc3339(v["timestamp"].as_str().unwrap()).unwrap(),
+                        interval: v["interval"].as_f64().expect("interval"),
+                    });
+                }
+            }
+            Ok(_) => {}
+            Err(tungstenite::Error::Io(e))
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(e) => panic!("stream read failed: {e}"),
+        }
+    }
+    None
+}
+
+/// Reads snapshots until three consecutive samples (seq n, n+1, n+2) all
+/// report `interval` seconds; returns the time between the last two. The
+/// first of a run may be off the cadence (the first sample is taken at
+/// start-up, a reload may sample early), the later ones are on aligned ticks.
+fn spacing_at_interval(ws: &mut Ws, interval: f64, within: Duration) -> Duration {
+    let deadline = Instant::now() + within;
+    let mut run: Vec<Seen> = Vec::new();
+    while let Some(seen) = next_snapshot(ws, deadline) {
+        let continues = run.last().is_some_and(|p| seen.seq == p.seq + 1);
+        if seen.interval != interval || !continues {
+            run.clear();
+        }
+        if seen.interval == interval {
+            run.push(seen);
+        }
+        if let [.., _, b, c] = run.as_slice() {
+            return c.at.duration_since(b.at).unwrap_or_default();
+        }
+    }
+    panic!("no three consecutive snapshots at interval {interval}s within {within:?}");
+}
+
+fn assert_near(actual: Duration, expected: Duration, what: &str) {
+    assert_within(actual, expected, Duration::from_millis(350), what);
+}
+
+fn assert_within(actual: Duration, expected: Duration, slack: Duration, what: &str) {
+    let diff = actual.abs_diff(expected);
+    assert!(
+        diff <= slack,
+        "{what}: {actual:?}, expected about {expected:?}"
+    );
+}
+
+/// Pending rows in the queue, from `metricsd queue stats`.
+fn queue_pending(setup: &Setup) -> u64 {
+    let out = setup.cli(&["queue", "stats"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "queue stats failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stats: Value = serde_json::from_slice(&out.stdout).expect("queue stats prints JSON");
+    stats["pending"].as_u64().expect("pending")
+}
+
+// --- shutdown -------------------------------------------------------------------------
+
+#[test]
+fn sigterm_when_idle_exits_0_within_1s() {
+    for sig in [libc::SIGTERM, libc::SIGINT] {
+        let setup = Setup::new("1s", "", "");
+        let mut daemon = setup.start(&[DEBUG]);
+        // Idle: started and past its first sample.
+        daemon.wait_for_line(SAMPLED, START);
+        let sent = Instant::now();
+        daemon.signal(sig);
+        let code = daemon.exit_code(Duration::from_secs(5));
+        let took = sent.elapsed();
+        assert_eq!(code, 0, "signal {sig}; log:\n{}", daemon.log());
+        assert!(
+            took <= Duration::from_secs(1),
+            "signal {sig}: exit took {took:?}"
+        );
+    }
+}
+
+/// A backend that accepts connections, reads requests and never answers.
+/// Reports each connection that has sent request bytes.
+struct SilentBackend {
+    port: u16,
+    stop: Arc<AtomicBool>,
+    requests: mpsc::Receiver<()>,
+}
+
+impl SilentBackend {
+    fn start() -> SilentBackend {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let stop = Arc::new(AtomicBool::new(false));
+        let (tx, requests) = mpsc::channel();
+        let stop_flag = stop.clone();
+        thread::spawn(move || {
+            let mut held = Vec::new();
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while !stop_flag.load(Ordering::SeqCst) && Instant::now() < deadline {
+                if let Ok((mut conn, _)) = listener.accept() {
+                    conn.set_nonblocking(false).unwrap();
+                    conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                    let mut buf = [0u8; 1024];
+                    if matches!(conn.read(&mut buf), Ok(n) if n > 0) {
+                        let _ = tx.send(());
+                    }
+                    // Keep it open and silent.
+                    held.push(conn);
+                }
+                thread::sleep(Duration::from_millis(10));
+            }
+        });
+        SilentBackend {
+            port,
+            stop,
+            requests,
+        }
+    }
+}
+
+impl Drop for SilentBackend {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn sigterm_during_a_hung_post_exits_within_6s_and_keeps_the_rows() {
+    let backend = SilentBackend::start();
+    let setup = Setup::new(
+        "1s",
+        "",
+        &format!(
+            "[backend]\nurl = \"http://127.0.0.1:{}/ingest\"\ntimeout = \"60s\"\n",
+            backend.port
+        ),
+    );
+    let mut daemon = setup.start(&[]);
+    daemon.wait_for_line(STARTED, START);
+    backend
+        .requests
+        .recv_timeout(Duration::from_secs(10))
+        .unwrap_or_else(|_| panic!("no POST reached the backend; log:\n{}", daemon.log()));
+
+    let sent = Instant::now();
+    daemon.signal(libc::SIGTERM);
+    let code = daemon.exit_code(Duration::from_secs(10));
+    let took = sent.elapsed();
+    assert_eq!(code, 0, "log:\n{}", daemon.log());
+    assert!(
+        took <= Duration::from_secs(6),
+        "exit took {took:?} with a hung POST"
+    );
+    // The unanswered rows are still there for the next start.
+    assert!(queue_pending(&setup) >= 1, "the in-flight rows were lost");
+}
+
+// --- reload ---------------------------------------------------------------------------
+
+#[test]
+fn sighup_changes_the_sampling_interval() {
+    let setup = Setup::new("2s", "", "");
+    let mut daemon = setup.start(&[]);
+    daemon.wait_listening(setup.stream_addr(), START);
+    let mut ws = connect_stream(&setup);
+    let before = spacing_at_interval(&mut ws, 2.0, Duration::from_secs(12));
+    assert_near(before, Duration::from_secs(2), "spacing at 2s");
+
+    setup.rewrite("1s", "", "");
+    daemon.signal(libc::SIGHUP);
+    let after = spacing_at_interval(&mut ws, 1.0, Duration::from_secs(10));
+    assert_near(after, Duration::from_secs(1), "spacing after reload to 1s");
+
+    daemon.signal(libc::SIGTERM);
+    assert_eq!(daemon.exit_code(Duration::from_secs(6)), 0);
+}
+
+#[test]
+fn sighup_with_a_broken_file_keeps_the_old_configuration() {
+    let setup = Setup::new("1s", "", "");
+    // Under "journald" the error's priority is visible as <3>.
+    let mut daemon = Daemon::spawn(&["--config", setup.config_str(), "run"], &[], true);
+    daemon.wait_listening(setup.stream_addr(), START);
+    let mut ws = connect_stream(&setup);
+    next_snapshot(&mut ws, Instant::now() + Duration::from_secs(5)).expect("a first snapshot");
+
+    let from = daemon.stderr.len();
+    std::fs::write(&setup.config, "interval = \"ten\"\n[stream\n").unwrap();
+    daemon.signal(libc::SIGHUP);
+    let config_path = setup.config_str().to_string();
+    let (_, line) = daemon
+        .stderr
+        .wait_for_from(from, Duration::from_secs(5), |l| {
+            l.starts_with("<3>") && l.contains(&config_path)
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "no error line naming {config_path} after SIGHUP; log:\n{}",
+                daemon.log()
+            )
+        });
+    assert!(!line.is_empty());
+    assert!(
+        daemon.try_exit().is_none(),
+        "the daemon died on a bad reload"
+    );
+
+    // Still sampling at the old interval.
+    let spacing = spacing_at_interval(&mut ws, 1.0, Duration::from_secs(6));
+    assert_near(
+        spacing,
+        Duration::from_secs(1),
+        "spacing after a rejected reload",
+    );
+
+    daemon.signal(libc::SIGTERM);
+    assert_eq!(daemon.exit_code(Duration::from_secs(6)), 0);
+}
+
+// --- one instance per state directory ---------------------------------------------------
+
+#[test]
+fn second_instance_on_the_same_state_dir_is_refused() {
+    let setup = Setup::new("1s", "", "");
+    let mut first = setup.start(&[]);
+    first.wait_for_line(STARTED, START);
+
+    let out = setup.cli(&["run"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "second run: {err}");
+    assert!(
+        err.contains(&first.pid().to_string()),
+        "does not name the running pid {}: {err}",
+        first.pid()
+    );
+    // The first one is untouched.
+    assert!(first.try_exit().is_none(), "the first instance exited");
+
+    first.signal(libc::SIGTERM);
+    assert_eq!(first.exit_code(Duration::from_secs(6)), 0);
+}
+
+// --- run --daemon -----------------------------------------------------------------------
+
+fn read_pid(path: &Path) -> Option<i32> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+fn file_has_lines(path: &Path) -> bool {
+    std::fs::read_to_string(path).is_ok_and(|t| t.lines().count() > 0)
+}
+
+#[test]
+fn daemon_mode_writes_pidfile_serves_and_cleans_up() {
+    let setup = Setup::new("1s", "", "");
+    let pidfile = setup.dir.path().join("run/metricsd.pid");
+    let logfile = setup.dir.path().join("log/metricsd.log");
+    std::fs::create_dir_all(pidfile.parent().unwrap()).unwrap();
+    std::fs::create_dir_all(logfile.parent().unwrap()).unwrap();
+    let mut launcher = Daemon::spawn(
+        &[
+            "--config",
+            setup.config_str(),
+            "run",
+            "--daemon",
+            "--pidfile",
+            pidfile.to_str().unwrap(),
+            "--log-file",
+            logfile.to_str().unwrap(),
+        ],
+        &[],
+        false,
+    );
+    // The foreground process returns once the daemon is detached.
+    assert_eq!(
+        launcher.exit_code(Duration::from_secs(10)),
+        0,
+        "log:\n{}",
+        launcher.log()
+    );
+
+    assert!(
+        wait_until(START, || read_pid(&pidfile).is_some()),
+        "no pid in {}",
+        pidfile.display()
+    );
+    let pid = read_pid(&pidfile).unwrap();
+    assert_ne!(
+        pid,
+        launcher.pid(),
+        "the pidfile names the launcher, not the daemon"
+    );
+    assert!(
+        process_alive(pid),
+        "pid {pid} from the pidfile is not running"
+    );
+
+    // It serves: the stream delivers snapshots, and it logs to the file.
+    let deadline = Instant::now() + START;
+    while TcpStream::connect(setup.stream_addr()).is_err() {
+        assert!(Instant::now() < deadline, "the daemon never listened");
+        thread::sleep(Duration::from_millis(20));
+    }
+    let mut ws = connect_stream(&setup);
+    let a = next_snapshot(&mut ws, Instant::now() + Duration::from_secs(5)).expect("a snapshot");
+    let b = next_snapshot(&mut ws, Instant::now() + Duration::from_secs(5)).expect("another");
+    assert!(b.seq > a.seq);
+    assert!(
+        wait_until(Duration::from_secs(5), || file_has_lines(&logfile)),
+        "nothing logged to {}",
+        logfile.display()
+    );
+
+    // logrotate's postrotate: after a rename, SIGHUP makes it reopen the file.
+    let rotated = logfile.with_extension("log.1");
+    std::fs::rename(&logfile, &rotated).unwrap();
+    send_signal(pid, libc::SIGHUP);
+    assert!(
+        wait_until(Duration::from_secs(5), || file_has_lines(&logfile)),
+        "no new {} after rotation and SIGHUP",
+        logfile.display()
+    );
+
+    send_signal(pid, libc::SIGTERM);
+    assert!(
+        wait_until(Duration::from_secs(6), || !process_alive(pid)),
+        "pid {pid} still running after SIGTERM"
+    );
+    assert!(
+        wait_until(Duration::from_secs(1), || !pidfile.exists()),
+        "{} left behind",
+        pidfile.display()
+    );
+}
+
+// --- systemd notifications ---------------------------------------------------------------
+
+/// The notification socket systemd would provide, collecting what arrives.
+struct NotifySocket {
+    socket: UnixDatagram,
+    got: Vec<(Instant, String)>,
+}
+
+impl NotifySocket {
+    fn bind(path: &Path) -> NotifySocket {
+        let socket = UnixDatagram::bind(path).unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        NotifySocket {
+            socket,
+            got: Vec::new(),
+        }
+    }
+
+    /// Waits for a datagram with the line `field` (e.g. "READY=1"); returns
+    /// when it arrived. Everything received meanwhile is kept in `got`.
+    fn wait_for(&mut self, field: &str, timeout: Duration) -> Option<Instant> {
+        let deadline = Instant::now() + timeout;
+        let mut buf = [0u8; 4096];
+        while Instant::now() < deadline {
+            if let Ok(n) = self.socket.recv(&mut buf) {
+                let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+                let at = Instant::now();
+                let hit = msg.lines().any(|l| l == field);
+                self.got.push((at, msg));
+                if hit {
+                    return Some(at);
+                }
+            }
+        }
+        None
+    }
+
+    fn received(&self) -> Vec<String> {
+        self.got.iter().map(|(_, m)| m.clone()).collect()
+    }
+}
+
+#[test]
+fn sd_notify_ready_watchdog_reload_and_stopping() {
+    let setup = Setup::new("1s", "", "");
+    let socket_path = setup.dir.path().join("notify.sock");
+    let mut notify = NotifySocket::bind(&socket_path);
+    let mut daemon = Daemon::spawn_with_watchdog_pid(
+        &["--config", setup.config_str(), "run"],
+        &[
+            ("NOTIFY_SOCKET", socket_path.to_str().unwrap()),
+            ("WATCHDOG_USEC", "2000000"),
+        ],
+        false,
+    );
+
+    // READY=1 only once the listener takes connections.
+    notify.wait_for("READY=1", START).unwrap_or_else(|| {
+        panic!(
+            "no READY=1; got {:?}; log:\n{}",
+            notify.received(),
+            daemon.log()
+        )
+    });
+    assert!(
+        TcpStream::connect(setup.stream_addr()).is_ok(),
+        "READY=1 before the listener accepts connections"
+    );
+
+    // WATCHDOG=1 after each sample: at the sampling cadence, not faster.
+    let mut pings = Vec::new();
+    for _ in 0..4 {
+        let at = notify
+            .wait_for("WATCHDOG=1", Duration::from_secs(3))
+            .unwrap_or_else(|| {
+                panic!(
+                    "WATCHDOG=1 stopped; got {:?}; log:\n{}",
+                    notify.received(),
+                    daemon.log()
+                )
+            });
+        pings.push(at);
+    }
+    // The first sample is taken at once, the next on the aligned tick, so
+    // only the later gaps are whole intervals.
+    for pair in pings[1..].windows(2) {
+        assert_near(
+            pair[1] - pair[0],
+            Duration::from_secs(1),
+            "gap between WATCHDOG=1",
+        );
+    }
+
+    // SIGHUP: RELOADING=1, then READY=1 again.
+    daemon.signal(libc::SIGHUP);
+    let reloading = notify
+        .wait_for("RELOADING=1", Duration::from_secs(5))
+        .unwrap_or_else(|| panic!("no RELOADING=1; got {:?}", notify.received()));
+    let ready = notify
+        .wait_for("READY=1", Duration::from_secs(5))
+        .unwrap_or_else(|| panic!("no READY=1 after reload; got {:?}", notify.received()));
+    assert!(ready >= reloading);
+
+    // SIGTERM: STOPPING=1, then a clean exit.
+    daemon.signal(libc::SIGTERM);
+    notify
+        .wait_for("STOPPING=1", Duration::from_secs(5))
+        .unwrap_or_else(|| panic!("no STOPPING=1; got {:?}", notify.received()));
+    assert_eq!(
+        daemon.exit_code(Duration::from_secs(6)),
+        0,
+        "log:\n{}",
+        daemon.log()
+    );
+}
+
+// --- logging ------------------------------------------------------------------------------
+
+/// `YYYY-MM-DD` at the start of `s`.
+fn starts_with_date(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() >= 10
+        && b[..4].iter().all(u8::is_ascii_digit)
+        && b[4] == b'-'
+        && b[5..7].iter().all(u8::is_ascii_digit)
+        && b[7] == b'-'
+        && b[8..10].iter().all(u8::is_ascii_digit)
+}
+
+/// Runs the daemon until it has logged start-up and a few samples, stops it,
+/// and returns every stderr line.
+fn log_lines(journal: bool) -> (Setup, Vec<String>) {
+    let setup = Setup::new("1s", "", "");
+    let mut daemon = Daemon::spawn(&["--config", setup.config_str(), "run"], &[DEBUG], journal);
+    let (first, _) = daemon.wait_for_line_from(0, SAMPLED, START);
+    daemon.wait_for_line_from(first + 1, SAMPLED, Duration::from_secs(5));
+    daemon.signal(libc::SIGTERM);
+    assert_eq!(
+        daemon.exit_code(Duration::from_secs(6)),
+        0,
+        "log:\n{}",
+        daemon.log()
+    );
+    let lines = daemon.stderr.snapshot();
+    assert!(!lines.is_empty(), "nothing logged");
+    (setup, lines)
+}
+
+#[test]
+fn under_journald_lines_carry_priority_and_no_timestamp() {
+    let (_, lines) = log_lines(true);
+    // info for start-up, debug for samples.
+    assert!(lines.iter().any(|l| l.starts_with("<6>")), "no <6> line");
+    assert!(lines.iter().any(|l| l.starts_with("<7>")), "no <7> line");
+    for line in &lines {
+        let b = line.as_bytes();
+        assert!(
+            b.len() > 3 && b[0] == b'<' && (b'0'..=b'7').contains(&b[1]) && b[2] == b'>',
+            "no <N> prefix: {line:?}"
+        );
+        assert!(
+            !starts_with_date(&line[3..]),
+            "timestamp under journald: {line:?}"
+        );
+    }
+}
+
+#[test]
+fn on_a_terminal_lines_start_with_a_timestamp() {
+    let (setup, lines) = log_lines(false);
+    for line in &lines {
+        assert!(starts_with_date(line), "no timestamp: {line:?}");
+    }
+    // The start-up line names the version, the listen address and the queue.
+    let listen = setup.stream_addr().to_string();
+    let queue = setup.state_dir.join("queue.db");
+    let queue = queue.to_str().unwrap();
+    assert!(
+        lines.iter().any(|l| l.contains(env!("CARGO_PKG_VERSION"))
+            && l.contains(&listen)
+            && l.contains(queue)),
+        "no start-up line with version, {listen} and {queue}:\n{}",
+        lines.join("\n")
+    );
+}

@@ -1,0 +1,381 @@
+//! `metricsd once` and `once --flat` on the live host agree with independent
+//! readings of /proc, statvfs and /etc/machine-id taken by the test itself.
+
+use serde_json::Value;
+use std::path::Path;
+use std::process::Command;
+
+const GIB: f64 = (1u64 << 30) as f64;
+
+fn round2(v: f64) -> f64 {
+    (v * 100.0).round() / 100.0
+}
+
+/// Runs `metricsd once` with a private state dir and the default excludes.
+fn once(flat: bool) -> Value {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("metricsd.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "state_dir = {:?}\n",
+            dir.path().join("state").display().to_string()
+        ),
+    )
+    .unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_metricsd"));
+    cmd.arg("--config").arg(&config).arg("once");
+    if flat {
+        cmd.arg("--flat");
+    }
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "once failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("once prints JSON")
+}
+
+fn meminfo_kib(key: &str) -> u64 {
+    let text = std::fs::read_to_string("/proc/meminfo").unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}:")))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap()
+}
+
+fn loadavg() -> [f64; 3] {
+    let text = std::fs::read_to_string("/proc/loadavg").unwrap();
+    let v: Vec<f64> = text
+        .split_whitespace()
+        .take(3)
+        .map(|x| x.parse().unwrap())
+        .collect();
+    [v[0], v[1], v[2]]
+}
+
+fn process_count() -> u64 {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+        })
+        .count() as u64
+}
+
+fn uptime() -> f64 {
+    let text = std::fs::read_to_string("/proc/uptime").unwrap();
+    text.split_whitespace().next().unwrap().parse().unwrap()
+}
+
+/// Cumulative (rx, tx) bytes over interfaces the default excludes keep.
+fn net_bytes() -> (u64, u64) {
+    let excluded = ["lo", "veth*", "docker*", "br-*", "virbr*"];
+    let text = std::fs::read_to_string("/proc/net/dev").unwrap();
+    let mut rx = 0;
+    let mut tx = 0;
+    for line in text.lines().skip(2) {
+        let (name, rest) = line.split_once(':').unwrap();
+        let name = name.trim();
+        if excluded
+            .iter()
+            .any(|p| glob::Pattern::new(p).unwrap().matches(name))
+        {
+            continue;
+        }
+        let f: Vec<u64> = rest
+            .split_whitespace()
+            .map(|x| x.parse().unwrap())
+            .collect();
+        rx += f[0];
+        tx += f[8];
+    }
+    (rx, tx)
+}
+
+fn curr_estab() -> u64 {
+    let text = std::fs::read_to_string("/proc/net/snmp").unwrap();
+    let tcp: Vec<&str> = text.lines().filter(|l| l.starts_with("Tcp:")).collect();
+    let names: Vec<&str> = tcp[0].split_whitespace().collect();
+    let values: Vec<&str> = tcp[1].split_whitespace().collect();
+    let i = names.iter().position(|n| *n == "CurrEstab").unwrap();
+    values[i].parse().unwrap()
+}
+
+fn statvfs_root() -> (u64, u64, u64) {
+    let path = std::ffi::CString::new("/").unwrap();
+    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
+    assert_eq!(unsafe { libc::statvfs(path.as_ptr(), &mut s) }, 0);
+    let f = s.f_frsize as u64;
+    (
+        s.f_blocks as u64 * f,
+        (s.f_blocks - s.f_bfree) as u64 * f,
+        s.f_bavail as u64 * f,
+    )
+}
+
+fn cpu_lines() -> usize {
+    let text = std::fs::read_to_string("/proc/stat").unwrap();
+    text.lines()
+        .filter(|l| l.starts_with("cpu") && l.as_bytes().get(3).is_some_and(u8::is_ascii_digit))
+        .count()
+}
+
+fn machine_id_uuid() -> Option<String> {
+    let hex = std::fs::read_to_string("/etc/machine-id").ok()?;
+    let h = hex.trim();
+    (h.len() == 32).then(|| {
+        format!(
+            "{}-{}-{}-{}-{}",
+            &h[..8],
+            &h[8..12],
+            &h[12..16],
+            &h[16..20],
+            &h[20..]
+        )
+    })
+}
+
+fn within(value: f64, low: f64, high: f64, slack: f64, what: &str) {
+    assert!(
+        value >= low - slack && value <= high + slack,
+        "{what}: {value} not within [{low}, {high}] ± {slack}"
+    );
+}
+
+#[test]
+fn stream_form_matches_the_host() {
+    let load_before = loadavg();
+    let procs_before = process_count();
+    let up_before = uptime();
+    let (rx_before, tx_before) = net_bytes();
+    let estab_before = curr_estab();
+    let s = once(false);
+    let load_after = loadavg();
+    let procs_after = process_count();
+    let up_after = uptime();
+    let (rx_after, tx_after) = net_bytes();
+    let estab_after = curr_estab();
+    let m = &s["metrics"];
+
+    assert_eq!(
+        m["memory"]["memory_total_gb"].as_f64().unwrap(),
+        round2(meminfo_kib("MemTotal") as f64 * 1024.0 / GIB)
+    );
+    for (i, key) in ["load_avg_1min", "load_avg_5min", "load_avg_15min"]
+        .iter()
+        .enumerate()
+    {
+        let lo = load_before[i].min(load_after[i]);
+        let hi = load_before[i].max(load_after[i]);
+        within(m["cpu"][key].as_f64().unwrap(), lo, hi, 0.01, key);
+    }
+    let count = m["processes"]["process_count"].as_u64().unwrap();
+    within(
+        count as f64,
+        procs_before.min(procs_after) as f64,
+        procs_before.max(procs_after) as f64,
+        5.0,
+        "process_count",
+    );
+    within(
+        m["system"]["uptime_seconds"].as_f64().unwrap(),
+        up_before,
+        up_after,
+        1.0,
+        "uptime",
+    );
+    assert_eq!(
+        m["cpu"]["cpu_per_core_percent"].as_array().unwrap().len(),
+        cpu_lines()
+    );
+    let cpu = m["cpu"]["cpu_usage_percent"].as_f64().unwrap();
+    within(cpu, 0.0, 100.0, 0.0, "cpu_usage_percent");
+
+    let (total, used, avail) = statvfs_root();
+    let root = &m["disk"]["disk_usage"]["/"];
+    assert_eq!(
+        root["total_gb"].as_f64().unwrap(),
+        round2(total as f64 / GIB)
+    );
+    within(
+        root["used_gb"].as_f64().unwrap(),
+        used as f64 / GIB,
+        used as f64 / GIB,
+        0.5,
+        "used_gb",
+    );
+    within(
+        root["free_gb"].as_f64().unwrap(),
+        avail as f64 / GIB,
+        avail as f64 / GIB,
+        0.5,
+        "free_gb",
+    );
+
+    let ifaces = m["network"]["interfaces"].as_object().unwrap();
+    assert!(!ifaces.contains_key("lo"), "lo is excluded by default");
+    let rx: u64 = ifaces
+        .values()
+        .map(|i| i["rx_bytes"].as_u64().unwrap())
+        .sum();
+    let tx: u64 = ifaces
+        .values()
+        .map(|i| i["tx_bytes"].as_u64().unwrap())
+        .sum();
+    within(
+        rx as f64,
+        rx_before as f64,
+        rx_after as f64,
+        0.0,
+        "rx_bytes",
+    );
+    within(
+        tx as f64,
+        tx_before as f64,
+        tx_after as f64,
+        0.0,
+        "tx_bytes",
+    );
+    let estab = m["network"]["active_connections"].as_u64().unwrap();
+    within(
+        estab as f64,
+        estab_before.min(estab_after) as f64,
+        estab_before.max(estab_after) as f64,
+        3.0,
+        "active_connections",
+    );
+
+    if let Some(id) = machine_id_uuid() {
+        assert_eq!(s["machine_id"].as_str().unwrap(), id);
+    }
+    let event = uuid::Uuid::parse_str(s["event_id"].as_str().unwrap()).unwrap();
+    assert_eq!(event.get_version_num(), 7);
+}
+
+#[test]
+fn flat_form_matches_the_host() {
+    let load_before = loadavg();
+    let procs_before = process_count();
+    let up_before = uptime();
+    let (rx_before, tx_before) = net_bytes();
+    let f = once(true);
+    let load_after = loadavg();
+    let procs_after = process_count();
+    let up_after = uptime();
+    let (rx_after, tx_after) = net_bytes();
+
+    assert_eq!(
+        f["memory_total_mb"].as_u64().unwrap(),
+        meminfo_kib("MemTotal") / 1024
+    );
+    let used_mb = f["memory_used_mb"].as_u64().unwrap() as f64;
+    let independent_used = (meminfo_kib("MemTotal") - meminfo_kib("MemAvailable")) as f64 / 1024.0;
+    within(
+        used_mb,
+        independent_used,
+        independent_used,
+        200.0,
+        "memory_used_mb",
+    );
+    for (i, key) in ["load_avg_1m", "load_avg_5m", "load_avg_15m"]
+        .iter()
+        .enumerate()
+    {
+        let lo = load_before[i].min(load_after[i]);
+        let hi = load_before[i].max(load_after[i]);
+        within(f[key].as_f64().unwrap(), lo, hi, 0.01, key);
+    }
+    within(
+        f["process_count"].as_f64().unwrap(),
+        procs_before.min(procs_after) as f64,
+        procs_before.max(procs_after) as f64,
+        5.0,
+        "process_count",
+    );
+    within(
+        f["uptime_seconds"].as_f64().unwrap(),
+        up_before,
+        up_after,
+        1.0,
+        "uptime_seconds",
+    );
+    let (total, used, avail) = statvfs_root();
+    assert_eq!(
+        f["disk_total_gb"].as_f64().unwrap(),
+        round2(total as f64 / GIB)
+    );
+    let pct = used as f64 / (used + avail) as f64 * 100.0;
+    within(
+        f["disk_percent"].as_f64().unwrap(),
+        pct,
+        pct,
+        0.5,
+        "disk_percent",
+    );
+    within(
+        f["network_rx_bytes"].as_f64().unwrap(),
+        rx_before as f64,
+        rx_after as f64,
+        0.0,
+        "network_rx_bytes",
+    );
+    within(
+        f["network_tx_bytes"].as_f64().unwrap(),
+        tx_before as f64,
+        tx_after as f64,
+        0.0,
+        "network_tx_bytes",
+    );
+    if let Some(id) = machine_id_uuid() {
+        assert_eq!(f["machine_id"].as_str().unwrap(), id);
+    }
+    assert!(f["timestamp"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(
+        f["timestamp"].as_str().unwrap().len(),
+        "2026-11-23T10:00:00.000Z".len()
+    );
+}
+
+#[test]
+fn df_agrees_on_the_root_filesystem() {
+    let Ok(out) = Command::new("df")
+        .args(["-B1", "--output=size,used,avail", "/"])
+        .output()
+    else {
+        eprintln!("SKIP: df not found");
+        return;
+    };
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v: Vec<f64> = text
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .map(|x| x.parse().unwrap())
+        .collect();
+    let s = once(false);
+    let root = &s["metrics"]["disk"]["disk_usage"]["/"];
+    assert_eq!(root["total_gb"].as_f64().unwrap(), round2(v[0] / GIB));
+    within(
+        root["used_gb"].as_f64().unwrap(),
+        v[1] / GIB,
+        v[1] / GIB,
+        0.5,
+        "df used",
+    );
+    within(
+        root["free_gb"].as_f64().unwrap(),
+        v[2] / GIB,
+        v[2] / GIB,
+        0.5,
+        "df avail",
+    );
+    assert!(Path::new("/").exists());
+}

@@ -1,0 +1,286 @@
+//! The shipped files: the systemd unit passes systemd's own checks and the
+//! example configuration is exactly the built-in defaults (SPEC §8).
+
+use metricsd::config::{self, Config};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use toml::{Table, Value};
+
+const MAX_EXPOSURE: f64 = 1.5;
+
+fn repo_file(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
+
+/// Runs systemd-analyze, or None (with the reason printed) when it is absent.
+fn systemd_analyze(args: &[&str]) -> Option<std::process::Output> {
+    match Command::new("systemd-analyze").args(args).output() {
+        Ok(out) => Some(out),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            eprintln!("SKIP: systemd-analyze not found");
+            None
+        }
+        Err(e) => panic!("cannot run systemd-analyze: {e}"),
+    }
+}
+
+/// The number on "→ Overall exposure level for metricsd.service: 1.3 OK 🙂".
+fn overall_exposure(output: &str) -> Option<f64> {
+    let line = output
+        .lines()
+        .find(|l| l.contains("Overall exposure level"))?;
+    let after = line.rsplit_once(": ")?.1;
+    after.split_whitespace().next()?.parse().ok()
+}
+
+#[test]
+fn exposure_parser_reads_the_overall_line() {
+    let sample = "✗ UMask=  Files created by service are group-readable by default  0.1\n\
+                  \n→ Overall exposure level for metricsd.service: 1.3 OK 🙂\n";
+    assert_eq!(overall_exposure(sample), Some(1.3));
+    assert_eq!(overall_exposure("no such line"), None);
+}
+
+#[test]
+fn unit_security_exposure_is_ok() {
+    let unit = repo_file("systemd/metricsd.service");
+    let Some(out) = systemd_analyze(&[
+        "security",
+        "--offline=yes",
+        "--no-pager",
+        unit.to_str().unwrap(),
+    ]) else {
+        return;
+    };
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let exposure = overall_exposure(&text)
+        .unwrap_or_else(|| panic!("no \"Overall exposure level\" line in:\n{text}"));
+    assert!(
+        exposure <= MAX_EXPOSURE,
+        "exposure {exposure} > {MAX_EXPOSURE}:\n{text}"
+    );
+}
+
+#[test]
+fn unit_security_keeps_what_the_collectors_need() {
+    // Hardening that would blind the collectors: the process table, the
+    // non-process files of /proc, and statvfs() on hidden mounts.
+    let text = std::fs::read_to_string(repo_file("systemd/metricsd.service")).unwrap();
+    let settings: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with('#') && l.contains('='))
+        .collect();
+    for forbidden in [
+        "ProtectProc=invisible",
+        "ProcSubset=pid",
+        "ProtectHome=yes",
+        "ProtectHome=tmpfs",
+        "PrivateNetwork=yes",
+    ] {
+        assert!(
+            !settings.contains(&forbidden),
+            "{forbidden} would hide what metricsd reports"
+        );
+    }
+    assert!(!settings.iter().any(|l| l.starts_with("InaccessiblePaths=")));
+    for required in [
+        "Type=notify",
+        "ExecStart=/usr/bin/metricsd run",
+        "ExecReload=/bin/kill -HUP $MAINPID",
+        "StateDirectory=metricsd",
+        "DynamicUser=yes",
+        "WatchdogSec=180",
+        "NotifyAccess=main",
+        "ProtectSystem=strict",
+        "NoNewPrivileges=yes",
+        "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6",
+    ] {
+        assert!(settings.contains(&required), "missing {required}");
+    }
+}
+
+#[test]
+fn unit_verifies_apart_from_the_missing_binary() {
+    let unit = repo_file("systemd/metricsd.service");
+    let Some(out) = systemd_analyze(&["verify", unit.to_str().unwrap()]) else {
+        return;
+    };
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let installed = Path::new("/usr/bin/metricsd").exists();
+    let complaints: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .filter(|l| installed || !l.contains("/usr/bin/metricsd is not executable"))
+        .collect();
+    assert!(
+        complaints.is_empty(),
+        "systemd-analyze verify complains:\n{}",
+        complaints.join("\n")
+    );
+}
+
+/// The example with every `# key = value` and `# [section]` line uncommented;
+/// prose comments stay comments.
+fn uncommented_example() -> String {
+    let text = std::fs::read_to_string(repo_file("packaging/metricsd.toml")).unwrap();
+    text.lines()
+        .map(|line| match line.strip_prefix("# ") {
+            Some(rest) if is_key_line(rest) || is_section_line(rest) => rest,
+            _ => line,
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn is_key_line(s: &str) -> bool {
+    match s.split_once(" = ") {
+        Some((key, _)) => {
+            !key.is_empty() && key.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+        }
+        None => false,
+    }
+}
+
+fn is_section_line(s: &str) -> bool {
+    s.starts_with('[')
+        && s.ends_with(']')
+        && s[1..s.len() - 1].chars().all(|c| c.is_ascii_lowercase())
+}
+
+#[test]
+fn example_config_as_shipped_changes_nothing() {
+    let path = repo_file("packaging/metricsd.toml");
+    let table: Table = std::fs::read_to_string(&path).unwrap().parse().unwrap();
+    assert!(
+        table.is_empty(),
+        "active settings in the example: {table:?}"
+    );
+    let mut loaded = config::load_from(Some(&path), &[]).unwrap();
+    loaded.path = None;
+    assert_eq!(loaded, Config::default());
+}
+
+#[test]
+fn example_config_uncommented_is_the_built_in_defaults() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("metricsd.toml");
+    let text = uncommented_example();
+    std::fs::write(&path, &text).unwrap();
+    let mut loaded = config::load_from(Some(&path), &[])
+        .unwrap_or_else(|e| panic!("uncommented example does not load: {e}\n{text}"));
+    loaded.path = None;
+    assert_eq!(loaded, Config::default());
+}
+
+/// Keys per section ("" for top level) of a TOML document.
+fn key_sets(table: &Table) -> Vec<(String, Vec<String>)> {
+    let mut top: Vec<String> = Vec::new();
+    let mut sections = Vec::new();
+    for (key, value) in table {
+        match value {
+            Value::Table(t) => {
+                let mut keys: Vec<String> = t.keys().cloned().collect();
+                keys.sort();
+                sections.push((key.clone(), keys));
+            }
+            _ => top.push(key.clone()),
+        }
+    }
+    top.sort();
+    sections.push((String::new(), top));
+    sections.sort();
+    sections
+}
+
+#[test]
+fn example_config_lists_every_key() {
+    let example: Table = uncommented_example().parse().unwrap();
+    let effective: Table = Config::default().to_toml_redacted().parse().unwrap();
+    assert_eq!(key_sets(&example), key_sets(&effective));
+}
+
+#[test]
+fn example_config_explains_every_key() {
+    // Each `# key = value` line is preceded by a prose comment line.
+    let text = std::fs::read_to_string(repo_file("packaging/metricsd.toml")).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    for (i, line) in lines.iter().enumerate() {
+        if let Some(rest) = line.strip_prefix("# ") {
+            if is_key_line(rest) {
+                let prev = lines[i - 1].strip_prefix("# ").unwrap_or("");
+                assert!(
+                    !prev.is_empty() && !is_key_line(prev) && !is_section_line(prev),
+                    "no explanation above {line:?}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn logrotate_rule_rotates_and_signals_the_daemon() {
+    let logrotate = [
+        "/usr/sbin/logrotate",
+        "/sbin/logrotate",
+        "/usr/bin/logrotate",
+    ]
+    .into_iter()
+    .find(|p| Path::new(p).exists());
+    let Some(logrotate) = logrotate else {
+        eprintln!("SKIP: logrotate not found");
+        return;
+    };
+    // The shipped rule, pointed at a scratch state directory.
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let rule = std::fs::read_to_string(repo_file("packaging/logrotate/metricsd"))
+        .unwrap()
+        .replace("/var/lib/metricsd", root.to_str().unwrap());
+    std::fs::write(root.join("rule"), rule).unwrap();
+    std::fs::write(root.join("metricsd.log"), "a line\n").unwrap();
+    // Stands in for the daemon: records the SIGHUP that postrotate sends.
+    let marker = root.join("got-hup");
+    let mut stand_in = Command::new("/bin/sh")
+        .arg("-c")
+        .arg(format!(
+            "trap 'echo hup > {}; exit 0' HUP; i=0; while [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done",
+            marker.display()
+        ))
+        .spawn()
+        .unwrap();
+    std::fs::write(root.join("metricsd.pid"), format!("{}\n", stand_in.id())).unwrap();
+    // Give the shell time to install its trap before logrotate signals it.
+    let trap_ready = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !std::fs::read_to_string(format!("/proc/{}/status", stand_in.id())).is_ok_and(|s| {
+        s.lines()
+            .find(|l| l.starts_with("SigCgt:"))
+            .and_then(|l| u64::from_str_radix(l[7..].trim(), 16).ok())
+            .is_some_and(|mask| mask & (1 << (libc::SIGHUP - 1)) != 0)
+    }) {
+        assert!(
+            std::time::Instant::now() < trap_ready,
+            "shell never trapped HUP"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+
+    let out = Command::new(logrotate)
+        .arg("--force")
+        .arg("--state")
+        .arg(root.join("state"))
+        .arg(root.join("rule"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "logrotate failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(root.join("metricsd.log.1").exists(), "not rotated");
+    let status = stand_in.wait().unwrap();
+    assert!(status.success(), "the stand-in was not signalled: {status}");
+    assert_eq!(std::fs::read_to_string(&marker).unwrap().trim(), "hup");
+}

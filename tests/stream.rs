@@ -1,0 +1,926 @@
+//! The WebSocket stream, /health and /metrics (SPEC §4), driven through the
+//! library with a real listener and real clients, and end to end through the
+//! real binary.
+
+#[path = "common/stream_client.rs"]
+mod stream_client;
+
+use futures_util::{SinkExt, StreamExt};
+use metricsd::status::BackendState;
+use serde_json::Value;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant, SystemTime};
+use stream_client::*;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::Message;
+
+const SOON: Duration = Duration::from_secs(5);
+
+#[tokio::test]
+async fn welcome_then_latest_then_new_snapshots_in_order() {
+    let server = TestServer::start(|_| {});
+    let first = server.publish(snapshot(1, 2));
+
+    let mut ws = connect(server.addr).await;
+    let welcome = expect_welcome(&mut ws).await;
+    assert_eq!(welcome["node_id"], "test-node");
+    assert_eq!(welcome["interval"], 1);
+
+    let latest = next_json(&mut ws, SOON).await;
+    assert_eq!(latest["type"], "snapshot");
+    assert_eq!(latest["seq"], 1);
+    assert_eq!(latest["event_id"], first.event_id.to_string());
+    assert_eq!(latest, first.stream_json());
+
+    for seq in 2..=5 {
+        let published = server.publish(snapshot(seq, 2));
+        let got = next_json(&mut ws, SOON).await;
+        assert_eq!(got["seq"], seq);
+        assert_eq!(got["event_id"], published.event_id.to_string());
+    }
+}
+
+#[tokio::test]
+async fn before_any_snapshot_only_the_welcome_then_the_first_snapshot() {
+    let server = TestServer::start(|_| {});
+    let mut ws = connect(server.addr).await;
+    expect_welcome(&mut ws).await;
+    send_text(&mut ws, r#"{"command":"get_metrics"}"#).await;
+    let reply = next_json(&mut ws, SOON).await;
+    assert_eq!(reply["type"], "error", "{reply}");
+    server.publish(snapshot(1, 1));
+    let got = next_json(&mut ws, SOON).await;
+    assert_eq!(got["type"], "snapshot");
+    assert_eq!(got["seq"], 1);
+}
+
+#[tokio::test]
+async fn get_metrics_answers_at_once_with_the_latest_snapshot() {
+    let server = TestServer::start(|_| {});
+    let published = server.publish(snapshot(7, 2));
+    let mut ws = connect(server.addr).await;
+    expect_welcome(&mut ws).await;
+    assert_eq!(next_json(&mut ws, SOON).await["seq"], 7);
+
+    let asked = Instant::now();
+    send_text(&mut ws, r#"{"command":"get_metrics"}"#).await;
+    let reply = next_json(&mut ws, SOON).await;
+    assert!(asked.elapsed() < Duration::from_secs(1));
+    assert_eq!(reply["type"], "snapshot");
+    assert_eq!(reply["seq"], 7, "no new sample is taken");
+    assert_eq!(reply["event_id"], published.event_id.to_string());
+}
+
+#[tokio::test]
+async fn ping_gets_pong() {
+    let server = TestServer::start(|_| {});
+    let mut ws = connect(server.addr).await;
+    expect_welcome(&mut ws).await;
+    send_text(&mut ws, r#"{"command":"ping"}"#).await;
+    let pong = next_json(&mut ws, SOON).await;
+    assert_eq!(pong["type"], "pong");
+    let ts = pong["timestamp"].as_str().unwrap();
+    let at = humantime::parse_rfc3339(ts).expect("RFC 3339 timestamp");
+    let age = SystemTime::now().duration_since(at).unwrap_or_default();
+    assert!(age < Duration::from_secs(5), "{ts}");
+}
+
+#[tokio::test]
+async fn bad_commands_get_an_error_and_the_connection_stays_open() {
+    let server = TestServer::start(|_| {});
+    let mut ws = connect(server.addr).await;
+    expect_welcome(&mut ws).await;
+
+    let cases: [(Message, &str); 5] = [
+        (Message::text(r#"{"command":"reboot"}"#), "unknown command"),
+        (Message::text("not json"), "invalid JSON"),
+        (Message::text(r#"["ping"]"#), "JSON object"),
+        (Message::text(r#"{"command":1}"#), "string"),
+        (Message::binary(vec![1u8, 2, 3]), "binary"),
+    ];
+    for (message, why) in cases {
+        ws.send(message).await.unwrap();
+        let reply = next_json(&mut ws, SOON).await;
+        assert_eq!(reply["type"], "error", "{reply}");
+        let error = reply["error"].as_str().unwrap();
+        assert!(error.contains(why), "{error:?} should mention {why:?}");
+    }
+    send_text(&mut ws, r#"{"command":"ping"}"#).await;
+    assert_eq!(next_json(&mut ws, SOON).await["type"], "pong");
+}
+
+#[tokio::test]
+async fn a_100_kib_frame_closes_with_1009() {
+    let server = TestServer::start(|_| {});
+    let mut ws = connect(server.addr).await;
+    expect_welcome(&mut ws).await;
+    let big = format!(r#"{{"command":"ping","pad":"{}"}}"#, "x".repeat(100 * 1024));
+    ws.send(Message::text(big)).await.unwrap();
+    match next(&mut ws, SOON).await {
+        Next::Close(code) => assert_eq!(code, Some(CloseCode::Size)),
+        other => panic!("expected close 1009, got {other:?}"),
+    }
+    assert!(wait_until_async(SOON, || server.clients() == 0).await);
+}
+
+#[tokio::test]
+async fn a_message_just_under_64_kib_is_accepted() {
+    let server = TestServer::start(|_| {});
+    let mut ws = connect(server.addr).await;
+    expect_welcome(&mut ws).await;
+    let body = r#"{"command":"ping","pad":""}"#;
+    let big = body.replace(
+        r#""pad":"""#,
+        &format!(r#""pad":"{}""#, "x".repeat(60 * 1024)),
+    );
+    send_text(&mut ws, &big).await;
+    assert_eq!(next_json(&mut ws, SOON).await["type"], "pong");
+}
+
+#[tokio::test]
+async fn origin_refused_unless_listed_or_absent() {
+    let server = TestServer::start(|c| {
+        c.stream.allowed_origins = vec!["http://dash.local".into()];
+    });
+    let evil = [("Origin", "http://evil.example")];
+    assert_eq!(refused_status(server.addr, "/", &evil).await, 403);
+    let mut listed = connect_with(server.addr, "/", &[("Origin", "http://dash.local")])
+        .await
+        .expect("listed origin");
+    expect_welcome(&mut listed).await;
+    let mut absent = connect(server.addr).await;
+    expect_welcome(&mut absent).await;
+    assert_eq!(
+        http(server.addr, "GET", "/metrics", &evil).await.status,
+        403
+    );
+
+    // allowed_origins is read per connection: a reload applies at once.
+    let mut config = (*server.config.get()).clone();
+    config.stream.allowed_origins = vec!["*".into()];
+    server.config.set(config);
+    let mut now_ok = connect_with(server.addr, "/", &evil)
+        .await
+        .expect("any origin");
+    expect_welcome(&mut now_ok).await;
+}
+
+#[tokio::test]
+async fn token_required_for_stream_and_metrics_not_health() {
+    let server = TestServer::start(|c| c.stream.token = "s3cret".into());
+    let addr = server.addr;
+    assert_eq!(refused_status(addr, "/", &[]).await, 401);
+    assert_eq!(
+        refused_status(addr, "/", &[("Authorization", "Bearer wrong")]).await,
+        401
+    );
+    assert_eq!(refused_status(addr, "/?token=wrong", &[]).await, 401);
+
+    let mut with_header = connect_with(addr, "/", &[("Authorization", "Bearer s3cret")])
+        .await
+        .expect("bearer token");
+    expect_welcome(&mut with_header).await;
+    let mut with_query = connect_with(addr, "/stream?token=s3cret", &[])
+        .await
+        .expect("query token");
+    expect_welcome(&mut with_query).await;
+
+    let health = http(addr, "GET", "/health", &[]).await;
+    assert_eq!(health.status, 200);
+    let metrics = http(addr, "GET", "/metrics", &[]).await;
+    assert_eq!(metrics.status, 401);
+    assert!(metrics.header("www-authenticate").is_some());
+    let auth = [("Authorization", "Bearer s3cret")];
+    assert_eq!(http(addr, "GET", "/metrics", &auth).await.status, 200);
+    assert_eq!(
+        http(addr, "GET", "/metrics?token=s3cret", &[]).await.status,
+        200
+    );
+
+    // The token is read per connection: changing it applies to the next one.
+    let mut config = (*server.config.get()).clone();
+    config.stream.token = String::new();
+    server.config.set(config);
+    let mut open = connect(addr).await;
+    expect_welcome(&mut open).await;
+}
+
+#[tokio::test]
+async fn one_client_over_max_clients_gets_503_and_the_others_keep_receiving() {
+    let server = TestServer::start(|c| c.stream.max_clients = 2);
+    let mut a = connect(server.addr).await;
+    let mut b = connect(server.addr).await;
+    expect_welcome(&mut a).await;
+    expect_welcome(&mut b).await;
+    assert_eq!(server.clients(), 2);
+    assert_eq!(refused_status(server.addr, "/", &[]).await, 503);
+
+    server.publish(snapshot(1, 1));
+    assert_eq!(next_json(&mut a, SOON).await["seq"], 1);
+    assert_eq!(next_json(&mut b, SOON).await["seq"], 1);
+
+    // A place frees up when a client leaves.
+    drop(b);
+    assert!(wait_until_async(SOON, || server.clients() == 1).await);
+    let mut c = connect(server.addr).await;
+    expect_welcome(&mut c).await;
+    assert_eq!(next_json(&mut c, SOON).await["seq"], 1);
+}
+
+#[tokio::test]
+async fn a_client_that_never_reads_delays_nobody_and_is_dropped() {
+    let server = TestServer::start(|_| {});
+    // Connected, welcomed by the server, but never read from again.
+    let stalled = connect(server.addr).await;
+    let mut reader = connect(server.addr).await;
+    expect_welcome(&mut reader).await;
+    assert_eq!(server.clients(), 2);
+
+    // The reader records when each snapshot arrives.
+    let (seen_tx, mut seen_rx) = tokio::sync::mpsc::unbounded_channel::<(u64, Instant)>();
+    let reading = tokio::spawn(async move {
+        while let Some(Ok(message)) = reader.next().await {
+            if let Message::Text(text) = message {
+                let v: Value = serde_json::from_str(&text).unwrap();
+                let _ = seen_tx.send((v["seq"].as_u64().unwrap(), Instant::now()));
+            }
+        }
+    });
+
+    // Large snapshots (~400 KB) published quickly fill the stalled client's
+    // socket buffers within a second or two; then its 10 s write limit runs.
+    let started = Instant::now();
+    let mut published: Vec<(u64, Instant)> = Vec::new();
+    let mut seq = 0;
+    let mut slowest_publish = Duration::ZERO;
+    while server.clients() == 2 && started.elapsed() < Duration::from_secs(25) {
+        seq += 1;
+        let snap = std::sync::Arc::new(snapshot(seq, 1500));
+        let json = snap.stream_json().to_string();
+        let before = Instant::now();
+        server.hub.publish(snap, json);
+        slowest_publish = slowest_publish.max(before.elapsed());
+        published.push((seq, Instant::now()));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let dropped_after = started.elapsed();
+    assert_eq!(server.clients(), 1, "the stalled client was not dropped");
+    assert!(
+        slowest_publish < Duration::from_millis(50),
+        "publish waited {slowest_publish:?}"
+    );
+    assert!(
+        dropped_after >= Duration::from_secs(10) && dropped_after < Duration::from_secs(20),
+        "dropped after {dropped_after:?}"
+    );
+
+    // Every publish reached the reader promptly (it may skip to a newer one).
+    let last = published.last().unwrap().0;
+    let mut seen: Vec<(u64, Instant)> = Vec::new();
+    while seen.last().is_none_or(|(s, _)| *s < last) {
+        let got = tokio::time::timeout(SOON, seen_rx.recv())
+            .await
+            .expect("reader kept receiving")
+            .unwrap();
+        seen.push(got);
+    }
+    assert!(seen.windows(2).all(|w| w[0].0 < w[1].0), "in order");
+    let mut worst = Duration::ZERO;
+    for (seq, at) in &published {
+        let arrival = seen.iter().find(|(s, _)| s >= seq).unwrap().1;
+        worst = worst.max(arrival.saturating_duration_since(*at));
+    }
+    assert!(
+        worst < Duration::from_secs(1),
+        "a snapshot took {worst:?} to reach the reader"
+    );
+    assert!(
+        seen.len() * 10 >= published.len() * 9,
+        "the reader skipped too many"
+    );
+    drop(stalled);
+    reading.abort();
+}
+
+#[tokio::test]
+async fn the_server_pings_and_drops_clients_silent_for_30_s() {
+    let server = TestServer::start(|_| {});
+    // Never polled again: it neither reads nor answers pings, but its socket
+    // buffers take the few small frames, so only silence can get it dropped.
+    let mut silent = connect(server.addr).await;
+    expect_welcome(&mut silent).await;
+    let started = Instant::now();
+    // This one reads, so tungstenite answers the server's pings.
+    let mut live = connect(server.addr).await;
+    expect_welcome(&mut live).await;
+    let pinged = tokio::spawn(async move {
+        let mut pinged_at = None;
+        while let Some(Ok(message)) = live.next().await {
+            if let Message::Ping(_) = message {
+                pinged_at.get_or_insert_with(Instant::now);
+            }
+            if pinged_at.is_some_and(|at: Instant| at.elapsed() > Duration::from_secs(16)) {
+                break;
+            }
+        }
+        (pinged_at, live)
+    });
+    assert!(wait_until_async(Duration::from_secs(45), || server.clients() == 1).await);
+    let dropped_after = started.elapsed();
+    assert!(
+        dropped_after >= Duration::from_secs(29) && dropped_after < Duration::from_secs(40),
+        "the silent client was dropped after {dropped_after:?}"
+    );
+    let (pinged_at, _live) = pinged.await.unwrap();
+    let first_ping = pinged_at
+        .expect("the server pinged")
+        .duration_since(started);
+    assert!(
+        first_ping >= Duration::from_secs(19) && first_ping < Duration::from_secs(26),
+        "first ping after {first_ping:?}"
+    );
+    assert_eq!(server.clients(), 1, "the answering client stays");
+    drop(silent);
+}
+
+#[tokio::test]
+async fn health_reports_its_fields() {
+    let server = TestServer::start(|_| {});
+    server.status.record_sample(SystemTime::now(), 1500);
+    server.status.queue_pending.store(3, Ordering::Relaxed);
+    server.status.queue_dead.store(1, Ordering::Relaxed);
+    server.status.set_backend_state(BackendState::Failing);
+    server
+        .status
+        .set_last_error(Some("POST http://backend: 503".into()));
+
+    let response = http(server.addr, "GET", "/health", &[]).await;
+    assert_eq!(response.status, 200);
+    assert!(response
+        .header("content-type")
+        .unwrap()
+        .starts_with("application/json"));
+    let body = response.json();
+    assert_eq!(body["status"], "ok");
+    assert!(body["uptime_s"].is_u64());
+    let last = body["last_sample_at"].as_str().unwrap();
+    assert!(humantime::parse_rfc3339(last).is_ok(), "{last}");
+    assert_eq!(last.len(), "2026-11-23T10:00:00.000Z".len());
+    assert_eq!(body["queue_pending"], 3);
+    assert_eq!(body["queue_dead"], 1);
+    assert_eq!(body["backend"], "failing");
+    assert_eq!(body["last_error"], "POST http://backend: 503");
+}
+
+#[tokio::test]
+async fn health_is_503_stale_after_three_intervals_without_a_sample() {
+    // Never sampled: ok at first, stale once 3 intervals (3 s) have passed.
+    let never = TestServer::start(|_| {});
+    let started = Instant::now();
+    let response = http(never.addr, "GET", "/health", &[]).await;
+    assert_eq!(response.status, 200);
+    assert!(response.json()["last_sample_at"].is_null());
+
+    // A last sample 5 s ago with a 1 s interval.
+    let server = TestServer::start(|_| {});
+    server
+        .status
+        .record_sample(SystemTime::now() - Duration::from_secs(5), 1000);
+    let response = http(server.addr, "GET", "/health", &[]).await;
+    assert_eq!(response.status, 503);
+    assert_eq!(response.json()["status"], "stale");
+    // A fresh sample makes it healthy again.
+    server.status.record_sample(SystemTime::now(), 1000);
+    assert_eq!(http(server.addr, "GET", "/health", &[]).await.status, 200);
+
+    let deadline = Instant::now() + Duration::from_secs(8);
+    let stale = loop {
+        let response = http(never.addr, "GET", "/health", &[]).await;
+        if response.status == 503 {
+            break response;
+        }
+        assert_eq!(response.status, 200);
+        assert!(Instant::now() < deadline, "never became stale");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(started.elapsed() >= Duration::from_secs(3));
+    let body = stale.json();
+    assert_eq!(body["status"], "stale");
+    assert!(body["last_sample_at"].is_null());
+}
+
+/// The names SPEC §4.5 and the daemon's documentation promise, present
+/// whenever a snapshot exists (every host has a CPU).
+const PROMISED: &[&str] = &[
+    "host_cpu_usage_percent",
+    "host_cpu_core_usage_percent",
+    "host_load1",
+    "host_load5",
+    "host_load15",
+    "host_memory_total_bytes",
+    "host_memory_used_bytes",
+    "host_memory_available_bytes",
+    "host_swap_total_bytes",
+    "host_swap_used_bytes",
+    "host_disk_read_bytes_per_second",
+    "host_disk_write_bytes_per_second",
+    "host_tcp_active_connections",
+    "host_processes",
+    "host_processes_running",
+    "host_processes_blocked",
+    "host_uptime_seconds",
+    "metricsd_queue_pending",
+    "metricsd_queue_dead",
+    "metricsd_queue_dropped_total",
+    "metricsd_queue_insert_failures_total",
+    "metricsd_delivered_total",
+    "metricsd_post_failures_total",
+    "metricsd_stream_clients",
+    "metricsd_sample_duration_seconds",
+    "metricsd_samples_total",
+    "metricsd_up",
+];
+
+/// Per-mount and per-interface families: present when the host has any
+/// included filesystem or interface (a container's overlay root may have none).
+const PROMISED_LABELLED: &[&str] = &[
+    "host_filesystem_size_bytes",
+    "host_filesystem_used_bytes",
+    "host_filesystem_avail_bytes",
+    "host_network_receive_bytes_total",
+    "host_network_transmit_bytes_total",
+    "host_network_receive_errors_total",
+    "host_network_transmit_errors_total",
+    "host_network_receive_drop_total",
+    "host_network_transmit_drop_total",
+];
+
+fn value(
+    families: &std::collections::HashMap<String, Family>,
+    name: &str,
+    label: Option<(&str, &str)>,
+) -> f64 {
+    let family = families
+        .get(name)
+        .unwrap_or_else(|| panic!("{name} missing"));
+    family
+        .samples
+        .iter()
+        .find(|s| match label {
+            None => s.labels.is_empty(),
+            Some((k, v)) => s.labels.iter().any(|(lk, lv)| lk == k && lv == v),
+        })
+        .unwrap_or_else(|| panic!("{name} {label:?} missing"))
+        .value
+}
+
+#[tokio::test]
+async fn metrics_is_valid_prometheus_text_with_the_promised_names() {
+    let server = TestServer::start(|_| {});
+    let mut snap = snapshot(4, 2);
+    snap.metrics
+        .disk
+        .mounts
+        .push(metricsd::snapshot::MountUsage {
+            mount: "/mnt/odd \"name\" \\ here".into(),
+            total_bytes: 1 << 30,
+            used_bytes: 1 << 29,
+            avail_bytes: 1 << 29,
+        });
+    server.publish(snap);
+    server.status.record_sample(SystemTime::now(), 2500);
+    server.status.delivered_total.store(42, Ordering::Relaxed);
+    server.status.queue_pending.store(5, Ordering::Relaxed);
+    let _client = connect(server.addr).await;
+    assert!(wait_until_async(SOON, || server.clients() == 1).await);
+
+    let response = http(server.addr, "GET", "/metrics", &[]).await;
+    assert_eq!(response.status, 200);
+    assert_eq!(
+        response.header("content-type"),
+        Some("text/plain; version=0.0.4; charset=utf-8")
+    );
+    let families =
+        check_exposition(&response.body).unwrap_or_else(|e| panic!("{e}\n{}", response.body));
+    for name in PROMISED.iter().chain(PROMISED_LABELLED) {
+        assert!(families.contains_key(*name), "{name} missing from /metrics");
+    }
+    for (name, family) in &families {
+        let expected = if name.ends_with("_total") {
+            "counter"
+        } else {
+            "gauge"
+        };
+        assert_eq!(family.kind, expected, "{name}");
+    }
+    assert_eq!(
+        value(&families, "host_memory_total_bytes", None),
+        (16u64 << 30) as f64
+    );
+    assert_eq!(
+        value(&families, "host_memory_used_bytes", None),
+        (7u64 << 30) as f64
+    );
+    assert_eq!(value(&families, "host_load1", None), 0.42);
+    assert_eq!(
+        value(
+            &families,
+            "host_cpu_core_usage_percent",
+            Some(("core", "3"))
+        ),
+        9.75
+    );
+    assert_eq!(
+        value(
+            &families,
+            "host_filesystem_used_bytes",
+            Some(("mount", "/mnt/odd \"name\" \\ here"))
+        ),
+        (1u64 << 29) as f64
+    );
+    assert_eq!(
+        value(
+            &families,
+            "host_network_receive_bytes_total",
+            Some(("interface", "eth1"))
+        ),
+        (1_000_000 + 4 * 1000 + 1) as f64
+    );
+    assert_eq!(value(&families, "metricsd_delivered_total", None), 42.0);
+    assert_eq!(value(&families, "metricsd_queue_pending", None), 5.0);
+    assert_eq!(value(&families, "metricsd_stream_clients", None), 1.0);
+    assert_eq!(value(&families, "metricsd_samples_total", None), 1.0);
+    assert_eq!(
+        value(&families, "metricsd_sample_duration_seconds", None),
+        0.0025
+    );
+    assert_eq!(value(&families, "metricsd_up", None), 1.0);
+}
+
+#[tokio::test]
+async fn metrics_before_the_first_sample_has_the_daemon_metrics() {
+    let server = TestServer::start(|_| {});
+    let response = http(server.addr, "GET", "/metrics", &[]).await;
+    assert_eq!(response.status, 200);
+    let families = check_exposition(&response.body).unwrap();
+    assert!(families.contains_key("metricsd_up"));
+    assert!(!families.keys().any(|k| k.starts_with("host_")));
+}
+
+#[test]
+fn the_prometheus_checker_rejects_malformed_output() {
+    let good = "# HELP a_total A.\n# TYPE a_total counter\na_total{x=\"1\",y=\"q\\\"\\\\\\n\"} 3\na_total{x=\"2\"} 4.5e3\n# HELP b B.\n# TYPE b gauge\nb NaN\n";
+    let families = check_exposition(good).unwrap();
+    assert_eq!(families["a_total"].samples[0].labels[1].1, "q\"\\\n");
+    assert_eq!(families["a_total"].samples[1].value, 4500.0);
+
+    let bad = [
+        ("no TYPE", "# HELP b B.\nb 1\n"),
+        ("TYPE after sample", "# HELP b B.\nb 1\n# TYPE b gauge\n"),
+        ("no HELP", "# TYPE b gauge\nb 1\n"),
+        ("bad name", "# HELP 1b B.\n# TYPE 1b gauge\n1b 1\n"),
+        ("bad value", "# HELP b B.\n# TYPE b gauge\nb one\n"),
+        ("inf spelled wrong", "# HELP b B.\n# TYPE b gauge\nb inf\n"),
+        ("unquoted label", "# HELP b B.\n# TYPE b gauge\nb{x=1} 1\n"),
+        ("unescaped quote", "# HELP b B.\n# TYPE b gauge\nb{x=\"a\"b\"} 1\n"),
+        ("bad escape", "# HELP b B.\n# TYPE b gauge\nb{x=\"a\\tb\"} 1\n"),
+        ("unterminated labels", "# HELP b B.\n# TYPE b gauge\nb{x=\"a\" 1\n"),
+        ("duplicate series", "# HELP b B.\n# TYPE b gauge\nb 1\nb 2\n"),
+        ("two spaces", "# HELP b B.\n# TYPE b gauge\nb  1\n"),
+        ("counter without _total", "# HELP b B.\n# TYPE b counter\nb 1\n"),
+        ("gauge with _total", "# HELP b_total B.\n# TYPE b_total gauge\nb_total 1\n"),
+        ("unknown type", "# HELP b B.\n# TYPE b meter\nb 1\n"),
+        (
+            "split family",
+            "# HELP a A.\n# TYPE a gauge\n# HELP b B.\n# TYPE b gauge\na{x=\"1\"} 1\nb 1\na{x=\"2\"} 1\n",
+        ),
+        ("no final newline", "# HELP b B.\n# TYPE b gauge\nb 1"),
+        ("empty line", "# HELP b B.\n# TYPE b gauge\n\nb 1\n"),
+    ];
+    for (what, text) in bad {
+        assert!(check_exposition(text).is_err(), "accepted {what}: {text:?}");
+    }
+}
+
+#[tokio::test]
+async fn other_paths_are_404_and_other_methods_405() {
+    let server = TestServer::start(|_| {});
+    let addr = server.addr;
+    assert_eq!(http(addr, "GET", "/", &[]).await.status, 404);
+    assert_eq!(http(addr, "GET", "/healthz", &[]).await.status, 404);
+    assert_eq!(http(addr, "POST", "/nope", &[]).await.status, 404);
+    let post = http(addr, "POST", "/health", &[("Content-Length", "0")]).await;
+    assert_eq!(post.status, 405);
+    assert_eq!(post.header("allow"), Some("GET"));
+    assert_eq!(http(addr, "DELETE", "/metrics", &[]).await.status, 405);
+    assert_eq!(
+        http(addr, "GET", "/health?verbose=1", &[]).await.status,
+        200
+    );
+
+    // A body the server does not read still gets its answer.
+    let with_body = format!(
+        "POST /health HTTP/1.1\r\nHost: x\r\nContent-Length: 20000\r\n\r\n{}",
+        "y".repeat(20000)
+    );
+    assert_eq!(http_raw(addr, with_body.as_bytes()).await.status, 405);
+    // Malformed and oversized heads are refused, not crashed on.
+    assert_eq!(http_raw(addr, b"NONSENSE\r\n\r\n").await.status, 400);
+    let huge = format!(
+        "GET /health HTTP/1.1\r\nX-Pad: {}\r\n\r\n",
+        "p".repeat(9000)
+    );
+    assert_eq!(http_raw(addr, huge.as_bytes()).await.status, 431);
+    // The server still serves afterwards.
+    assert_eq!(http(addr, "GET", "/health", &[]).await.status, 200);
+}
+
+#[tokio::test]
+async fn shutdown_sends_1001_to_every_client() {
+    let mut server = TestServer::start(|_| {});
+    server.publish(snapshot(1, 1));
+    let mut clients = Vec::new();
+    for _ in 0..3 {
+        let mut ws = connect(server.addr).await;
+        expect_welcome(&mut ws).await;
+        assert_eq!(next_json(&mut ws, SOON).await["seq"], 1);
+        clients.push(ws);
+    }
+    // The clients read concurrently while the server stops.
+    let readers: Vec<_> = clients
+        .into_iter()
+        .map(|mut ws| tokio::spawn(async move { next(&mut ws, SOON).await }))
+        .collect();
+    let took = tokio::task::spawn_blocking(move || server.stop())
+        .await
+        .unwrap();
+    assert!(took < Duration::from_secs(2), "stopping took {took:?}");
+    for reader in readers {
+        match reader.await.unwrap() {
+            Next::Close(code) => assert_eq!(code, Some(CloseCode::Away)),
+            other => panic!("expected close 1001, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn binding_an_address_in_use_fails() {
+    let first = metricsd::stream::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = first.local_addr().unwrap();
+    let err = metricsd::stream::bind(addr).unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse);
+}
+
+#[tokio::test]
+async fn clients_are_counted() {
+    let server = TestServer::start(|_| {});
+    let mut a = connect(server.addr).await;
+    expect_welcome(&mut a).await;
+    let mut b = connect(server.addr).await;
+    expect_welcome(&mut b).await;
+    assert_eq!(server.clients(), 2);
+    a.close(None).await.unwrap();
+    assert!(wait_until_async(SOON, || server.clients() == 1).await);
+    drop(b);
+    assert!(wait_until_async(SOON, || server.clients() == 0).await);
+}
+
+/// End to end through the real binary: `metricsd run` with a 1 s interval.
+mod binary {
+    use super::*;
+    use std::io::Read;
+    use std::process::{Child, Command, Stdio};
+
+    struct Daemon {
+        child: Child,
+        addr: std::net::SocketAddr,
+        _dir: tempfile::TempDir,
+    }
+
+    impl Daemon {
+        fn start(extra_stream: &str) -> Daemon {
+            let dir = tempfile::tempdir().unwrap();
+            // An ephemeral port the kernel just handed out and released.
+            let addr = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap();
+            let config = dir.path().join("metricsd.toml");
+            std::fs::write(
+                &config,
+                format!(
+                    "interval = \"1s\"\nstate_dir = \"{}\"\nnode_id = \"e2e-node\"\n[stream]\nlisten = \"{addr}\"\n{extra_stream}\n",
+                    dir.path().join("state").display()
+                ),
+            )
+            .unwrap();
+            let child = Command::new(env!("CARGO_BIN_EXE_metricsd"))
+                .arg("--config")
+                .arg(&config)
+                .arg("run")
+                .env_remove("METRICSD_CONFIG")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("start metricsd");
+            Daemon {
+                child,
+                addr,
+                _dir: dir,
+            }
+        }
+
+        /// Waits until /health reports a sample.
+        async fn wait_for_first_sample(&mut self) {
+            let deadline = Instant::now() + Duration::from_secs(15);
+            loop {
+                if let Some(status) = self.child.try_wait().unwrap() {
+                    let mut err = String::new();
+                    self.child
+                        .stderr
+                        .take()
+                        .unwrap()
+                        .read_to_string(&mut err)
+                        .unwrap();
+                    panic!("metricsd exited with {status}: {err}");
+                }
+                if let Ok(Ok(mut s)) = tokio::time::timeout(
+                    Duration::from_millis(500),
+                    tokio::net::TcpStream::connect(self.addr),
+                )
+                .await
+                {
+                    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                    let _ = s
+                        .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+                        .await;
+                    let mut raw = String::new();
+                    let _ =
+                        tokio::time::timeout(Duration::from_secs(2), s.read_to_string(&mut raw))
+                            .await;
+                    if raw.contains("\"last_sample_at\":\"") {
+                        return;
+                    }
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "no sample reported by /health within 15 s"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+
+        async fn terminate(&mut self) -> std::process::ExitStatus {
+            // SAFETY: kill has no memory-safety preconditions; the pid is our child's.
+            unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                if let Some(status) = self.child.try_wait().unwrap() {
+                    return status;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "metricsd did not exit after SIGTERM"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+
+    impl Drop for Daemon {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    #[tokio::test]
+    async fn the_daemon_streams_welcome_latest_and_one_snapshot_per_interval() {
+        let mut daemon = Daemon::start("");
+        daemon.wait_for_first_sample().await;
+
+        let mut ws = connect(daemon.addr).await;
+        let welcome = expect_welcome(&mut ws).await;
+        assert_eq!(welcome["node_id"], "e2e-node");
+        assert_eq!(welcome["interval"], 1);
+        let latest = next_json(&mut ws, Duration::from_millis(900)).await;
+        assert_eq!(latest["type"], "snapshot");
+        let mut seq = latest["seq"].as_u64().unwrap();
+        let mut at = Instant::now();
+        for _ in 0..3 {
+            let got = next_json(&mut ws, Duration::from_secs(3)).await;
+            assert_eq!(got["type"], "snapshot");
+            assert_eq!(
+                got["seq"].as_u64().unwrap(),
+                seq + 1,
+                "one snapshot per sample, in order"
+            );
+            let gap = at.elapsed();
+            assert!(
+                gap < Duration::from_millis(2500),
+                "snapshots {gap:?} apart at a 1 s interval"
+            );
+            seq += 1;
+            at = Instant::now();
+        }
+
+        send_text(&mut ws, r#"{"command":"get_metrics"}"#).await;
+        let reply = next_json(&mut ws, Duration::from_secs(3)).await;
+        assert_eq!(reply["type"], "snapshot");
+        assert!(reply["seq"].as_u64().unwrap() >= seq);
+
+        let metrics = http(daemon.addr, "GET", "/metrics", &[]).await;
+        assert_eq!(metrics.status, 200);
+        let families = check_exposition(&metrics.body).unwrap_or_else(|e| panic!("{e}"));
+        for name in PROMISED {
+            assert!(
+                families.contains_key(*name),
+                "{name} missing from the daemon's /metrics"
+            );
+        }
+        assert!(value(&families, "host_memory_total_bytes", None) > 0.0);
+        assert_eq!(value(&families, "metricsd_stream_clients", None), 1.0);
+
+        let reader = tokio::spawn(async move {
+            loop {
+                match next(&mut ws, Duration::from_secs(10)).await {
+                    Next::Json(_) => continue,
+                    other => return other,
+                }
+            }
+        });
+        let status = daemon.terminate().await;
+        assert!(status.success(), "exit status {status}");
+        match reader.await.unwrap() {
+            Next::Close(code) => assert_eq!(code, Some(CloseCode::Away)),
+            other => panic!("expected close 1001 at shutdown, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_daemon_enforces_the_token() {
+        let mut daemon = Daemon::start("token = \"e2e-token\"");
+        daemon.wait_for_first_sample().await;
+        assert_eq!(refused_status(daemon.addr, "/", &[]).await, 401);
+        let mut ws = connect_with(daemon.addr, "/?token=e2e-token", &[])
+            .await
+            .unwrap();
+        expect_welcome(&mut ws).await;
+        assert_eq!(
+            next_json(&mut ws, Duration::from_secs(2)).await["type"],
+            "snapshot"
+        );
+        assert_eq!(http(daemon.addr, "GET", "/metrics", &[]).await.status, 401);
+        assert_eq!(http(daemon.addr, "GET", "/health", &[]).await.status, 200);
+    }
+
+    #[test]
+    fn a_second_daemon_on_the_same_address_exits_1_naming_it() {
+        let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = holder.local_addr().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("metricsd.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "interval = \"1s\"\nstate_dir = \"{}\"\n[stream]\nlisten = \"{addr}\"\n",
+                dir.path().join("state").display()
+            ),
+        )
+        .unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_metricsd"))
+            .arg("--config")
+            .arg(&config)
+            .arg("run")
+            .env_remove("METRICSD_CONFIG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("metricsd kept running with its listen address in use");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let mut err = String::new();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
+        assert_eq!(status.code(), Some(1), "stderr: {err}");
+        assert!(
+            err.contains(&addr.to_string()),
+            "stderr should name {addr}: {err}"
+        );
+    }
+}
