@@ -59,6 +59,14 @@ impl QueueError {
         sqlite_code(self) == Some(ErrorCode::DiskFull)
     }
 
+    /// True when another connection held a lock we could not wait for.
+    pub fn is_busy(&self) -> bool {
+        matches!(
+            sqlite_code(self),
+            Some(ErrorCode::DatabaseBusy) | Some(ErrorCode::DatabaseLocked)
+        )
+    }
+
     /// True when the file is not a database or is damaged.
     pub fn is_corrupt(&self) -> bool {
         matches!(self, QueueError::NotADatabase { .. })
@@ -166,6 +174,21 @@ impl Queue {
     /// through SQLite, which keeps its locks for all the process's
     /// connections together.
     pub fn connect(path: &Path) -> Result<Queue, QueueError> {
+        // Switching a new file to WAL takes an exclusive lock for which
+        // SQLite does not wait, so two processes creating the queue at once
+        // could see "database is locked": try again within the busy timeout.
+        let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
+        loop {
+            match Self::connect_once(path) {
+                Err(e) if e.is_busy() && std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(5 + fastrand::u64(0..20)));
+                }
+                result => return result,
+            }
+        }
+    }
+
+    fn connect_once(path: &Path) -> Result<Queue, QueueError> {
         let open_err = |source| QueueError::Open {
             path: path.to_path_buf(),
             source,
@@ -330,7 +353,7 @@ impl Queue {
         }
         meta_add(&tx, "delivered_total", deleted)?;
         tx.commit()?;
-        self.reclaim()?;
+        self.reclaim();
         Ok(deleted)
     }
 
@@ -427,7 +450,7 @@ impl Queue {
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let purged = tx.execute(&format!("DELETE FROM {table}"), [])? as u64;
         tx.commit()?;
-        self.reclaim()?;
+        self.reclaim();
         Ok(purged)
     }
 
@@ -500,17 +523,24 @@ impl Queue {
 
     /// Returns free pages to the file system once enough have piled up, so
     /// the file shrinks after a backlog drains (at the next checkpoint).
-    fn reclaim(&self) -> Result<(), QueueError> {
-        let free: i64 = self
-            .conn
-            .query_row("PRAGMA freelist_count", [], |r| r.get(0))?;
-        if free >= RECLAIM_FREE_PAGES {
-            // Frees one page per step: step it to the end.
-            let mut stmt = self.conn.prepare_cached("PRAGMA incremental_vacuum")?;
-            let mut rows = stmt.query([])?;
-            while rows.next()?.is_some() {}
+    /// Runs after the change it follows has committed, so a failure here
+    /// (another connection busy) only postpones the shrinking.
+    fn reclaim(&self) {
+        let result = (|| -> rusqlite::Result<()> {
+            let free: i64 = self
+                .conn
+                .query_row("PRAGMA freelist_count", [], |r| r.get(0))?;
+            if free >= RECLAIM_FREE_PAGES {
+                // Frees one page per step: step it to the end.
+                let mut stmt = self.conn.prepare_cached("PRAGMA incremental_vacuum")?;
+                let mut rows = stmt.query([])?;
+                while rows.next()?.is_some() {}
+            }
+            Ok(())
+        })();
+        if let Err(e) = result {
+            log::debug!("queue {}: shrinking postponed: {e}", self.path.display());
         }
-        Ok(())
     }
 }
 
