@@ -1,7 +1,9 @@
 //! SQLite outbox (SPEC §5.1, §5.2).
 //!
 //! One file, `<state_dir>/queue.db`, in WAL mode with `synchronous=FULL`: a
-//! row is durable once its insert has committed. Every change is one short
+//! row is durable once its insert has committed. (The poster's connection
+//! alone commits its deletes without an fsync each: see
+//! `connect_for_delivery`.) Every change is one short
 //! `BEGIN IMMEDIATE` transaction, so the daemon's connections (sampler and
 //! poster) and the `metricsd queue` commands can share the file safely.
 //!
