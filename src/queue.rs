@@ -1,7 +1,9 @@
 //! SQLite outbox (SPEC §5.1, §5.2).
 //!
 //! One file, `<state_dir>/queue.db`, in WAL mode with `synchronous=FULL`: a
-//! row is durable once its insert has committed. Every change is one short
+//! row is durable once its insert has committed. (The poster's connection
+//! alone commits its deletes without an fsync each: see
+//! `connect_for_delivery`.) Every change is one short
 //! `BEGIN IMMEDIATE` transaction, so the daemon's connections (sampler and
 //! poster) and the `metricsd queue` commands can share the file safely.
 //!
@@ -57,6 +59,14 @@ impl QueueError {
     /// True when the failure says the disk (or the file's size limit) is full.
     pub fn is_full(&self) -> bool {
         sqlite_code(self) == Some(ErrorCode::DiskFull)
+    }
+
+    /// True when another connection held a lock we could not wait for.
+    pub fn is_busy(&self) -> bool {
+        matches!(
+            sqlite_code(self),
+            Some(ErrorCode::DatabaseBusy) | Some(ErrorCode::DatabaseLocked)
+        )
     }
 
     /// True when the file is not a database or is damaged.
@@ -166,6 +176,21 @@ impl Queue {
     /// through SQLite, which keeps its locks for all the process's
     /// connections together.
     pub fn connect(path: &Path) -> Result<Queue, QueueError> {
+        // Switching a new file to WAL takes an exclusive lock for which
+        // SQLite does not wait, so two processes creating the queue at once
+        // could see "database is locked": try again within the busy timeout.
+        let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
+        loop {
+            match Self::connect_once(path) {
+                Err(e) if e.is_busy() && std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(5 + fastrand::u64(0..20)));
+                }
+                result => return result,
+            }
+        }
+    }
+
+    fn connect_once(path: &Path) -> Result<Queue, QueueError> {
         let open_err = |source| QueueError::Open {
             path: path.to_path_buf(),
             source,
@@ -330,7 +355,7 @@ impl Queue {
         }
         meta_add(&tx, "delivered_total", deleted)?;
         tx.commit()?;
-        self.reclaim()?;
+        self.reclaim();
         Ok(deleted)
     }
 
@@ -427,7 +452,7 @@ impl Queue {
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let purged = tx.execute(&format!("DELETE FROM {table}"), [])? as u64;
         tx.commit()?;
-        self.reclaim()?;
+        self.reclaim();
         Ok(purged)
     }
 
@@ -500,17 +525,24 @@ impl Queue {
 
     /// Returns free pages to the file system once enough have piled up, so
     /// the file shrinks after a backlog drains (at the next checkpoint).
-    fn reclaim(&self) -> Result<(), QueueError> {
-        let free: i64 = self
-            .conn
-            .query_row("PRAGMA freelist_count", [], |r| r.get(0))?;
-        if free >= RECLAIM_FREE_PAGES {
-            // Frees one page per step: step it to the end.
-            let mut stmt = self.conn.prepare_cached("PRAGMA incremental_vacuum")?;
-            let mut rows = stmt.query([])?;
-            while rows.next()?.is_some() {}
+    /// Runs after the change it follows has committed, so a failure here
+    /// (another connection busy) only postpones the shrinking.
+    fn reclaim(&self) {
+        let result = (|| -> rusqlite::Result<()> {
+            let free: i64 = self
+                .conn
+                .query_row("PRAGMA freelist_count", [], |r| r.get(0))?;
+            if free >= RECLAIM_FREE_PAGES {
+                // Frees one page per step: step it to the end.
+                let mut stmt = self.conn.prepare_cached("PRAGMA incremental_vacuum")?;
+                let mut rows = stmt.query([])?;
+                while rows.next()?.is_some() {}
+            }
+            Ok(())
+        })();
+        if let Err(e) = result {
+            log::debug!("queue {}: shrinking postponed: {e}", self.path.display());
         }
-        Ok(())
     }
 }
 
