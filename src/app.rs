@@ -10,6 +10,7 @@ use crate::notify;
 use crate::poster;
 use crate::queue::Queue;
 use crate::queue_cmd;
+use crate::residency;
 use crate::sampler::{self, SamplerContext};
 use crate::shutdown::{Shutdown, Wake};
 use crate::signals::{self, Request};
@@ -30,6 +31,8 @@ const ETC_MACHINE_ID: &str = "/etc/machine-id";
 /// How long an in-flight POST may hold up shutdown (SPEC §6).
 const POSTER_STOP_GRACE: Duration = Duration::from_secs(5);
 const STREAM_STOP_GRACE: Duration = Duration::from_secs(2);
+/// When start-up code pages are handed back: after the first sample.
+const RELEASE_STARTUP_PAGES_AFTER: Duration = Duration::from_secs(2);
 /// Time between the baseline and the sample in `once`, so rates mean something.
 const ONCE_BASELINE: Duration = Duration::from_millis(500);
 
@@ -299,10 +302,25 @@ pub fn run(cli_config: Option<&Path>, args: &RunArgs) -> Result<(), AppError> {
             config::format_duration(shared.get().interval)
         ));
     };
-    while let Ok(request) = requests.recv() {
+    // Start-up code is not needed again: once the first sample is out, give
+    // its pages back (see residency.rs).
+    let mut startup_pages_pending = true;
+    loop {
+        let request = if startup_pages_pending {
+            match requests.recv_timeout(RELEASE_STARTUP_PAGES_AFTER) {
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    residency::release_startup_pages();
+                    startup_pages_pending = false;
+                    continue;
+                }
+                other => other.ok(),
+            }
+        } else {
+            requests.recv().ok()
+        };
         match request {
-            Request::Reload => reload(&shared),
-            Request::Shutdown => break,
+            Some(Request::Reload) => reload(&shared),
+            Some(Request::Shutdown) | None => break,
         }
     }
 

@@ -16,6 +16,7 @@ pub mod poster;
 pub mod procfs;
 pub mod queue;
 pub mod queue_cmd;
+pub mod residency;
 pub mod sampler;
 pub mod shutdown;
 pub mod signals;
