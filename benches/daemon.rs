@@ -30,6 +30,34 @@ fn rss_kib(pid: u32, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// Resident KiB per mapped file (or anonymous), largest first.
+fn print_largest_mappings(pid: u32) {
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
+    let mut by_name: std::collections::BTreeMap<String, u64> = Default::default();
+    let mut name = String::new();
+    for line in smaps.lines() {
+        if let Some(kib) = line.strip_prefix("Rss:") {
+            let kib: u64 = kib.trim().trim_end_matches(" kB").parse().unwrap_or(0);
+            *by_name.entry(name.clone()).or_default() += kib;
+        } else if line
+            .split_whitespace()
+            .next()
+            .is_some_and(|f| f.contains('-') && !f.ends_with(':'))
+        {
+            name = line
+                .split_whitespace()
+                .nth(5)
+                .unwrap_or("[anonymous]")
+                .to_string();
+        }
+    }
+    let mut rows: Vec<_> = by_name.into_iter().collect();
+    rows.sort_by(|a, b| b.1.cmp(&a.1));
+    for (name, kib) in rows.iter().take(6) {
+        println!("daemon:   {kib:>6} KiB  {name}");
+    }
+}
+
 /// A backend on 127.0.0.1 that accepts every POST at once.
 fn start_backend() -> (String, Arc<AtomicU64>) {
     let server = tiny_http::Server::http("127.0.0.1:0").unwrap();
@@ -127,6 +155,9 @@ fn main() {
         std::thread::sleep(Duration::from_millis(200));
     }
     let rss = rss_kib(pid, "VmRSS:");
+    let anon = rss_kib(pid, "RssAnon:");
+    let file = rss_kib(pid, "RssFile:");
+    print_largest_mappings(pid);
     let hwm = rss_kib(pid, "VmHWM:");
     unsafe { libc::kill(pid as i32, libc::SIGTERM) };
     let status = child.wait().unwrap();
@@ -146,6 +177,7 @@ fn main() {
         rss as f64 / 1024.0,
         hwm
     );
+    println!("daemon: of which anonymous {anon} KiB, file-backed (code) {file} KiB");
     println!(
         "daemon: frames received by clients   {:>8}",
         frames.load(Ordering::Relaxed)
