@@ -52,7 +52,7 @@ fn print_largest_mappings(pid: u32) {
         }
     }
     let mut rows: Vec<_> = by_name.into_iter().collect();
-    rows.sort_by(|a, b| b.1.cmp(&a.1));
+    rows.sort_by_key(|row| std::cmp::Reverse(row.1));
     for (name, kib) in rows.iter().take(6) {
         println!("daemon:   {kib:>6} KiB  {name}");
     }
