@@ -192,13 +192,10 @@ pub fn run(mut ctx: SamplerContext) -> Queue {
             .insert(&event_id, &timestamp, &flat_json, config.queue.max_pending)
         {
             Ok(dropped) => {
-                if dropped > 0 {
-                    ctx.status
-                        .queue_dropped_total
-                        .fetch_add(dropped, Ordering::Relaxed);
-                }
                 drops.record(dropped, config.queue.max_pending);
-                if let Ok(stats) = ctx.queue.stats() {
+                // The queue keeps its counts in the file: one small read, no
+                // table scan or file stat on the sampling path.
+                if let Ok(stats) = ctx.queue.counts() {
                     ctx.status
                         .queue_pending
                         .store(stats.pending, Ordering::Relaxed);
