@@ -13,7 +13,7 @@
 //! Run: `cargo bench --bench fanout` (FANOUT_CLIENTS, FANOUT_ROUNDS,
 //! FANOUT_INTERVAL_MS override the defaults 1000, 20, 200).
 
-#[path = "../tests/common/stream_client.rs"]
+#[path = "../tests/it/common/stream_client.rs"]
 mod stream_client;
 
 use futures_util::{StreamExt, TryStreamExt};

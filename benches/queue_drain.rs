@@ -5,9 +5,9 @@
 //! Run: cargo bench --bench queue_drain
 //! The queue lives under /var/tmp (or $METRICSD_BENCH_DIR), a real disk.
 
-#[path = "../tests/common/backend.rs"]
+#[path = "../tests/it/common/backend.rs"]
 mod backend;
-#[path = "../tests/common/rows.rs"]
+#[path = "../tests/it/common/rows.rs"]
 mod rows;
 
 use metricsd::queue::Queue;

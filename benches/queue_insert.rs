@@ -5,7 +5,7 @@
 //! The file lives under /var/tmp (or $METRICSD_BENCH_DIR): a real disk, not
 //! tmpfs, or the fsync figures would mean nothing.
 
-#[path = "../tests/common/rows.rs"]
+#[path = "../tests/it/common/rows.rs"]
 mod rows;
 
 use metricsd::queue::{file_bytes, Queue};

@@ -2,15 +2,12 @@
 //! library with a real listener and real clients, and end to end through the
 //! real binary.
 
-#[path = "common/stream_client.rs"]
-mod stream_client;
-
+use crate::common::stream_client::*;
 use futures_util::{SinkExt, StreamExt};
 use metricsd::status::BackendState;
 use serde_json::Value;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
-use stream_client::*;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
 

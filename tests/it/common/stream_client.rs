@@ -110,20 +110,6 @@ impl Drop for TestServer {
     }
 }
 
-/// Polls `condition` until it holds or `limit` passes.
-pub fn wait_until(limit: Duration, mut condition: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    loop {
-        if condition() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
 /// Async twin of [`wait_until`], for use inside tokio tests.
 pub async fn wait_until_async(limit: Duration, mut condition: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + limit;

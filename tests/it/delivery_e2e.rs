@@ -1,6 +1,7 @@
 //! End to end through the real binary: snapshots reach a real HTTP backend,
 //! and a backend that never answers does not hold up sampling.
 
+use crate::common::wait_for;
 use serde_json::Value;
 use std::net::TcpListener;
 use std::path::Path;
@@ -54,14 +55,6 @@ impl Daemon {
             assert!(Instant::now() < deadline, "daemon did not stop");
             std::thread::sleep(Duration::from_millis(20));
         }
-    }
-}
-
-fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
     }
 }
 

@@ -1,9 +1,7 @@
 //! `metricsd queue stats | peek | retry-dead | purge` (SPEC §1): through the
 //! library entry point (exact output) and through the real binary.
 
-mod common;
-
-use common::rows::row;
+use crate::common::rows::row;
 use metricsd::cli::QueueCommand;
 use metricsd::queue::Queue;
 use metricsd::queue_cmd::run_to;

@@ -1,8 +1,6 @@
 //! The SQLite outbox on real files (SPEC §5.1, §5.2).
 
-mod common;
-
-use common::rows::{flat_payload, row, timestamp};
+use crate::common::rows::{flat_payload, row, timestamp};
 use metricsd::queue::{Queue, QueueError, SCHEMA_VERSION};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};

@@ -2,9 +2,7 @@
 //! SIGTERM with and without a hung backend, reload on SIGHUP, the single
 //! instance lock, `run --daemon`, systemd notifications and journal logging.
 
-mod common;
-
-use common::daemon::{process_alive, send_signal, wait_until, Daemon, Setup};
+use crate::common::daemon::{process_alive, send_signal, wait_until, Daemon, Setup};
 use serde_json::Value;
 use std::io::Read;
 use std::net::{TcpListener, TcpStream};

@@ -2,9 +2,7 @@
 //! configuration errors, environment overrides, redaction, and the JSON that
 //! `once` prints.
 
-mod common;
-
-use common::daemon::{config_toml, free_port, run_cli, write_file};
+use crate::common::daemon::{config_toml, free_port, run_cli, write_file};
 use serde_json::Value;
 use std::path::Path;
 use std::process::Output;

@@ -2,10 +2,9 @@
 //! insert has committed survives kill -9, and kill -9 in the middle of a
 //! drain loses nothing (a row may be sent twice, with the same event_id).
 
-mod common;
-
-use common::backend::Backend;
-use common::rows::row;
+use crate::common::backend::Backend;
+use crate::common::free_port;
+use crate::common::rows::row;
 use metricsd::queue::Queue;
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
@@ -83,14 +82,6 @@ impl Drop for Daemon {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn write_config(dir: &Path, state: &Path, url: &str, max_pending: u64) -> PathBuf {

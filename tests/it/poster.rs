@@ -1,10 +1,8 @@
 //! The poster against a real HTTP backend on 127.0.0.1 (SPEC §5.3): the
 //! real queue file, the real poster thread, the real test server.
 
-mod common;
-
-use common::backend::{Backend, Behaviour, Request};
-use common::rows::{config, row};
+use crate::common::backend::{Backend, Behaviour, Request};
+use crate::common::rows::{config, row};
 use metricsd::config::{Config, SharedConfig};
 use metricsd::queue::Queue;
 use metricsd::shutdown::{Shutdown, Wake};
@@ -116,11 +114,7 @@ impl Drop for Harness {
 }
 
 fn wait_for(what: &str, condition: impl Fn() -> bool) {
-    let deadline = Instant::now() + WAIT;
-    while !condition() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    crate::common::wait_for(what, WAIT, condition)
 }
 
 fn delivered_in_order(backend: &Backend, expected: &[String]) {

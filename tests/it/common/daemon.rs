@@ -6,7 +6,7 @@
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -102,14 +102,7 @@ fn wait_child(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
     }
 }
 
-/// A loopback port that was free a moment ago (bound to :0, then released).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+pub use super::{free_port, wait_until};
 
 /// Writes `text` as `<dir>/<name>` and returns the path.
 pub fn write_file(dir: &Path, name: &str, text: &str) -> PathBuf {
@@ -427,19 +420,5 @@ pub fn process_alive(pid: i32) -> bool {
             None => false,
         },
         Err(_) => false,
-    }
-}
-
-/// Polls `cond` until it holds or `timeout` passes; returns whether it held.
-pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if cond() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        thread::sleep(POLL);
     }
 }

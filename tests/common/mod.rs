@@ -1,3 +1,0 @@
-pub mod backend;
-pub mod daemon;
-pub mod rows;

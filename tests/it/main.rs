@@ -1,0 +1,19 @@
+//! The integration tests: one binary (one link), one module per capability,
+//! shared helpers in `common/`.
+
+mod common;
+
+mod cli;
+mod collect_parsers;
+mod collect_truth;
+mod config;
+mod crash;
+mod delivery_e2e;
+mod lifecycle;
+mod once_truth;
+mod packaging;
+mod poster;
+mod queue;
+mod queue_cli;
+mod snapshot_forms;
+mod stream;
