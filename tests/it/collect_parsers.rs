@@ -9,7 +9,6 @@ use metricsd::collect::{load, memory, system, Collector, Filters, Roots};
 use metricsd::config::{CollectConfig, Config};
 use metricsd::snapshot::{Metrics, Snapshot};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, Once};
 use std::time::{Duration, Instant, SystemTime};
 
 fn fixture(rel: &str) -> PathBuf {
@@ -441,35 +440,13 @@ fn reload_changes_exclusions_and_top_processes() {
 
 // ------------------------------------------------------- failing collectors
 
-static LOGS: Mutex<Vec<(log::Level, String)>> = Mutex::new(Vec::new());
+use crate::common::logs::capture as capture_logs;
 
-struct Capture;
-
-impl log::Log for Capture {
-    fn enabled(&self, _: &log::Metadata) -> bool {
-        true
-    }
-    fn log(&self, record: &log::Record) {
-        LOGS.lock()
-            .unwrap()
-            .push((record.level(), record.args().to_string()));
-    }
-    fn flush(&self) {}
-}
-
-fn capture_logs() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        log::set_boxed_logger(Box::new(Capture)).unwrap();
-        log::set_max_level(log::LevelFilter::Debug);
-    });
-}
-
+/// Warnings that mention `text` (this module's fixtures paths are unique to it).
 fn warnings_mentioning(text: &str) -> usize {
-    LOGS.lock()
-        .unwrap()
+    crate::common::logs::lines()
         .iter()
-        .filter(|(level, msg)| *level == log::Level::Warn && msg.contains(text))
+        .filter(|(level, _, msg)| *level == log::Level::Warn && msg.contains(text))
         .count()
 }
 

@@ -630,7 +630,7 @@ fn new_mounts_are_seen_on_the_next_sample() {
                 .arg(&exe)
                 .args([
                     "--exact",
-                    "new_mounts_are_seen_on_the_next_sample",
+                    "collect_truth::new_mounts_are_seen_on_the_next_sample",
                     "--nocapture",
                     "--test-threads=1",
                 ])

@@ -586,45 +586,7 @@ fn a_reload_with_a_new_url_and_token_cuts_a_long_backoff_short() {
     assert_eq!(broken.request_count(), 1);
 }
 
-/// Keeps every log line of this test binary, to check what the poster logs.
-struct CaptureLogger;
-
-/// (level, target, message)
-static LOG_LINES: std::sync::Mutex<Vec<(log::Level, String, String)>> =
-    std::sync::Mutex::new(Vec::new());
-
-impl log::Log for CaptureLogger {
-    fn enabled(&self, _: &log::Metadata) -> bool {
-        true
-    }
-    fn log(&self, record: &log::Record) {
-        LOG_LINES.lock().unwrap().push((
-            record.level(),
-            record.target().to_string(),
-            record.args().to_string(),
-        ));
-    }
-    fn flush(&self) {}
-}
-
-fn capture_logs() {
-    static INSTALL: std::sync::Once = std::sync::Once::new();
-    INSTALL.call_once(|| {
-        log::set_logger(&CaptureLogger).unwrap();
-        log::set_max_level(log::LevelFilter::Trace);
-    });
-}
-
-/// Lines at `level` or more severe that mention `needle`.
-fn logged(level: log::Level, needle: &str) -> Vec<String> {
-    LOG_LINES
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|(l, _, m)| *l <= level && m.contains(needle))
-        .map(|(_, _, m)| m.clone())
-        .collect()
-}
+use crate::common::logs::{capture as capture_logs, logged};
 
 #[test]
 fn state_changes_are_logged_once_each_and_the_token_never() {
@@ -659,9 +621,7 @@ fn state_changes_are_logged_once_each_and_the_token_never() {
     // Our own lines at any level, and every line down to debug, never show
     // the token. (ureq_proto's trace level hex-dumps the raw request, so the
     // daemon's logger must keep dependencies at debug or above.)
-    let leaks: Vec<(log::Level, String, String)> = LOG_LINES
-        .lock()
-        .unwrap()
+    let leaks: Vec<(log::Level, String, String)> = crate::common::logs::lines()
         .iter()
         .filter(|(l, target, m)| {
             (target.starts_with("metricsd") || *l <= log::Level::Debug) && m.contains("tok-Zq8")

@@ -3,6 +3,7 @@
 
 pub mod backend;
 pub mod daemon;
+pub mod logs;
 pub mod rows;
 pub mod stream_client;
 
