@@ -12,7 +12,9 @@ mod access;
 mod client;
 mod commands;
 mod health;
+mod history;
 mod http;
+mod page;
 pub mod prometheus;
 mod server;
 
