@@ -11,6 +11,7 @@ mod crash;
 mod delivery_e2e;
 mod lifecycle;
 mod once_truth;
+mod page;
 mod packaging;
 mod poster;
 mod queue;
