@@ -85,6 +85,12 @@ pub async fn respond(server: &Server, request: &Request) -> Response {
         return Response::text(405, "method not allowed").with_header("Allow", "GET");
     }
     let config = server.config.get();
+    if !request
+        .header("host")
+        .is_some_and(|h| access::host_allowed(h, &config.stream))
+    {
+        return Response::text(403, "host not allowed");
+    }
     if !access::origin_allowed(request, &config.stream) {
         return Response::text(403, "origin not allowed");
     }

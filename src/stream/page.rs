@@ -3,6 +3,7 @@
 //! on first request, and kept (a few KiB) for every later one.
 
 use super::http::{Request, Response};
+use crate::config::StreamConfig;
 use flate2::write::GzEncoder;
 use flate2::Compression;
 use std::io::Write;
@@ -31,9 +32,15 @@ fn gzipped_document() -> &'static [u8] {
 
 /// Answers `GET /` (other methods: 405). The document holds no host data, so
 /// it needs no token: the page asks for one itself when the stream does.
-pub fn respond(request: &Request) -> Response {
+pub fn respond(request: &Request, stream: &StreamConfig) -> Response {
     if request.method != "GET" {
         return Response::text(405, "method not allowed").with_header("Allow", "GET");
+    }
+    if !request
+        .header("host")
+        .is_some_and(|h| super::access::host_allowed(h, stream))
+    {
+        return Response::text(403, "host not allowed");
     }
     let response = if accepts_gzip(request) {
         Response::new(200, "text/html; charset=utf-8", gzipped_document())
@@ -107,7 +114,8 @@ mod tests {
         assert!(!accepts_gzip(&get("Accept-Encoding: identity\r\n")));
         assert!(!accepts_gzip(&get("")));
 
-        let zipped = respond(&get("Accept-Encoding: gzip\r\n"));
+        let stream = crate::config::Config::default().stream;
+        let zipped = respond(&get("Accept-Encoding: gzip\r\n"), &stream);
         assert!(zipped
             .headers
             .contains(&("Content-Encoding", "gzip".into())));
@@ -116,7 +124,7 @@ mod tests {
             .read_to_string(&mut text)
             .unwrap();
         assert_eq!(text, document());
-        let plain = respond(&get(""));
+        let plain = respond(&get(""), &stream);
         assert_eq!(plain.body, document().into_bytes());
         assert!(plain.headers.iter().all(|(n, _)| *n != "Content-Encoding"));
         assert!(plain

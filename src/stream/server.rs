@@ -148,7 +148,7 @@ impl Server {
             self.upgrade(stream, peer, request, leftover, permit).await;
         } else {
             let response = match request.path.as_str() {
-                "/" => page::respond(&request),
+                "/" => page::respond(&request, &self.config.get().stream),
                 "/api/history" => history::respond(&self, &request).await,
                 _ => self.plain(&request),
             };

@@ -207,7 +207,9 @@ fn page_shows_the_host_live_from_its_own_origin_only() {
     let setup = Setup::new("1s", "", "");
     let _daemon = start_daemon(&setup);
     let watch = StreamWatch::start(&setup, None);
-    wait_for("a snapshot on the stream", START, || watch.latest().is_some());
+    wait_for("a snapshot on the stream", START, || {
+        watch.latest().is_some()
+    });
     let mount = watch.latest().unwrap()["metrics"]["disk"]["disk_usage"]
         .as_object()
         .and_then(|m| m.keys().next().cloned())
@@ -264,7 +266,10 @@ fn page_shows_the_host_live_from_its_own_origin_only() {
     let mut changes = 0;
     let deadline = Instant::now() + LONG;
     while changes < 3 {
-        assert!(Instant::now() < deadline, "the page stopped updating: {previous}");
+        assert!(
+            Instant::now() < deadline,
+            "the page stopped updating: {previous}"
+        );
         let state = page_state(&browser, &mount);
         if state["ts"] != previous["ts"] {
             let (before, now) = (
@@ -309,9 +314,18 @@ fn page_shows_the_host_live_from_its_own_origin_only() {
         (&json!(64), &json!(40), &json!(100)),
         "{big}"
     );
-    assert!(big["scrollWidth"].as_u64() <= big["innerWidth"].as_u64(), "{big}");
-    assert!(big["columns"].as_u64().unwrap() >= 2, "1280 px has columns: {big}");
-    assert!(big["tallest"].as_f64().unwrap() < 800.0, "a panel grew: {big}");
+    assert!(
+        big["scrollWidth"].as_u64() <= big["innerWidth"].as_u64(),
+        "{big}"
+    );
+    assert!(
+        big["columns"].as_u64().unwrap() >= 2,
+        "1280 px has columns: {big}"
+    );
+    assert!(
+        big["tallest"].as_f64().unwrap() < 800.0,
+        "a panel grew: {big}"
+    );
 
     // Phone width: one column, nothing wider than the screen.
     browser.set_viewport(360, 800);
@@ -330,16 +344,25 @@ fn page_shows_the_host_live_from_its_own_origin_only() {
     let big = browser.eval(BIG_HOST, json!([latest]));
     assert!(big["scrollWidth"].as_u64() <= Some(360), "{big}");
     assert_eq!(big["columns"], 1, "{big}");
-    assert!(big["tallest"].as_f64().unwrap() < 800.0, "a panel grew: {big}");
+    assert!(
+        big["tallest"].as_f64().unwrap() < 800.0,
+        "a panel grew: {big}"
+    );
 
     // Nothing but the listener's origin was asked for; nothing went wrong.
     let urls = browser.requested_urls();
     let ws_origin = format!("ws://{}", setup.stream_addr());
-    assert!(urls.iter().any(|u| u.starts_with(&format!("{origin}/api/history"))), "{urls:?}");
+    assert!(
+        urls.iter()
+            .any(|u| u.starts_with(&format!("{origin}/api/history"))),
+        "{urls:?}"
+    );
     assert!(urls.iter().any(|u| u.starts_with(&ws_origin)), "{urls:?}");
     let foreign: Vec<&String> = urls
         .iter()
-        .filter(|u| !u.starts_with(&format!("{origin}/")) && !u.starts_with(&format!("{ws_origin}/")))
+        .filter(|u| {
+            !u.starts_with(&format!("{origin}/")) && !u.starts_with(&format!("{ws_origin}/"))
+        })
         .collect();
     assert!(foreign.is_empty(), "requests to other origins: {foreign:?}");
     let errors: Vec<Value> = browser
@@ -364,14 +387,22 @@ fn page_with_a_token_works_from_the_fragment_and_says_when_it_is_missing() {
         state["state"] == "token needed"
     });
     let notice = state["notice"].as_str().unwrap_or_default();
-    assert!(notice.contains("needs a token") && notice.contains("#token="), "{state}");
-    assert!(state["ts"].is_null(), "no host data without the token: {state}");
+    assert!(
+        notice.contains("needs a token") && notice.contains("#token="),
+        "{state}"
+    );
+    assert!(
+        state["ts"].is_null(),
+        "no host data without the token: {state}"
+    );
 
     browser.goto(&format!("{origin}/#token=wrong"));
     wait_for("the page to say the token was refused", LONG, || {
         state = page_state(&browser, "");
         state["state"] == "token needed"
-            && state["notice"].as_str().is_some_and(|n| n.contains("refused"))
+            && state["notice"]
+                .as_str()
+                .is_some_and(|n| n.contains("refused"))
     });
 
     browser.goto(&format!("{origin}/#token={TOKEN}"));
@@ -412,5 +443,8 @@ fn page_shows_reconnecting_and_resumes_when_the_daemon_is_back() {
         state["state"] == "live" && state["ts"].as_str().is_some_and(|t| *t > *before.as_str())
     });
     // The samples from before the restart are still charted.
-    assert!(state["points"]["chart-load/1 min"][0].as_u64().unwrap() >= 2, "{state}");
+    assert!(
+        state["points"]["chart-load/1 min"][0].as_u64().unwrap() >= 2,
+        "{state}"
+    );
 }

@@ -68,13 +68,20 @@ impl Browser {
             agent,
             _profile: profile,
         };
-        super::wait_for("chromedriver to answer /status", Duration::from_secs(30), || {
-            browser
-                .request("GET", "/status", None)
-                .is_ok_and(|v| v["value"]["ready"] == true)
-        });
+        super::wait_for(
+            "chromedriver to answer /status",
+            Duration::from_secs(30),
+            || {
+                browser
+                    .request("GET", "/status", None)
+                    .is_ok_and(|v| v["value"]["ready"] == true)
+            },
+        );
         let mut args: Vec<String> = FLAGS.iter().map(|s| s.to_string()).collect();
-        args.push(format!("--user-data-dir={}", browser._profile.path().display()));
+        args.push(format!(
+            "--user-data-dir={}",
+            browser._profile.path().display()
+        ));
         let capabilities = json!({
             "capabilities": { "alwaysMatch": {
                 "browserName": "chrome",
