@@ -3,6 +3,7 @@
 use crate::cli::{QueueCommand, RunArgs};
 use crate::collect::{Collector, Roots};
 use crate::config::{self, Config, SharedConfig};
+use crate::hub::Hub;
 use crate::identity;
 use crate::lock::InstanceLock;
 use crate::logging;
@@ -16,7 +17,7 @@ use crate::shutdown::{Shutdown, Wake};
 use crate::signals::{self, Request};
 use crate::statedir;
 use crate::status::{BackendState, Status};
-use crate::stream::{self, Hub};
+use crate::stream;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::Arc;

@@ -8,6 +8,7 @@ pub mod backoff;
 pub mod cli;
 pub mod collect;
 pub mod config;
+pub mod hub;
 pub mod identity;
 pub mod lock;
 pub mod logging;

@@ -3,12 +3,12 @@
 
 use crate::collect::Collector;
 use crate::config::SharedConfig;
+use crate::hub::Hub;
 use crate::notify;
 use crate::queue::Queue;
 use crate::shutdown::{Shutdown, Wake};
 use crate::snapshot::Snapshot;
 use crate::status::Status;
-use crate::stream::Hub;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -192,6 +192,7 @@ pub fn run(mut ctx: SamplerContext) -> Queue {
             .insert(&event_id, &timestamp, &flat_json, config.queue.max_pending)
         {
             Ok(dropped) => {
+                ctx.status.record_insert_ok();
                 drops.record(dropped, config.queue.max_pending);
                 // The queue keeps its counts in the file: one small read, no
                 // table scan or file stat on the sampling path.
@@ -207,9 +208,7 @@ pub fn run(mut ctx: SamplerContext) -> Queue {
                 ctx.poster_wake.notify();
             }
             Err(e) => {
-                ctx.status
-                    .queue_insert_failures_total
-                    .fetch_add(1, Ordering::Relaxed);
+                ctx.status.record_insert_failure(e.to_string());
                 log::error!("queue insert failed, snapshot {event_id} not queued: {e}");
             }
         }
