@@ -604,7 +604,10 @@ fn live_unit_matches_an_independent_reading_of_its_cgroup() {
 
     // Its files stay open between samples (cgroupfs re-reads them afresh)...
     let kept_running = c.kept_open();
-    assert!(kept_running >= 2, "system.slice and cpu.stat at least: {kept_running}");
+    assert!(
+        kept_running >= 2,
+        "system.slice and cpu.stat at least: {kept_running}"
+    );
 
     // ...and are closed once it is gone.
     unit.stop();
