@@ -53,7 +53,18 @@ impl AppError {
 }
 
 fn load_config(cli_config: Option<&Path>) -> Result<Config, AppError> {
-    config::load(cli_config).map_err(|e| AppError::new(EXIT_CONFIG, e.to_string()))
+    let config = config::load(cli_config).map_err(|e| AppError::new(EXIT_CONFIG, e.to_string()))?;
+    // Before the logger exists: stderr is where every command reports,
+    // with journald's warning priority when that is where it goes.
+    let prefix = if std::env::var_os("JOURNAL_STREAM").is_some() {
+        "<4>"
+    } else {
+        ""
+    };
+    for warning in config.warnings() {
+        eprintln!("{prefix}metricsd: warning: {warning}");
+    }
+    Ok(config)
 }
 
 /// `metricsd check-config`
@@ -279,6 +290,9 @@ pub fn run(cli_config: Option<&Path>, args: &RunArgs) -> Result<(), AppError> {
         match config::load(cli_config) {
             Err(e) => log::error!("reload rejected, keeping the running configuration: {e}"),
             Ok(mut new) => {
+                for warning in new.warnings() {
+                    log::warn!("reload: {warning}");
+                }
                 let old = shared.get();
                 for key in old.restart_only_changes(&new) {
                     log::warn!("reload: {key} changed; it takes effect after a restart");
