@@ -16,7 +16,7 @@ pub fn refusal(request: &Request, stream: &StreamConfig) -> Option<Response> {
             return Some(Response::text(400, "the Host header is missing"))
         }
         None => {}
-        Some(host) if !host_allowed(host, allowed_hosts(stream)) => {
+        Some(host) if !host_allowed(host, &stream.allowed_hosts) => {
             return Some(Response::text(
                 403,
                 "host not allowed (add it to stream.allowed_hosts)",
@@ -28,12 +28,6 @@ pub fn refusal(request: &Request, stream: &StreamConfig) -> Option<Response> {
         return Some(Response::text(403, "origin not allowed"));
     }
     None
-}
-
-/// The configured extra host names (`stream.allowed_hosts`, SPEC §2).
-fn allowed_hosts(_stream: &StreamConfig) -> &[String] {
-    // Until the configuration key lands, only IP literals and localhost pass.
-    &[]
 }
 
 /// Whether a `Host` value names this machine in a way no DNS name can be
@@ -80,21 +74,23 @@ fn host_name(host: &str) -> Option<&str> {
 
 /// Whether the request's Origin (if any) is allowed. Clients that send no
 /// Origin (wscat, scripts) pass; browsers always send one. The listener's own
-/// origin (`http://` + an allowed Host) always passes: it is the live page.
+/// origin is always allowed: the page it serves (§4.6).
 pub fn origin_allowed(request: &Request, stream: &StreamConfig) -> bool {
     let Some(origin) = request.header("origin") else {
         return true;
     };
-    let own = request.header("host").is_some_and(|host| {
-        host_allowed(host, allowed_hosts(stream))
-            && origin
-                .strip_prefix("http://")
-                .is_some_and(|o| o.eq_ignore_ascii_case(host))
-    });
-    own || stream
-        .allowed_origins
-        .iter()
-        .any(|allowed| allowed == "*" || allowed == origin)
+    own_origin(request, stream).is_some_and(|own| own.eq_ignore_ascii_case(origin))
+        || stream
+            .allowed_origins
+            .iter()
+            .any(|allowed| allowed == "*" || allowed == origin)
+}
+
+/// The page's own origin (SPEC §4.6): `http://` + the request's Host, when
+/// that Host passes the check of §4.3.
+pub fn own_origin(request: &Request, stream: &StreamConfig) -> Option<String> {
+    let host = request.header("host")?;
+    host_allowed(host, &stream.allowed_hosts).then(|| format!("http://{host}"))
 }
 
 /// What a client presented as a token: `Authorization: Bearer <token>` and
@@ -139,13 +135,16 @@ pub fn token_accepted(request: &Request, stream: &StreamConfig) -> bool {
 
 /// 401 unless the request carries the configured token.
 pub fn token_refusal(request: &Request, stream: &StreamConfig) -> Option<Response> {
-    (!token_accepted(request, stream)).then(|| {
-        Response::text(
-            401,
-            "a valid token is required (Authorization: Bearer <token> or ?token=)",
-        )
-        .with_header("WWW-Authenticate", "Bearer")
-    })
+    (!token_accepted(request, stream)).then(unauthorized)
+}
+
+/// The answer to a request without the configured token.
+pub fn unauthorized() -> Response {
+    Response::text(
+        401,
+        "a valid token is required (Authorization: Bearer <token> or ?token=)",
+    )
+    .with_header("WWW-Authenticate", "Bearer")
 }
 
 /// The credentials of a `Bearer` authorization value (scheme case-insensitive).
@@ -183,7 +182,7 @@ mod tests {
 
     fn request(extra: &str, target: &str) -> Request {
         let head = format!("GET {target} HTTP/1.1\r\nHost: 127.0.0.1:8756\r\n{extra}\r\n");
-        parse_head(head.as_bytes()).unwrap().unwrap().0
+        parse_head(head.as_bytes()).unwrap()
     }
 
     #[test]
@@ -219,6 +218,28 @@ mod tests {
         assert!(host_allowed("metrics.lan", &listed));
         assert!(host_allowed("Metrics.LAN:8756", &listed));
         assert!(!host_allowed("other.lan", &listed));
+    }
+
+    #[test]
+    fn own_origin_is_accepted_only_for_a_host_that_passes() {
+        let closed = stream_config(&[], "");
+        let with = |host: &str, origin: &str| {
+            let head = format!("GET / HTTP/1.1\r\nHost: {host}\r\nOrigin: {origin}\r\n\r\n");
+            parse_head(head.as_bytes()).unwrap()
+        };
+        let allowed = |host: &str, origin: &str| origin_allowed(&with(host, origin), &closed);
+        assert!(allowed("127.0.0.1:8756", "http://127.0.0.1:8756"));
+        assert!(allowed("localhost:8756", "http://localhost:8756"));
+        assert!(allowed("[::1]:8756", "http://[::1]:8756"));
+        assert!(!allowed("127.0.0.1:8756", "http://127.0.0.1:9999"));
+        assert!(!allowed("evil.example:8756", "http://evil.example:8756"));
+        assert!(!allowed("127.0.0.1:8756", "https://127.0.0.1:8756"));
+        let mut listed = stream_config(&[], "");
+        listed.allowed_hosts = vec!["metrics.lan".into()];
+        assert!(origin_allowed(
+            &with("metrics.lan:8756", "http://metrics.lan:8756"),
+            &listed
+        ));
     }
 
     #[test]

@@ -86,7 +86,7 @@ pub async fn read_head(stream: &mut TcpStream) -> Result<(Request, Vec<u8>), Hea
             return Err(HeadError::Closed);
         }
         let limit = buf.len().min(HEAD_LIMIT);
-        match parse_head(&buf[..limit])? {
+        match parse_partial(&buf[..limit])? {
             Some((request, end)) => {
                 let rest = buf.split_off(end);
                 return Ok((request, rest));
@@ -97,9 +97,19 @@ pub async fn read_head(stream: &mut TcpStream) -> Result<(Request, Vec<u8>), Hea
     }
 }
 
+/// Parses a complete request head.
+#[cfg(test)]
+pub fn parse_head(head: &[u8]) -> Result<Request, String> {
+    match parse_partial(head) {
+        Ok(Some((request, _))) => Ok(request),
+        Ok(None) => Err("incomplete request head".to_string()),
+        Err(e) => Err(format!("{e:?}")),
+    }
+}
+
 /// Parses a request head from the start of `bytes`: `None` while it is
 /// incomplete, else the request and the length of the head.
-pub fn parse_head(bytes: &[u8]) -> Result<Option<(Request, usize)>, HeadError> {
+pub fn parse_partial(bytes: &[u8]) -> Result<Option<(Request, usize)>, HeadError> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut parsed = httparse::Request::new(&mut headers);
     let end = match parsed.parse(bytes) {
@@ -158,16 +168,16 @@ pub struct Response {
     pub status: u16,
     pub content_type: &'static str,
     pub headers: Vec<(&'static str, String)>,
-    pub body: String,
+    pub body: Vec<u8>,
 }
 
 impl Response {
-    pub fn new(status: u16, content_type: &'static str, body: String) -> Response {
+    pub fn new(status: u16, content_type: &'static str, body: impl Into<Vec<u8>>) -> Response {
         Response {
             status,
             content_type,
             headers: Vec::new(),
-            body,
+            body: body.into(),
         }
     }
 
@@ -194,7 +204,7 @@ impl Response {
         }
         head.push_str("\r\n");
         let mut bytes = head.into_bytes();
-        bytes.extend_from_slice(self.body.as_bytes());
+        bytes.extend_from_slice(&self.body);
         bytes
     }
 }
@@ -243,7 +253,7 @@ mod tests {
     use super::*;
 
     fn parse(head: &[u8]) -> Result<Request, String> {
-        match parse_head(head) {
+        match parse_partial(head) {
             Ok(Some((request, end))) => {
                 assert_eq!(end, head.len());
                 Ok(request)
@@ -271,10 +281,11 @@ mod tests {
     #[test]
     fn an_incomplete_head_asks_for_more() {
         assert!(matches!(
-            parse_head(b"GET / HTTP/1.1\r\nHost: h\r\n"),
+            parse_partial(b"GET / HTTP/1.1\r\nHost: h\r\n"),
             Ok(None)
         ));
-        assert!(matches!(parse_head(b"GE"), Ok(None)));
+        assert!(matches!(parse_partial(b"GE"), Ok(None)));
+        assert!(parse_head(b"GET / HTTP/1.1\r\n").is_err());
     }
 
     #[test]
@@ -288,7 +299,7 @@ mod tests {
         let many: String = (0..100).map(|i| format!("X-{i}: y\r\n")).collect();
         let head = format!("GET / HTTP/1.1\r\n{many}\r\n");
         assert!(matches!(
-            parse_head(head.as_bytes()),
+            parse_partial(head.as_bytes()),
             Err(HeadError::TooLarge)
         ));
     }

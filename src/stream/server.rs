@@ -6,7 +6,7 @@ use super::access::{self, Credentials};
 use super::admission::Admission;
 use super::client::{self, until_closing, Session, Ws, SHUTDOWN_GRACE, WRITE_STALL};
 use super::http::{self, HeadError, Request, Response};
-use super::{health, listener, prometheus};
+use super::{health, history, listener, page, prometheus};
 use crate::config::{Config, SharedConfig};
 use crate::hub::Hub;
 use crate::shutdown::Shutdown;
@@ -55,7 +55,7 @@ pub fn websocket_config() -> WebSocketConfig {
 /// What every connection task shares.
 pub struct Server {
     hub: Arc<Hub>,
-    config: SharedConfig,
+    pub(super) config: SharedConfig,
     status: Arc<Status>,
     /// Becomes true when shutdown starts: clients send their close frames.
     closing: watch::Receiver<bool>,
@@ -238,16 +238,18 @@ impl Server {
     async fn route(&self, request: &Request, config: &Config) -> Response {
         let method = request.method.as_str();
         match (method, request.path.as_str()) {
+            ("GET", "/") => page::respond(request),
+            ("GET", "/api/history") => history::respond(self, request).await,
             ("GET", "/health") => self.health(config),
             ("GET", "/metrics") => {
                 access::token_refusal(request, &config.stream).unwrap_or_else(|| self.metrics())
             }
-            (_, "/health" | "/metrics") => {
+            (_, "/" | "/api/history" | "/health" | "/metrics") => {
                 Response::text(405, "method not allowed").with_header("Allow", "GET")
             }
             _ => Response::text(
                 404,
-                "not found (try /health, /metrics or a WebSocket upgrade)",
+                "not found (try /, /health, /metrics or a WebSocket upgrade)",
             ),
         }
     }
