@@ -493,7 +493,7 @@ fn new_keys_print_their_defaults_and_bad_values_exit_78() {
     ] {
         let path = write_file(dir.path(), "m.toml", sections);
         let config = path.to_str().unwrap();
-        let out = run_cli(&["--config", &config, "check-config"], &[]);
+        let out = run_cli(&["--config", config, "check-config"], &[]);
         assert_code(&out, EX_CONFIG);
         let prefix = format!("metricsd: {config}: {key}: ");
         assert!(

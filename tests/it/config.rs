@@ -618,7 +618,7 @@ fn secret_values_are_never_echoed_in_errors() {
         "[stream]\ntoken = 123987\n".to_string(),
         "[remote_write]\ntoken = [\"123987\"]\n".to_string(),
         "[otlp]\npassword = 123987\nusername = \"u\"\n".to_string(),
-        format!("[remote_write]\nheaders = {{ \"X-A\" = \"ok\", \"X-B\" = 123987 }}\n"),
+        "[remote_write]\nheaders = { \"X-A\" = \"ok\", \"X-B\" = 123987 }\n".to_string(),
         format!("[otlp]\nheaders = {{ \"X-A\" = \"{SECRET}\\r\\nX-Evil: 1\" }}\n"),
         format!("[backend]\ntoken = {SECRET}\n"), // not even valid TOML
     ];
