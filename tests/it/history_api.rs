@@ -363,8 +363,7 @@ fn own_origin_is_accepted_and_other_origins_and_hosts_are_refused() {
     let from = |origin: &str| request(addr, "GET", "/api/history", &[("Origin", origin)]).status;
     assert_eq!(from(&format!("http://{own_ip}")), 200);
     assert_eq!(from("http://evil.example"), 403);
-    // /health and /metrics are the stream's; these two are the page's.
-    for path in ["/api/history", "/"] {
+    for path in ["/api/history", "/", "/health"] {
         let answer = request(addr, "GET", path, &[("Host", &rebound)]);
         let text = answer.text();
         let start = &text[..text.len().min(200)];

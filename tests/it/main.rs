@@ -19,3 +19,4 @@ mod queue;
 mod queue_cli;
 mod snapshot_forms;
 mod stream;
+mod units;
