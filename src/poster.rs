@@ -41,6 +41,7 @@ pub fn spawn(
     std::thread::Builder::new()
         .name("poster".into())
         .spawn(move || {
+            let _alive = crate::liveness::register("poster");
             shutdown.register(&wake);
             if let Some(queue) = connect(&db_path, &status, &shutdown) {
                 Poster {
@@ -127,8 +128,9 @@ impl Poster {
                 self.wake.wait_timeout(IDLE_RECHECK, &self.shutdown);
                 continue;
             }
+            crate::fault::point("poster");
             let outcome = match &self.client {
-                Some(client) => client.post(&rows),
+                Some(client) => crate::liveness::network_wait(|| client.post(&rows)),
                 None => continue,
             };
             match outcome {

@@ -7,14 +7,50 @@ use crate::config::StreamConfig;
 
 /// Whether the request's Origin (if any) is allowed. Clients that send no
 /// Origin (wscat, scripts) pass; browsers always send one.
+/// The listener's own origin is always allowed: the page it serves (§4.6).
 pub fn origin_allowed(request: &Request, stream: &StreamConfig) -> bool {
     match request.header("origin") {
         None => true,
-        Some(origin) => stream
-            .allowed_origins
-            .iter()
-            .any(|allowed| allowed == "*" || allowed == origin),
+        Some(origin) => {
+            own_origin(request, stream).is_some_and(|own| own == origin)
+                || stream
+                    .allowed_origins
+                    .iter()
+                    .any(|allowed| allowed == "*" || allowed == origin)
+        }
     }
+}
+
+/// The page's own origin (SPEC §4.6): `http://` + the request's Host, when
+/// that Host passes the check of §4.3.
+pub fn own_origin(request: &Request, stream: &StreamConfig) -> Option<String> {
+    let host = request.header("host")?;
+    host_allowed(host, stream).then(|| format!("http://{host}"))
+}
+
+/// Whether a Host header names an IP literal or `localhost` (with or without
+/// a port), the names a DNS-rebinding page cannot use (SPEC §4.3).
+pub fn host_allowed(host: &str, _stream: &StreamConfig) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(rest) => match rest.split_once(']') {
+            Some((v6, port))
+                if port.is_empty() || port.strip_prefix(':').is_some_and(valid_port) =>
+            {
+                return v6.parse::<std::net::Ipv6Addr>().is_ok()
+            }
+            _ => return false,
+        },
+        None => match host.rsplit_once(':') {
+            Some((name, port)) if valid_port(port) => name,
+            Some(_) => return false,
+            None => host,
+        },
+    };
+    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::Ipv4Addr>().is_ok()
+}
+
+fn valid_port(text: &str) -> bool {
+    text.parse::<u16>().is_ok()
 }
 
 /// Whether the request carries the configured token (always true when none
@@ -67,6 +103,7 @@ mod tests {
             max_clients: 4,
             allowed_origins: origins.iter().map(|s| s.to_string()).collect(),
             token: token.to_string(),
+            ..StreamConfig::default()
         }
     }
 
@@ -87,6 +124,41 @@ mod tests {
         assert!(!origin_allowed(&page, &one));
         assert!(origin_allowed(&listed, &one));
         assert!(origin_allowed(&page, &any));
+    }
+
+    #[test]
+    fn own_origin_is_accepted_only_for_a_host_that_passes() {
+        let closed = stream_config(&[], "");
+        let with = |host: &str, origin: &str| {
+            parse_head(
+                format!("GET / HTTP/1.1\r\nHost: {host}\r\nOrigin: {origin}\r\n\r\n").as_bytes(),
+            )
+            .unwrap()
+        };
+        assert!(origin_allowed(
+            &with("127.0.0.1:8756", "http://127.0.0.1:8756"),
+            &closed
+        ));
+        assert!(origin_allowed(
+            &with("localhost:8756", "http://localhost:8756"),
+            &closed
+        ));
+        assert!(origin_allowed(
+            &with("[::1]:8756", "http://[::1]:8756"),
+            &closed
+        ));
+        assert!(!origin_allowed(
+            &with("127.0.0.1:8756", "http://127.0.0.1:9999"),
+            &closed
+        ));
+        assert!(!origin_allowed(
+            &with("evil.example:8756", "http://evil.example:8756"),
+            &closed
+        ));
+        assert!(!origin_allowed(
+            &with("127.0.0.1:8756", "https://127.0.0.1:8756"),
+            &closed
+        ));
     }
 
     #[test]

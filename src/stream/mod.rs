@@ -12,7 +12,9 @@ mod access;
 mod client;
 mod commands;
 mod health;
+mod history;
 mod http;
+mod page;
 pub mod prometheus;
 mod server;
 
@@ -96,8 +98,15 @@ pub fn spawn(
     std::thread::Builder::new()
         .name("stream".into())
         .spawn(move || {
+            let _alive = crate::liveness::register("stream");
             let server = server::Server::new(hub, config, status);
-            if let Err(e) = runtime.block_on(server.serve(listener, shutdown)) {
+            let served = runtime.block_on(async {
+                if let Some(period) = crate::os::notify::liveness_tick() {
+                    tokio::spawn(crate::liveness::keep_ticking(period));
+                }
+                server.serve(listener, shutdown).await
+            });
+            if let Err(e) = served {
                 log::error!("stream server stopped: {e}");
             }
         })

@@ -2,7 +2,7 @@
 //! checks, the WebSocket handshake, and the orderly stop on shutdown.
 
 use super::http::{self, HeadError, Request, Response};
-use super::{access, client, health, prometheus, Hub};
+use super::{access, client, health, history, page, prometheus, Hub};
 use crate::config::SharedConfig;
 use crate::shutdown::Shutdown;
 use crate::status::Status;
@@ -147,7 +147,11 @@ impl Server {
         if request.is_upgrade() {
             self.upgrade(stream, peer, request, leftover, permit).await;
         } else {
-            let response = self.plain(&request);
+            let response = match request.path.as_str() {
+                "/" => page::respond(&request),
+                "/api/history" => history::respond(&self, &request).await,
+                _ => self.plain(&request),
+            };
             http::respond(&mut stream, &response).await;
         }
     }
@@ -262,7 +266,7 @@ pub async fn until_closing(closing: &mut watch::Receiver<bool>) {
     let _ = closing.wait_for(|c| *c).await;
 }
 
-fn unauthorized() -> Response {
+pub(super) fn unauthorized() -> Response {
     Response::text(
         401,
         "a valid token is required (Authorization: Bearer <token> or ?token=)",

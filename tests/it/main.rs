@@ -18,3 +18,4 @@ mod queue_cli;
 mod snapshot_forms;
 mod stream;
 mod systemd_boot;
+mod units;
