@@ -296,6 +296,11 @@ async fn sandbox_hides_nothing_that_once_fills(c: &Container, addr: SocketAddr) 
             .any(|p| p.starts_with("metrics.disk.disk_usage./srv/data.")),
         "the bound ext4 filesystem is not in `once`: {by_root:?}"
     );
+    eprintln!(
+        "`once` as root filled {} fields, the service {}",
+        by_root.len(),
+        by_service.len()
+    );
     let hidden: Vec<&String> = by_root.difference(&by_service).collect();
     assert!(
         hidden.is_empty(),
