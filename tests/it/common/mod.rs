@@ -5,6 +5,7 @@ pub mod backend;
 pub mod browser;
 pub mod daemon;
 pub mod logs;
+pub mod nspawn;
 pub mod rows;
 pub mod stream_client;
 
