@@ -36,15 +36,12 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-/// Where /proc, /sys, the cgroup v2 tree and /etc are (fixtures in tests,
-/// the real ones in the daemon).
+/// Where /proc, /sys (and the cgroup tree in it) and /etc are (fixtures in
+/// tests, the real ones in the daemon).
 #[derive(Debug, Clone)]
 pub struct Roots {
     pub proc: PathBuf,
     pub sys: PathBuf,
-    /// The cgroup mount point (`/sys/fs/cgroup`; the units collector also
-    /// looks for the hybrid layout's `unified` below it).
-    pub cgroup: PathBuf,
     /// For /etc/os-release.
     pub etc: PathBuf,
 }
@@ -54,20 +51,17 @@ impl Default for Roots {
         Roots {
             proc: PathBuf::from("/proc"),
             sys: PathBuf::from("/sys"),
-            cgroup: PathBuf::from("/sys/fs/cgroup"),
             etc: PathBuf::from("/etc"),
         }
     }
 }
 
 impl Roots {
-    /// /proc and /sys under `base` (`base/proc`, `base/sys`, `base/sys/fs/cgroup`,
-    /// `base/etc`): the layout of the fixture trees.
+    /// `base/proc`, `base/sys` and `base/etc`: the layout of the fixture trees.
     pub fn under(base: &Path) -> Roots {
         Roots {
             proc: base.join("proc"),
             sys: base.join("sys"),
-            cgroup: base.join("sys/fs/cgroup"),
             etc: base.join("etc"),
         }
     }
@@ -102,6 +96,27 @@ impl CollectError {
             path: path.into(),
             source,
         }
+    }
+}
+
+/// The units collector keeps its own error type and API (`read`); this is
+/// its side of the contract.
+impl Collect for units::UnitsCollector {
+    fn name(&self) -> &'static str {
+        "units"
+    }
+
+    fn collect(&mut self, now: Instant, metrics: &mut Metrics) -> Result<(), CollectError> {
+        let units = self
+            .read(now)
+            .map_err(|e| CollectError::new(e.path, e.source))?;
+        metrics.units = Some(units);
+        Ok(())
+    }
+
+    fn reconfigure(&mut self, config: &CollectConfig) -> bool {
+        self.set_config(config);
+        true
     }
 }
 
@@ -389,8 +404,7 @@ mod tests {
             exclude_fs_types: vec!["tmpfs".into()],
             exclude_mounts: vec!["/run/*".into(), "/boot/efi".into()],
             exclude_interfaces: vec!["veth*".into(), "lo".into()],
-            // Whatever else the section holds (more keys arrive over time).
-            ..crate::config::Config::default().collect
+            ..CollectConfig::default()
         });
         assert!(filters.mount_excluded("/run/user/1000/doc", "ext4"));
         assert!(filters.mount_excluded("/boot/efi", "vfat"));

@@ -6,6 +6,7 @@
 use futures_util::{SinkExt, StreamExt};
 use metricsd::collect::units::UnitMetrics;
 use metricsd::config::{Config, SharedConfig};
+use metricsd::hub::Hub;
 use metricsd::shutdown::Shutdown;
 use metricsd::snapshot::{
     ActivityMetrics, CollectorRun, CpuMetrics, CpuModes, DeviceMetrics, DiskIoMetrics,
@@ -14,7 +15,7 @@ use metricsd::snapshot::{
     TopProcess, VmstatMetrics,
 };
 use metricsd::status::Status;
-use metricsd::stream::{self, Hub};
+use metricsd::stream;
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
