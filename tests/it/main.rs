@@ -17,4 +17,5 @@ mod queue;
 mod queue_cli;
 mod snapshot_forms;
 mod stream;
+mod systemd_boot;
 mod units;

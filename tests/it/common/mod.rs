@@ -4,6 +4,7 @@
 pub mod backend;
 pub mod daemon;
 pub mod logs;
+pub mod nspawn;
 pub mod rows;
 pub mod stream_client;
 
