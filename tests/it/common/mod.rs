@@ -2,6 +2,7 @@
 //! deadline, free loopback ports, and the real peers in the submodules.
 
 pub mod backend;
+pub mod browser;
 pub mod daemon;
 pub mod logs;
 pub mod nspawn;
