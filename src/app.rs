@@ -92,7 +92,12 @@ pub fn once(cli_config: Option<&Path>, flat: bool) -> Result<(), AppError> {
 /// `metricsd queue ...`: returns the exit code.
 pub fn queue(cli_config: Option<&Path>, command: &QueueCommand) -> Result<i32, AppError> {
     let config = load_config(cli_config)?;
-    Ok(queue_cmd::run(command, &config.state_dir))
+    let sinks: &[&str] = if config.backend.enabled() {
+        &[crate::queue::DEFAULT_SINK]
+    } else {
+        &[]
+    };
+    Ok(queue_cmd::run(command, &config.state_dir, sinks))
 }
 
 fn join_within<T>(handle: JoinHandle<T>, grace: Duration) -> Option<T> {
@@ -178,7 +183,10 @@ pub fn run(cli_config: Option<&Path>, args: &RunArgs) -> Result<(), AppError> {
     let db_path = config.state_dir.join("queue.db");
     let queue =
         Queue::open(&db_path).map_err(|e| AppError::new(EXIT_CANTCREAT, format!("queue {e}")))?;
-    let pending = queue.stats().map(|s| s.pending).unwrap_or(0);
+    let pending = queue
+        .counts(crate::queue::DEFAULT_SINK)
+        .map(|c| c.pending)
+        .unwrap_or(0);
 
     let listener =
         if config.stream.enabled {

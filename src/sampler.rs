@@ -144,6 +144,15 @@ impl DropWarning {
     }
 }
 
+/// The sinks a snapshot is queued for: the configured ones (SPEC §5.2).
+fn configured_sinks(config: &crate::config::Config) -> Vec<&'static str> {
+    let mut sinks = Vec::new();
+    if config.backend.enabled() {
+        sinks.push(crate::queue::DEFAULT_SINK);
+    }
+    sinks
+}
+
 /// Runs the sampling loop until shutdown. Returns the queue so the caller
 /// can checkpoint it.
 pub fn run(mut ctx: SamplerContext) -> Queue {
@@ -187,15 +196,26 @@ pub fn run(mut ctx: SamplerContext) -> Queue {
         let timestamp = snapshot.timestamp_string();
         let snapshot = Arc::new(snapshot);
         ctx.hub.publish(snapshot.clone(), stream_json);
-        match ctx
+        let sinks = configured_sinks(&config);
+        let inserted = ctx
             .queue
-            .insert(&event_id, &timestamp, &flat_json, config.queue.max_pending)
-        {
-            Ok(dropped) => {
-                drops.record(dropped, config.queue.max_pending);
+            .set_history(crate::queue::DEFAULT_HISTORY)
+            .and_then(|()| {
+                ctx.queue.insert(
+                    &event_id,
+                    &timestamp,
+                    &flat_json,
+                    &[],
+                    &sinks,
+                    config.queue.max_pending,
+                )
+            });
+        match inserted {
+            Ok(report) => {
+                drops.record(report.dropped_total(), config.queue.max_pending);
                 // The queue keeps its counts in the file: one small read, no
                 // table scan or file stat on the sampling path.
-                if let Ok(stats) = ctx.queue.counts() {
+                if let Ok(stats) = ctx.queue.counts(crate::queue::DEFAULT_SINK) {
                     ctx.status
                         .queue_pending
                         .store(stats.pending, Ordering::Relaxed);

@@ -6,6 +6,8 @@ use crate::common::backend::Backend;
 use crate::common::free_port;
 use crate::common::rows::row;
 use metricsd::queue::Queue;
+
+const B: &str = "backend";
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -139,7 +141,7 @@ fn peek_ids(config: &Path) -> Vec<String> {
 fn pending(db: &Path) -> u64 {
     // Before the daemon has made its state directory there is nothing yet.
     Queue::connect(db)
-        .map(|q| q.stats().unwrap().pending)
+        .map(|q| q.stats(&[B]).unwrap().pending)
         .unwrap_or(0)
 }
 
@@ -215,7 +217,9 @@ fn kill_9_during_a_drain_loses_nothing() {
         let mut queue = Queue::open(&db).unwrap();
         for i in 0..BACKLOG {
             let (id, at, payload) = row(i);
-            queue.insert(&id, &at, &payload, 100_000).unwrap();
+            queue
+                .insert(&id, &at, &payload, &[], &[B], 100_000)
+                .unwrap();
             seen.insert(id);
         }
     }

@@ -4,6 +4,8 @@
 use crate::common::rows::row;
 use metricsd::cli::QueueCommand;
 use metricsd::queue::Queue;
+
+const B: &str = "backend";
 use metricsd::queue_cmd::run_to;
 use serde_json::Value;
 use std::path::Path;
@@ -13,7 +15,7 @@ use std::time::{Duration, Instant};
 /// Runs a queue command in-process: (exit code, stdout, stderr).
 fn run(command: QueueCommand, state_dir: &Path) -> (i32, String, String) {
     let (mut out, mut err) = (Vec::new(), Vec::new());
-    let code = run_to(&command, state_dir, &mut out, &mut err);
+    let code = run_to(&command, state_dir, &[B], &mut out, &mut err);
     (
         code,
         String::from_utf8(out).unwrap(),
@@ -22,7 +24,11 @@ fn run(command: QueueCommand, state_dir: &Path) -> (i32, String, String) {
 }
 
 fn peek(n: u64, dead: bool) -> QueueCommand {
-    QueueCommand::Peek { n, dead }
+    QueueCommand::Peek {
+        n,
+        dead,
+        sink: B.into(),
+    }
 }
 
 /// A queue with `n` rows; returns the open queue and the event_ids.
@@ -31,11 +37,22 @@ fn queue_with(dir: &Path, n: u64) -> (Queue, Vec<String>) {
     let ids = (0..n)
         .map(|i| {
             let (id, at, payload) = row(i);
-            queue.insert(&id, &at, &payload, 1000).unwrap();
+            queue.insert(&id, &at, &payload, &[], &[B], 1000).unwrap();
             id
         })
         .collect();
     (queue, ids)
+}
+
+fn retry_dead() -> QueueCommand {
+    QueueCommand::RetryDead { sink: B.into() }
+}
+
+fn purge(dead: bool) -> QueueCommand {
+    QueueCommand::Purge {
+        dead,
+        sink: B.into(),
+    }
 }
 
 fn json_lines(out: &str) -> Vec<Value> {
@@ -48,10 +65,10 @@ fn json_lines(out: &str) -> Vec<Value> {
 fn stats_prints_one_object_with_the_spec_fields() {
     let dir = tempfile::tempdir().unwrap();
     let (mut queue, _) = queue_with(dir.path(), 4);
-    let first = queue.peek(1).unwrap();
-    queue.delete_delivered(&[first[0].id]).unwrap();
-    let second = queue.peek(1).unwrap();
-    queue.move_to_dead(&[second[0].id]).unwrap();
+    let first = queue.oldest(B, 1).unwrap();
+    queue.delete_delivered(B, &[first[0].id]).unwrap();
+    let second = queue.oldest(B, 1).unwrap();
+    queue.move_to_dead(B, &[second[0].id]).unwrap();
 
     let (code, out, err) = run(QueueCommand::Stats, dir.path());
     assert_eq!(code, 0, "{err}");
@@ -68,6 +85,7 @@ fn stats_prints_one_object_with_the_spec_fields() {
         "delivered_total",
         "db_path",
         "db_bytes",
+        "sinks",
     ];
     assert_eq!(keys, expected);
     assert_eq!(v["delivered_total"], 1);
@@ -95,14 +113,8 @@ fn a_missing_queue_shows_zeros_and_creates_nothing() {
             state_dir.join("queue.db").to_string_lossy().as_ref()
         );
         assert_eq!(run(peek(10, false), &state_dir).1, "");
-        assert_eq!(
-            run(QueueCommand::RetryDead, &state_dir).1,
-            "{\"moved\":0}\n"
-        );
-        assert_eq!(
-            run(QueueCommand::Purge { dead: false }, &state_dir).1,
-            "{\"purged\":0}\n"
-        );
+        assert_eq!(run(retry_dead(), &state_dir).1, "{\"moved\":0}\n");
+        assert_eq!(run(purge(false), &state_dir).1, "{\"purged\":0}\n");
         assert!(!state_dir.join("queue.db").exists());
     }
     assert!(!dir.path().join("not-yet-made").exists());
@@ -152,7 +164,7 @@ fn peek_prints_the_oldest_rows_with_the_payload_as_an_object() {
     assert_eq!(code, 0);
     let lines = json_lines(&out);
     assert_eq!(lines.len(), 10);
-    let rows = queue.peek(10).unwrap();
+    let rows = queue.oldest(B, 10).unwrap();
     for ((line, id), row) in lines.iter().zip(&ids).zip(&rows) {
         let keys: Vec<&str> = line
             .as_object()
@@ -190,11 +202,11 @@ fn peek_prints_the_oldest_rows_with_the_payload_as_an_object() {
 fn dead_rows_can_be_peeked_retried_and_purged() {
     let dir = tempfile::tempdir().unwrap();
     let (mut queue, ids) = queue_with(dir.path(), 5);
-    let rows = queue.peek(5).unwrap();
+    let rows = queue.oldest(B, 5).unwrap();
     queue
-        .reject(&[rows[1].id], "HTTP 400: bad", 1, 100)
+        .reject(B, &[rows[1].id], "HTTP 400: bad", 1, 100)
         .unwrap();
-    queue.reject(&[rows[3].id], "HTTP 413", 1, 100).unwrap();
+    queue.reject(B, &[rows[3].id], "HTTP 413", 1, 100).unwrap();
 
     let dead = json_lines(&run(peek(10, true), dir.path()).1);
     assert_eq!(dead.len(), 2);
@@ -203,7 +215,7 @@ fn dead_rows_can_be_peeked_retried_and_purged() {
     assert_eq!(dead[0]["last_error"], "HTTP 400: bad");
     assert_eq!(dead[1]["event_id"], ids[3].as_str());
 
-    let (code, out, _) = run(QueueCommand::RetryDead, dir.path());
+    let (code, out, _) = run(retry_dead(), dir.path());
     assert_eq!((code, out.as_str()), (0, "{\"moved\":2}\n"));
     let pending: Vec<Value> = json_lines(&run(peek(10, false), dir.path()).1);
     let order: Vec<&str> = pending
@@ -212,12 +224,12 @@ fn dead_rows_can_be_peeked_retried_and_purged() {
         .collect();
     assert_eq!(order, ids.iter().map(String::as_str).collect::<Vec<_>>());
 
-    queue.reject(&[rows[0].id], "HTTP 400", 1, 100).unwrap();
-    let (code, out, _) = run(QueueCommand::Purge { dead: true }, dir.path());
+    queue.reject(B, &[rows[0].id], "HTTP 400", 1, 100).unwrap();
+    let (code, out, _) = run(purge(true), dir.path());
     assert_eq!((code, out.as_str()), (0, "{\"purged\":1}\n"));
-    let (code, out, _) = run(QueueCommand::Purge { dead: false }, dir.path());
+    let (code, out, _) = run(purge(false), dir.path());
     assert_eq!((code, out.as_str()), (0, "{\"purged\":4}\n"));
-    let stats = queue.stats().unwrap();
+    let stats = queue.stats(&[B]).unwrap();
     assert_eq!((stats.pending, stats.dead), (0, 0));
 }
 
@@ -236,9 +248,9 @@ fn commands_work_while_the_daemon_writes() {
             let mut n = 0u64;
             while !stop.load(std::sync::atomic::Ordering::SeqCst) && n < 100_000 {
                 let (id, at, payload) = row(n);
-                queue.insert(&id, &at, &payload, 50).unwrap();
-                let oldest = queue.peek(1).unwrap();
-                queue.delete_delivered(&[oldest[0].id]).unwrap();
+                queue.insert(&id, &at, &payload, &[], &[B], 50).unwrap();
+                let oldest = queue.oldest(B, 1).unwrap();
+                queue.delete_delivered(B, &[oldest[0].id]).unwrap();
                 n += 1;
                 // The daemon's writes are spaced by HTTP round trips and
                 // sample intervals; a writer that never lets go would starve
@@ -254,8 +266,8 @@ fn commands_work_while_the_daemon_writes() {
         for command in [
             QueueCommand::Stats,
             peek(20, false),
-            QueueCommand::RetryDead,
-            QueueCommand::Purge { dead: true },
+            retry_dead(),
+            purge(true),
         ] {
             let (code, _, err) = run(command, dir.path());
             assert_eq!(code, 0, "{err}");
@@ -283,7 +295,12 @@ fn config_file(dir: &Path, state_dir: &Path) -> std::path::PathBuf {
     let path = dir.join("metricsd.toml");
     std::fs::write(
         &path,
-        format!("state_dir = {:?}\n", state_dir.to_string_lossy()),
+        // A backend (never reached: no daemon runs) makes the top level of
+        // `queue stats` describe the backend sink's rows.
+        format!(
+            "state_dir = {:?}\n[backend]\nurl = \"http://127.0.0.1:9/\"\n",
+            state_dir.to_string_lossy()
+        ),
     )
     .unwrap();
     path
@@ -295,8 +312,8 @@ fn the_binary_runs_the_queue_commands() {
     let state = dir.path().join("state");
     std::fs::create_dir(&state).unwrap();
     let (mut queue, ids) = queue_with(&state, 3);
-    let first = queue.peek(1).unwrap();
-    queue.reject(&[first[0].id], "HTTP 400", 1, 10).unwrap();
+    let first = queue.oldest(B, 1).unwrap();
+    queue.reject(B, &[first[0].id], "HTTP 400", 1, 10).unwrap();
     let config = config_file(dir.path(), &state);
 
     let out = metricsd(&config, &["queue", "stats"]);
@@ -358,11 +375,11 @@ fn the_binary_never_cuts_off_a_running_daemons_connections() {
     for round in 0..5 {
         for i in 0..3 {
             let (id, at, payload) = row(round * 10 + i);
-            sampler.insert(&id, &at, &payload, 1000).unwrap();
+            sampler.insert(&id, &at, &payload, &[], &[B], 1000).unwrap();
             expected += 1;
         }
-        let oldest = poster.peek(1).unwrap();
-        poster.delete_delivered(&[oldest[0].id]).unwrap();
+        let oldest = poster.oldest(B, 1).unwrap();
+        poster.delete_delivered(B, &[oldest[0].id]).unwrap();
         expected -= 1;
         let out = metricsd(&config, &["queue", "stats"]);
         assert_eq!(
