@@ -3,68 +3,63 @@
 use crate::cli::{QueueCommand, RunArgs};
 use crate::collect::{Collector, Roots};
 use crate::config::{self, Config, SharedConfig};
+use crate::error::Error;
+use crate::hub::Hub;
 use crate::identity;
-use crate::lock::InstanceLock;
+use crate::liveness;
 use crate::logging;
-use crate::notify;
+use crate::os::detach::{self, Files};
+use crate::os::lock::InstanceLock;
+use crate::os::notify;
+use crate::os::signals::{self, Request};
+use crate::os::statedir;
 use crate::poster;
 use crate::queue::Queue;
 use crate::queue_cmd;
-use crate::residency;
 use crate::sampler::{self, SamplerContext};
 use crate::shutdown::{Shutdown, Wake};
-use crate::signals::{self, Request};
-use crate::statedir;
 use crate::status::{BackendState, Status};
-use crate::stream::{self, Hub};
+use crate::stream;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-pub const EXIT_FAILURE: i32 = 1;
-pub const EXIT_CANTCREAT: i32 = 73;
-pub const EXIT_CONFIG: i32 = 78;
-
 const ETC_MACHINE_ID: &str = "/etc/machine-id";
-/// How long an in-flight POST may hold up shutdown (SPEC §6).
-const POSTER_STOP_GRACE: Duration = Duration::from_secs(5);
-const STREAM_STOP_GRACE: Duration = Duration::from_secs(2);
-/// When start-up code pages are handed back: after the first sample.
-const RELEASE_STARTUP_PAGES_AFTER: Duration = Duration::from_secs(2);
+/// The whole stop, from the signal to the exit (SPEC §6).
+const STOP_BUDGET: Duration = Duration::from_secs(6);
+/// Of the budget, what is kept for the WAL checkpoint and the exit after
+/// the threads have been joined (or given up on).
+const CHECKPOINT_RESERVE: Duration = Duration::from_millis(1200);
+const EXIT_RESERVE: Duration = Duration::from_millis(300);
 /// Time between the baseline and the sample in `once`, so rates mean something.
 const ONCE_BASELINE: Duration = Duration::from_millis(500);
 
-/// A failure that ends the process with `code`, `message` printed after "metricsd: ".
-#[derive(Debug)]
-pub struct AppError {
-    pub code: i32,
-    pub message: String,
-}
-
-impl AppError {
-    fn new(code: i32, message: impl Into<String>) -> AppError {
-        AppError {
-            code,
-            message: message.into(),
-        }
+fn load_config(cli_config: Option<&Path>) -> Result<Config, Error> {
+    let config = config::load(cli_config).map_err(|e| Error::Config(e.to_string()))?;
+    // Before the logger exists: stderr is where every command reports,
+    // with journald's warning priority when that is where it goes.
+    let prefix = if std::env::var_os("JOURNAL_STREAM").is_some() {
+        "<4>"
+    } else {
+        ""
+    };
+    for warning in config.warnings() {
+        eprintln!("{prefix}metricsd: warning: {warning}");
     }
-}
-
-fn load_config(cli_config: Option<&Path>) -> Result<Config, AppError> {
-    config::load(cli_config).map_err(|e| AppError::new(EXIT_CONFIG, e.to_string()))
+    Ok(config)
 }
 
 /// `metricsd check-config`
-pub fn check_config(cli_config: Option<&Path>) -> Result<(), AppError> {
+pub fn check_config(cli_config: Option<&Path>) -> Result<(), Error> {
     let config = load_config(cli_config)?;
     print!("{}", config.to_toml_redacted());
     Ok(())
 }
 
 /// `metricsd once [--flat]`
-pub fn once(cli_config: Option<&Path>, flat: bool) -> Result<(), AppError> {
+pub fn once(cli_config: Option<&Path>, flat: bool) -> Result<(), Error> {
     let config = load_config(cli_config)?;
     logging::init(config.log_level);
     let mut collector = Collector::new(Roots::default(), &config.collect);
@@ -90,18 +85,14 @@ pub fn once(cli_config: Option<&Path>, flat: bool) -> Result<(), AppError> {
 }
 
 /// `metricsd queue ...`: returns the exit code.
-pub fn queue(cli_config: Option<&Path>, command: &QueueCommand) -> Result<i32, AppError> {
+pub fn queue(cli_config: Option<&Path>, command: &QueueCommand) -> Result<i32, Error> {
     let config = load_config(cli_config)?;
-    let sinks: &[&str] = if config.backend.enabled() {
-        &[crate::queue::DEFAULT_SINK]
-    } else {
-        &[]
-    };
-    Ok(queue_cmd::run(command, &config.state_dir, sinks))
+    let sinks: Vec<&str> = config.sinks().iter().map(|(kind, _)| kind.name()).collect();
+    Ok(queue_cmd::run(command, &config.state_dir, &sinks))
 }
 
-fn join_within<T>(handle: JoinHandle<T>, grace: Duration) -> Option<T> {
-    let deadline = Instant::now() + grace;
+/// Waits for `handle` until `deadline`; None if the thread is still running then.
+fn join_by<T>(handle: JoinHandle<T>, deadline: Instant) -> Option<T> {
     while !handle.is_finished() {
         if Instant::now() >= deadline {
             return None;
@@ -118,176 +109,221 @@ fn backend_host(url: &str) -> String {
         .unwrap_or_else(|| "?".to_string())
 }
 
-/// Files `run --daemon` uses.
-struct DaemonFiles {
-    pidfile: PathBuf,
-    log_file: PathBuf,
-}
-
-/// Detaches from the terminal. Must run before any thread or runtime exists.
-fn daemonize(files: &DaemonFiles) -> Result<(), AppError> {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&files.log_file)
-        .map_err(|e| {
-            AppError::new(
-                EXIT_CANTCREAT,
-                format!("log file {}: {e}", files.log_file.display()),
-            )
-        })?;
-    daemonize::Daemonize::new()
-        .pid_file(&files.pidfile)
-        .chown_pid_file(false)
-        .working_directory("/")
-        .umask(0o027)
-        .stdout(daemonize::Stdio::devnull())
-        .stderr(log)
-        .start()
-        .map_err(|e| AppError::new(EXIT_FAILURE, format!("cannot detach: {e}")))
-}
-
 /// `metricsd run`: runs until SIGTERM/SIGINT.
-pub fn run(cli_config: Option<&Path>, args: &RunArgs) -> Result<(), AppError> {
-    let config = load_config(cli_config)?;
+pub fn run(cli_config: Option<&Path>, args: &RunArgs) -> Result<(), Error> {
+    // Before anything else: from here on a signal is queued, never fatal,
+    // and a panic anywhere ends the process instead of one thread.
+    let signals = signals::install()
+        .map_err(|e| Error::Failure(format!("cannot install signal handlers: {e}")))?;
+    logging::exit_on_panic();
+    let start_dir = std::env::current_dir()
+        .map_err(|e| Error::Failure(format!("cannot read the working directory: {e}")))?;
+    let cli_config = cli_config.map(|p| start_dir.join(p));
+    let config = load_config(cli_config.as_deref())?;
     logging::init(config.log_level);
-    // The baseline for the first sample's rates is taken as early as possible,
-    // but after detaching: a collector may run helper threads.
-    let early_collector = (!args.daemon).then(|| Collector::new(Roots::default(), &config.collect));
-    statedir::ensure(&config.state_dir)
-        .map_err(|e| AppError::new(EXIT_CANTCREAT, e.to_string()))?;
+    statedir::ensure(&config.state_dir).map_err(|e| Error::State(e.to_string()))?;
 
-    let daemon_files = args.daemon.then(|| DaemonFiles {
-        pidfile: args
-            .pidfile
-            .clone()
-            .unwrap_or_else(|| config.state_dir.join("metricsd.pid")),
-        log_file: args
-            .log_file
-            .clone()
-            .unwrap_or_else(|| config.state_dir.join("metricsd.log")),
+    let files = args.daemon.then(|| Files {
+        pidfile: start_dir.join(
+            args.pidfile
+                .clone()
+                .unwrap_or_else(|| config.state_dir.join("metricsd.pid")),
+        ),
+        log_file: start_dir.join(
+            args.log_file
+                .clone()
+                .unwrap_or_else(|| config.state_dir.join("metricsd.log")),
+        ),
     });
-    if let Some(files) = &daemon_files {
-        // Refuse a second instance while the terminal can still see why.
-        drop(
-            InstanceLock::acquire(&config.state_dir)
-                .map_err(|e| AppError::new(EXIT_FAILURE, e.to_string()))?,
-        );
-        daemonize(files)?;
+    // No thread or runtime may exist before this point (fork keeps only the caller).
+    let report = match &files {
+        Some(files) => Some(detach::detach(files, &start_dir)?),
+        None => None,
+    };
+    match Daemon::start(config, cli_config, files, signals) {
+        Ok(daemon) => {
+            if let Some(report) = report {
+                report.serving();
+            }
+            daemon.run();
+            Ok(())
+        }
+        Err(e) => {
+            if let Some(report) = report {
+                report.failed(&e);
+            }
+            Err(e)
+        }
     }
-    let collector =
-        early_collector.unwrap_or_else(|| Collector::new(Roots::default(), &config.collect));
-    let _lock = InstanceLock::acquire(&config.state_dir)
-        .map_err(|e| AppError::new(EXIT_FAILURE, e.to_string()))?;
+}
 
-    let db_path = config.state_dir.join("queue.db");
-    let queue =
-        Queue::open(&db_path).map_err(|e| AppError::new(EXIT_CANTCREAT, format!("queue {e}")))?;
-    let pending = queue
-        .counts(crate::queue::DEFAULT_SINK)
-        .map(|c| c.pending)
-        .unwrap_or(0);
+/// The running daemon: its threads and what the main thread needs to
+/// reload and to stop them.
+struct Daemon {
+    cli_config: Option<PathBuf>,
+    files: Option<Files>,
+    db_path: PathBuf,
+    shared: SharedConfig,
+    shutdown: Shutdown,
+    requests: mpsc::Receiver<Request>,
+    poster_wake: Arc<Wake>,
+    reload_wake: Arc<Wake>,
+    sampler: JoinHandle<Queue>,
+    stream: Option<JoinHandle<()>>,
+    posters: Vec<JoinHandle<()>>,
+    _lock: InstanceLock,
+}
 
-    let listener =
-        if config.stream.enabled {
+impl Daemon {
+    /// Start order of SPEC §6: lock, queue, listener, threads, READY=1.
+    fn start(
+        config: Config,
+        cli_config: Option<PathBuf>,
+        files: Option<Files>,
+        signals: signals::Installed,
+    ) -> Result<Daemon, Error> {
+        let shutdown = Shutdown::new();
+        let (requests_tx, requests) = mpsc::channel();
+        let spawn_err = |what: &str, e: std::io::Error| {
+            Error::Failure(format!("cannot start the {what} thread: {e}"))
+        };
+        signals
+            .spawn(shutdown.clone(), requests_tx)
+            .map_err(|e| spawn_err("signal", e))?;
+        // The baseline for the first sample's rates, as early as possible.
+        let collector = Collector::new(Roots::default(), &config.collect);
+        let lock =
+            InstanceLock::acquire(&config.state_dir).map_err(|e| Error::Failure(e.to_string()))?;
+
+        let db_path = config.state_dir.join("queue.db");
+        let queue = Queue::open(&db_path).map_err(|e| Error::State(format!("queue {e}")))?;
+        let pending = queue
+            .counts(crate::queue::DEFAULT_SINK)
+            .map(|c| c.pending)
+            .unwrap_or(0);
+
+        let listener = if config.stream.enabled {
             let addr = config.stream.listen;
-            Some(stream::bind(addr).map_err(|e| {
-                AppError::new(EXIT_FAILURE, format!("cannot listen on {addr}: {e}"))
-            })?)
+            Some(
+                stream::bind(addr)
+                    .map_err(|e| Error::Failure(format!("cannot listen on {addr}: {e}")))?,
+            )
         } else {
             None
         };
 
-    let machine_id = identity::machine_id(Path::new(ETC_MACHINE_ID), &config.state_dir, true);
-    let status = Arc::new(Status::default());
-    status.set_backend_state(if config.backend.enabled() {
-        BackendState::Ok
-    } else {
-        BackendState::Disabled
-    });
-    let shared = SharedConfig::new(config.clone());
-    let shutdown = Shutdown::new();
-    let hub = Hub::new();
-    let poster_wake = Wake::new();
-    let reload_wake = Wake::new();
-    shutdown.register(&poster_wake);
+        let machine_id = identity::machine_id(Path::new(ETC_MACHINE_ID), &config.state_dir, true);
+        let status = Arc::new(Status::default());
+        status.set_backend_state(if config.backend.enabled() {
+            BackendState::Ok
+        } else {
+            BackendState::Disabled
+        });
+        let shared = SharedConfig::new(config.clone());
+        let hub = Hub::new();
+        let poster_wake = Wake::new();
+        let reload_wake = Wake::new();
+        shutdown.register(&poster_wake);
 
-    let (requests_tx, requests) = mpsc::channel();
-    signals::spawn(shutdown.clone(), requests_tx)
-        .map_err(|e| AppError::new(EXIT_FAILURE, format!("cannot install signal handlers: {e}")))?;
-    let spawn_err = |what: &str, e: std::io::Error| {
-        AppError::new(EXIT_FAILURE, format!("cannot start the {what} thread: {e}"))
-    };
+        let stream = match listener {
+            Some(l) => Some(
+                stream::spawn(
+                    l,
+                    hub.clone(),
+                    shared.clone(),
+                    status.clone(),
+                    shutdown.clone(),
+                )
+                .map_err(|e| spawn_err("stream", e))?,
+            ),
+            None => None,
+        };
+        let poster = poster::spawn(
+            db_path.clone(),
+            shared.clone(),
+            status.clone(),
+            shutdown.clone(),
+            poster_wake.clone(),
+        )
+        .map_err(|e| spawn_err("poster", e))?;
+        let sampler_ctx = SamplerContext {
+            config: shared.clone(),
+            collector,
+            machine_id,
+            hub,
+            queue,
+            status: status.clone(),
+            shutdown: shutdown.clone(),
+            poster_wake: poster_wake.clone(),
+            reload_wake: reload_wake.clone(),
+        };
+        let sampler = std::thread::Builder::new()
+            .name("sampler".into())
+            .spawn(move || sampler::run(sampler_ctx))
+            .map_err(|e| spawn_err("sampler", e))?;
 
-    let stream_thread = match listener {
-        Some(l) => Some(
-            stream::spawn(
-                l,
-                hub.clone(),
-                shared.clone(),
-                status.clone(),
-                shutdown.clone(),
-            )
-            .map_err(|e| spawn_err("stream", e))?,
-        ),
-        None => None,
-    };
-    let poster_thread = poster::spawn(
-        db_path.clone(),
-        shared.clone(),
-        status.clone(),
-        shutdown.clone(),
-        poster_wake.clone(),
-    )
-    .map_err(|e| spawn_err("poster", e))?;
-    let sampler_ctx = SamplerContext {
-        config: shared.clone(),
-        collector,
-        machine_id,
-        hub,
-        queue,
-        status: status.clone(),
-        shutdown: shutdown.clone(),
-        poster_wake: poster_wake.clone(),
-        reload_wake: reload_wake.clone(),
-    };
-    let sampler_thread = std::thread::Builder::new()
-        .name("sampler".into())
-        .spawn(move || sampler::run(sampler_ctx))
-        .map_err(|e| spawn_err("sampler", e))?;
+        let listen = if config.stream.enabled {
+            config.stream.listen.to_string()
+        } else {
+            "disabled".to_string()
+        };
+        let backend = if config.backend.enabled() {
+            backend_host(&config.backend.url)
+        } else {
+            "disabled".to_string()
+        };
+        log::info!(
+            "metricsd {} starting: interval {}, listen {listen}, queue {} ({pending} pending), backend {backend}",
+            env!("CARGO_PKG_VERSION"),
+            config::format_duration(config.interval),
+            db_path.display(),
+        );
+        notify::ready(&format!(
+            "sampling every {}",
+            config::format_duration(config.interval)
+        ));
+        Ok(Daemon {
+            cli_config,
+            files,
+            db_path,
+            shared,
+            shutdown,
+            requests,
+            poster_wake,
+            reload_wake,
+            sampler,
+            stream,
+            posters: vec![poster],
+            _lock: lock,
+        })
+    }
 
-    let listen = if config.stream.enabled {
-        config.stream.listen.to_string()
-    } else {
-        "disabled".to_string()
-    };
-    let backend = if config.backend.enabled() {
-        backend_host(&config.backend.url)
-    } else {
-        "disabled".to_string()
-    };
-    log::info!(
-        "metricsd {} starting: interval {}, listen {listen}, queue {} ({pending} pending), backend {backend}",
-        env!("CARGO_PKG_VERSION"),
-        config::format_duration(config.interval),
-        db_path.display(),
-    );
-    notify::ready(&format!(
-        "sampling every {}",
-        config::format_duration(config.interval)
-    ));
+    /// Serves reloads until a stop is requested, then stops.
+    fn run(self) {
+        let alive = liveness::register("main");
+        // Reloads requested during start-up were queued and come first; a
+        // stop request (or the signal thread's end) ends the loop.
+        while let Ok(Request::Reload) = liveness::waiting(|| self.requests.recv()) {
+            self.reload();
+        }
+        drop(alive);
+        self.stop();
+    }
 
-    let reload = |shared: &SharedConfig| {
+    fn reload(&self) {
         notify::reloading();
-        if let Some(files) = &daemon_files {
+        if let Some(files) = &self.files {
             if let Err(e) = logging::redirect_stderr(&files.log_file) {
                 log::error!("cannot reopen log file {}: {e}", files.log_file.display());
             }
         }
-        match config::load(cli_config) {
+        match config::load(self.cli_config.as_deref()) {
             Err(e) => log::error!("reload rejected, keeping the running configuration: {e}"),
             Ok(mut new) => {
-                let old = shared.get();
+                for warning in new.warnings() {
+                    log::warn!("reload: {warning}");
+                }
+                let old = self.shared.get();
                 for key in old.restart_only_changes(&new) {
                     log::warn!("reload: {key} changed; it takes effect after a restart");
                 }
@@ -300,57 +336,77 @@ pub fn run(cli_config: Option<&Path>, args: &RunArgs) -> Result<(), AppError> {
                     "configuration reloaded: interval {}",
                     config::format_duration(new.interval)
                 );
-                shared.set(new);
-                reload_wake.notify();
-                poster_wake.notify();
+                self.shared.set(new);
+                self.reload_wake.notify();
+                self.poster_wake.notify();
             }
         }
         notify::ready(&format!(
             "sampling every {}",
-            config::format_duration(shared.get().interval)
+            config::format_duration(self.shared.get().interval)
         ));
-    };
-    // Start-up code is not needed again: once the first sample is out, give
-    // its pages back (see residency.rs).
-    let mut startup_pages_pending = true;
-    loop {
-        let request = if startup_pages_pending {
-            match requests.recv_timeout(RELEASE_STARTUP_PAGES_AFTER) {
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    residency::release_startup_pages();
-                    startup_pages_pending = false;
-                    continue;
-                }
-                other => other.ok(),
-            }
-        } else {
-            requests.recv().ok()
-        };
-        match request {
-            Some(Request::Reload) => reload(&shared),
-            Some(Request::Shutdown) | None => break,
-        }
     }
 
-    notify::stopping();
-    shutdown.trigger();
-    let queue = sampler_thread.join().ok();
-    if let Some(t) = stream_thread {
-        if join_within(t, STREAM_STOP_GRACE).is_none() {
-            log::warn!("stream server did not stop in time");
+    /// The stop of SPEC §6 against one deadline taken at the signal: every
+    /// thread is joined or given up on by then, and the WAL checkpointed.
+    fn stop(self) {
+        notify::stopping();
+        self.shutdown.trigger();
+        let signalled = self.shutdown.triggered_at().unwrap_or_else(Instant::now);
+        let exit_by = signalled + STOP_BUDGET - EXIT_RESERVE;
+        let joins_by = exit_by - CHECKPOINT_RESERVE;
+
+        let queue = join_by(self.sampler, joins_by);
+        if queue.is_none() {
+            log::warn!("the sampler did not stop in time");
         }
-    }
-    if join_within(poster_thread, POSTER_STOP_GRACE).is_none() {
-        log::warn!("abandoning an in-flight POST; its rows stay queued");
-    }
-    if let Some(queue) = queue {
-        if let Err(e) = queue.checkpoint() {
-            log::warn!("WAL checkpoint failed: {e}");
+        if let Some(stream) = self.stream {
+            if join_by(stream, joins_by).is_none() {
+                log::warn!("the stream server did not stop in time");
+            }
         }
+        for poster in self.posters {
+            if join_by(poster, joins_by).is_none() {
+                log::warn!("abandoning an in-flight POST; its rows stay queued");
+            }
+        }
+        checkpoint(queue, &self.db_path, exit_by);
+        if let Some(files) = &self.files {
+            let _ = std::fs::remove_file(&files.pidfile);
+        }
+        log::info!("stopped in {} ms", signalled.elapsed().as_millis());
     }
-    if let Some(files) = &daemon_files {
-        let _ = std::fs::remove_file(&files.pidfile);
+}
+
+/// Folds the WAL into the queue file, so that after a clean stop
+/// `queue.db-wal` is empty; says so when it could not.
+fn checkpoint(queue: Option<Queue>, db_path: &Path, by: Instant) {
+    // A sampler that did not return keeps its connection: use a new one.
+    let queue = match queue {
+        Some(q) => q,
+        None => match Queue::connect(db_path) {
+            Ok(q) => q,
+            Err(e) => {
+                log::warn!("WAL checkpoint skipped: cannot open the queue: {e}");
+                return;
+            }
+        },
+    };
+    let wait = by
+        .saturating_duration_since(Instant::now())
+        .max(Duration::from_millis(100));
+    match queue.checkpoint_within(wait) {
+        Ok(c) if c.complete() => {}
+        Ok(c) if c.busy => log::warn!(
+            "WAL checkpoint incomplete: the queue was busy ({} of {} frames written back)",
+            c.checkpointed_frames,
+            c.wal_frames
+        ),
+        Ok(c) => log::warn!(
+            "WAL checkpoint incomplete: {} of {} frames written back",
+            c.checkpointed_frames,
+            c.wal_frames
+        ),
+        Err(e) => log::warn!("WAL checkpoint failed: {e}"),
     }
-    log::info!("stopped");
-    Ok(())
 }

@@ -94,6 +94,32 @@ pub fn set_level(configured: LevelFilter) {
     log::set_max_level(effective_level(configured));
 }
 
+/// Makes a panic in any thread end the process (SPEC §6: nothing
+/// half-alive): the panic is logged as an error, then the process exits 1
+/// at once, without unwinding the other threads, so systemd restarts it.
+/// Covers tokio tasks too, whose panics tokio would otherwise catch.
+pub fn exit_on_panic() {
+    std::panic::set_hook(Box::new(|info| {
+        let thread = std::thread::current();
+        let name = thread.name().unwrap_or("unnamed");
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<&str>()
+            .copied()
+            .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+            .unwrap_or("(no message)");
+        let location = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        log::error!("thread {name} panicked{location}: {message}; exiting");
+        log::logger().flush();
+        // SAFETY: _exit ends the process without running anything else;
+        // other threads may be anywhere, so nothing may be torn down orderly.
+        unsafe { libc::_exit(crate::error::code::FAILURE) };
+    }));
+}
+
 /// Points stderr at `path` (appending), so a rotated log file is reopened.
 pub fn redirect_stderr(path: &std::path::Path) -> std::io::Result<()> {
     use std::os::unix::io::AsRawFd;

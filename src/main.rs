@@ -3,13 +3,14 @@
 use clap::Parser;
 use metricsd::app;
 use metricsd::cli::{Cli, Command, RunArgs};
+use metricsd::error::code;
 
 fn main() {
     let cli = Cli::parse();
     let config = cli.config.as_deref();
     if matches!(cli.command, None | Some(Command::Run(_))) {
-        // A few threads with little to allocate: one malloc arena is plenty,
-        // and each extra arena costs resident pages.
+        // An allocator setting, not a trick on pages: a few threads with
+        // little to allocate need one malloc arena, not one per thread.
         // SAFETY: mallopt only tunes the allocator; called before any thread exists.
         unsafe { libc::mallopt(libc::M_ARENA_MAX, 1) };
     } else {
@@ -18,9 +19,9 @@ fn main() {
         unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     }
     let result = match cli.command.unwrap_or(Command::Run(RunArgs::default())) {
-        Command::Run(args) => app::run(config, &args).map(|()| 0),
-        Command::Once { flat } => app::once(config, flat).map(|()| 0),
-        Command::CheckConfig => app::check_config(config).map(|()| 0),
+        Command::Run(args) => app::run(config, &args).map(|()| code::OK),
+        Command::Once { flat } => app::once(config, flat).map(|()| code::OK),
+        Command::CheckConfig => app::check_config(config).map(|()| code::OK),
         Command::Queue(command) => app::queue(config, &command),
     };
     match result {
@@ -32,8 +33,8 @@ fn main() {
             } else {
                 ""
             };
-            eprintln!("{prefix}metricsd: {}", e.message);
-            std::process::exit(e.code);
+            eprintln!("{prefix}metricsd: {e}");
+            std::process::exit(e.exit_code());
         }
     }
 }

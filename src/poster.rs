@@ -18,7 +18,7 @@ use crate::queue::{Queue, QueueError, Row};
 const SINK: &str = crate::queue::DEFAULT_SINK;
 use crate::shutdown::{Shutdown, Wake};
 use crate::status::{BackendState, Status};
-use client::{Client, Outcome};
+use client::{without_body, Client, Outcome};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -44,6 +44,7 @@ pub fn spawn(
     std::thread::Builder::new()
         .name("poster".into())
         .spawn(move || {
+            let _alive = crate::liveness::register("poster");
             shutdown.register(&wake);
             if let Some(queue) = connect(&db_path, &status, &shutdown) {
                 Poster {
@@ -130,8 +131,9 @@ impl Poster {
                 self.wake.wait_timeout(IDLE_RECHECK, &self.shutdown);
                 continue;
             }
+            crate::fault::point("poster");
             let outcome = match &self.client {
-                Some(client) => client.post(&rows),
+                Some(client) => crate::liveness::network_wait(|| client.post(&rows)),
                 None => continue,
             };
             match outcome {
@@ -217,8 +219,11 @@ impl Poster {
         self.status
             .post_failures_total
             .fetch_add(1, Ordering::Relaxed);
-        self.status
-            .set_last_error(Some(format!("backend {}: {reason}", self.host())));
+        self.status.set_last_error(Some(format!(
+            "backend {}: {}",
+            self.host(),
+            without_body(&reason)
+        )));
         let delay = backoff::retry_delay(
             &backend.retry_backoff,
             self.failures,
@@ -252,8 +257,11 @@ impl Poster {
         self.status
             .post_failures_total
             .fetch_add(1, Ordering::Relaxed);
-        self.status
-            .set_last_error(Some(format!("backend {}: {reason}", self.host())));
+        self.status.set_last_error(Some(format!(
+            "backend {}: {}",
+            self.host(),
+            without_body(&reason)
+        )));
         if rows.len() > 1 {
             self.batch_limit = rows.len() / 2;
             log::info!(

@@ -9,9 +9,7 @@ use std::path::Path;
 /// The queue file inside the state directory.
 pub const QUEUE_FILE: &str = "queue.db";
 
-const EXIT_OK: i32 = 0;
-const EXIT_FAILURE: i32 = 1;
-const EXIT_CANT_OPEN: i32 = 73;
+use crate::error::code::{CANT_CREATE as EXIT_CANT_OPEN, FAILURE as EXIT_FAILURE, OK as EXIT_OK};
 
 /// Runs one queue command against `<state_dir>/queue.db`; `sinks` are the
 /// configured sinks (`stats` shows one entry each). Returns the exit code.

@@ -3,12 +3,14 @@
 
 use crate::collect::Collector;
 use crate::config::SharedConfig;
-use crate::notify;
+use crate::fault;
+use crate::hub::Hub;
+use crate::liveness;
+use crate::os::notify::{self, Watchdog};
 use crate::queue::Queue;
 use crate::shutdown::{Shutdown, Wake};
 use crate::snapshot::Snapshot;
 use crate::status::Status;
-use crate::stream::Hub;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -71,6 +73,14 @@ impl Ticker {
 
     /// True when the wall clock no longer agrees with the monotonic schedule
     /// (e.g. the clock was stepped), so alignment should be recomputed.
+    /// The first deadline after a reload to `self.interval()`: the next
+    /// aligned tick that is at least half an interval after the last sample,
+    /// so no sample covers a window too short for its rates to mean anything.
+    pub fn next_after_reload(&mut self, now: Instant, last_sample: Instant) -> Instant {
+        let earliest = last_sample + self.interval / 2;
+        self.next_deadline(now, earliest.saturating_duration_since(now))
+    }
+
     pub fn drifted(&self, now_mono: Instant, now_wall: SystemTime) -> bool {
         let expected = self.base_wall_ms + now_mono.duration_since(self.base_mono).as_millis();
         let actual = now_wall
@@ -146,11 +156,7 @@ impl DropWarning {
 
 /// The sinks a snapshot is queued for: the configured ones (SPEC §5.2).
 fn configured_sinks(config: &crate::config::Config) -> Vec<&'static str> {
-    let mut sinks = Vec::new();
-    if config.backend.enabled() {
-        sinks.push(crate::queue::DEFAULT_SINK);
-    }
-    sinks
+    config.sinks().iter().map(|(kind, _)| kind.name()).collect()
 }
 
 /// Runs the sampling loop until shutdown. Returns the queue so the caller
@@ -160,7 +166,9 @@ pub fn run(mut ctx: SamplerContext) -> Queue {
     let mut collector = ctx.collector;
     let mut collect_config = config.collect.clone();
     let mut ticker = Ticker::new(config.interval, Instant::now(), SystemTime::now());
+    let _alive = liveness::register("sampler");
     let watchdog = notify::watchdog_period();
+    let mut dog = Watchdog::default();
     let mut drops = DropWarning {
         last: None,
         unreported: 0,
@@ -182,6 +190,7 @@ pub fn run(mut ctx: SamplerContext) -> Queue {
             collect_config = config.collect.clone();
         }
         seq += 1;
+        fault::point("sampler");
         let started = Instant::now();
         let snapshot = take_snapshot(
             &mut collector,
@@ -197,21 +206,19 @@ pub fn run(mut ctx: SamplerContext) -> Queue {
         let snapshot = Arc::new(snapshot);
         ctx.hub.publish(snapshot.clone(), stream_json);
         let sinks = configured_sinks(&config);
-        let inserted = ctx
-            .queue
-            .set_history(crate::queue::DEFAULT_HISTORY)
-            .and_then(|()| {
-                ctx.queue.insert(
-                    &event_id,
-                    &timestamp,
-                    &flat_json,
-                    &[],
-                    &sinks,
-                    config.queue.max_pending,
-                )
-            });
+        let inserted = ctx.queue.set_history(config.queue.history).and_then(|()| {
+            ctx.queue.insert(
+                &event_id,
+                &timestamp,
+                &flat_json,
+                &[],
+                &sinks,
+                config.queue.max_pending,
+            )
+        });
         match inserted {
             Ok(report) => {
+                ctx.status.record_insert_ok();
                 drops.record(report.dropped_total(), config.queue.max_pending);
                 // The queue keeps its counts in the file: one small read, no
                 // table scan or file stat on the sampling path.
@@ -227,18 +234,14 @@ pub fn run(mut ctx: SamplerContext) -> Queue {
                 ctx.poster_wake.notify();
             }
             Err(e) => {
-                ctx.status
-                    .queue_insert_failures_total
-                    .fetch_add(1, Ordering::Relaxed);
+                ctx.status.record_insert_failure(e.to_string());
                 log::error!("queue insert failed, snapshot {event_id} not queued: {e}");
             }
         }
         let took = started.elapsed();
         ctx.status
             .record_sample(snapshot.timestamp, took.as_micros() as u64);
-        if watchdog.is_some() {
-            notify::watchdog();
-        }
+        dog.feed();
         let m = &snapshot.metrics;
         log::debug!(
             "sample seq={seq} took {}us cpu={:.1}% mem_used={}MiB load1={:.2} procs={} conns={}",
@@ -275,11 +278,12 @@ pub fn run(mut ctx: SamplerContext) -> Queue {
                 }
                 let new_interval = ctx.config.get().interval;
                 if new_interval != ticker.interval() {
-                    ticker = Ticker::new(new_interval, Instant::now(), SystemTime::now());
-                    deadline = ticker.next_deadline(Instant::now(), Duration::ZERO);
+                    let now = Instant::now();
+                    ticker = Ticker::new(new_interval, now, SystemTime::now());
+                    deadline = ticker.next_after_reload(now, started);
                 }
-            } else if watchdog.is_some() && Instant::now() < deadline {
-                notify::watchdog();
+            } else if Instant::now() < deadline {
+                dog.feed();
             }
         }
     }
@@ -340,6 +344,27 @@ mod tests {
         let mut t = Ticker::new(Duration::from_secs(1), mono, wall(1_790_000_000_950));
         let d = t.next_deadline(mono, Duration::from_millis(500));
         assert_eq!(d - mono, Duration::from_millis(1050));
+    }
+
+    #[test]
+    fn after_a_reload_the_next_sample_keeps_half_an_interval_from_the_last() {
+        let mono = Instant::now();
+        // The last sample was at mono; a reload to 1 s comes 10 ms later,
+        // 20 ms before a whole second: that tick would make a 30 ms window.
+        let last = mono;
+        let now = mono + Duration::from_millis(10);
+        let mut t = Ticker::new(Duration::from_secs(1), now, wall(1_790_000_000_980));
+        let d = t.next_after_reload(now, last);
+        assert!(d - last >= Duration::from_millis(500), "{:?}", d - last);
+        // It is still an aligned tick: the one after the skipped boundary.
+        assert_eq!(d - now, Duration::from_millis(1020));
+        // Long after the last sample, the next tick is taken as it comes.
+        let later = mono + Duration::from_secs(30);
+        let mut t = Ticker::new(Duration::from_secs(1), later, wall(1_790_000_000_900));
+        assert_eq!(
+            t.next_after_reload(later, last) - later,
+            Duration::from_millis(100)
+        );
     }
 
     #[test]

@@ -1,4 +1,6 @@
-//! One shutdown signal that every blocking wait in the daemon also listens to.
+//! One shutdown signal that every blocking wait in the daemon also listens to,
+//! and the moment it came (the one deadline of the whole stop is taken from it).
+//! Every wait here counts as a healthy wait for the watchdog (`liveness`).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, Weak};
@@ -25,6 +27,10 @@ impl Wake {
     /// Sleeps until notified, until `timeout` passes, or until shutdown.
     /// Returns true when woken by a notification or shutdown, false on timeout.
     pub fn wait_timeout(&self, timeout: Duration, shutdown: &Shutdown) -> bool {
+        crate::liveness::waiting(|| self.wait_timeout_inner(timeout, shutdown))
+    }
+
+    fn wait_timeout_inner(&self, timeout: Duration, shutdown: &Shutdown) -> bool {
         let deadline = Instant::now() + timeout;
         let mut pending = self.pending.lock().unwrap();
         loop {
@@ -43,6 +49,7 @@ impl Wake {
 
 struct Inner {
     flag: AtomicBool,
+    triggered_at: Mutex<Option<Instant>>,
     wakes: Mutex<Vec<Weak<Wake>>>,
     async_notify: tokio::sync::Notify,
     own_wake: Arc<Wake>,
@@ -65,6 +72,7 @@ impl Shutdown {
         Shutdown {
             inner: Arc::new(Inner {
                 flag: AtomicBool::new(false),
+                triggered_at: Mutex::new(None),
                 wakes: Mutex::new(Vec::new()),
                 async_notify: tokio::sync::Notify::new(),
                 own_wake: Wake::new(),
@@ -78,6 +86,11 @@ impl Shutdown {
 
     /// Requests shutdown and wakes every registered waiter.
     pub fn trigger(&self) {
+        self.inner
+            .triggered_at
+            .lock()
+            .unwrap()
+            .get_or_insert_with(Instant::now);
         self.inner.flag.store(true, Ordering::SeqCst);
         self.inner.async_notify.notify_waiters();
         self.inner.own_wake.notify();
@@ -86,6 +99,11 @@ impl Shutdown {
                 wake.notify();
             }
         }
+    }
+
+    /// When shutdown was first requested.
+    pub fn triggered_at(&self) -> Option<Instant> {
+        *self.inner.triggered_at.lock().unwrap()
     }
 
     /// Makes `trigger` also wake this `Wake`.
@@ -99,14 +117,16 @@ impl Shutdown {
     /// Sleeps for `timeout` unless shutdown comes first. Returns true on shutdown.
     pub fn sleep(&self, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
-        while !self.is_triggered() {
-            let now = Instant::now();
-            if now >= deadline {
-                return false;
+        crate::liveness::waiting(|| {
+            while !self.is_triggered() {
+                let now = Instant::now();
+                if now >= deadline {
+                    return false;
+                }
+                self.inner.own_wake.wait_timeout(deadline - now, self);
             }
-            self.inner.own_wake.wait_timeout(deadline - now, self);
-        }
-        true
+            true
+        })
     }
 
     /// Resolves once shutdown has been requested (for the async stream server).

@@ -35,15 +35,27 @@ impl Queue {
     /// `MAX_HISTORY_ROWS`). Only rows within the history window count, even
     /// if a sink still holds older ones.
     pub fn history(&self, since_unix_ms: i64, limit: usize) -> Result<Vec<String>, QueueError> {
-        let since = since_unix_ms.max(window_start(&self.conn)?);
-        let limit = limit.min(MAX_HISTORY_ROWS) as i64;
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT flat FROM snapshots WHERE created_ms >= ?1 ORDER BY created_ms, id LIMIT ?2",
-        )?;
-        let rows = stmt
-            .query_map(params![since, limit], |r| r.get(0))?
-            .collect::<Result<Vec<String>, _>>()?;
-        Ok(rows)
+        history_rows(&self.conn, since_unix_ms, limit)
+    }
+
+    /// `history` through a read-only connection of its own, opened for
+    /// this read and closed after it (for the page's HTTP requests: no page
+    /// cache held between them, no schema work, no lock beyond the read).
+    pub fn read_history(
+        path: &std::path::Path,
+        since_unix_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<String>, QueueError> {
+        use rusqlite::OpenFlags;
+        let open_err = |source| QueueError::Open {
+            path: path.to_path_buf(),
+            source,
+        };
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = rusqlite::Connection::open_with_flags(path, flags).map_err(open_err)?;
+        conn.busy_timeout(super::schema::BUSY_TIMEOUT)
+            .map_err(open_err)?;
+        history_rows(&conn, since_unix_ms, limit)
     }
 
     /// (rows in the history window, the oldest one's unix ms).
@@ -56,6 +68,22 @@ impl Queue {
         )?;
         Ok((rows.max(0) as u64, oldest))
     }
+}
+
+fn history_rows(
+    conn: &rusqlite::Connection,
+    since_unix_ms: i64,
+    limit: usize,
+) -> Result<Vec<String>, QueueError> {
+    let since = since_unix_ms.max(window_start(conn)?);
+    let limit = limit.min(MAX_HISTORY_ROWS) as i64;
+    let mut stmt = conn.prepare_cached(
+        "SELECT flat FROM snapshots WHERE created_ms >= ?1 ORDER BY created_ms, id LIMIT ?2",
+    )?;
+    let rows = stmt
+        .query_map(params![since, limit], |r| r.get(0))?
+        .collect::<Result<Vec<String>, _>>()?;
+    Ok(rows)
 }
 
 /// Unix ms of the oldest moment the history keeps.

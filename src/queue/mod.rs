@@ -123,6 +123,23 @@ pub struct Stats {
     pub sinks: BTreeMap<String, SinkStats>,
 }
 
+/// What a WAL checkpoint did (SQLite's `wal_checkpoint` row).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// Another connection kept it from finishing.
+    pub busy: bool,
+    /// Frames in the WAL, and how many of them reached the main file.
+    pub wal_frames: i64,
+    pub checkpointed_frames: i64,
+}
+
+impl Checkpoint {
+    /// Everything in the WAL is in the main file (and the WAL truncated).
+    pub fn complete(&self) -> bool {
+        !self.busy && self.wal_frames == self.checkpointed_frames
+    }
+}
+
 pub struct Queue {
     conn: Connection,
     path: PathBuf,
@@ -352,16 +369,26 @@ impl Queue {
         Ok(stats)
     }
 
-    /// Folds the WAL into the main file and truncates it (on clean
-    /// shutdown). Returns whether the whole WAL was folded in (another
-    /// connection reading an old state can keep part of it).
-    pub fn checkpoint(&self) -> Result<bool, QueueError> {
-        let (busy, _log, _done): (i64, i64, i64) =
-            self.conn
-                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-                })?;
-        Ok(busy == 0)
+    /// Folds the WAL into the main file and truncates it (on clean shutdown).
+    pub fn checkpoint(&self) -> Result<Checkpoint, QueueError> {
+        Ok(self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+                Ok(Checkpoint {
+                    busy: r.get::<_, i64>(0)? != 0,
+                    wal_frames: r.get(1)?,
+                    checkpointed_frames: r.get(2)?,
+                })
+            })?)
+    }
+
+    /// [`Queue::checkpoint`] waiting at most `wait` for other connections
+    /// (the rest of the stop budget) instead of the usual busy timeout.
+    pub fn checkpoint_within(&self, wait: Duration) -> Result<Checkpoint, QueueError> {
+        self.conn.busy_timeout(wait)?;
+        let done = self.checkpoint();
+        self.conn.busy_timeout(schema::BUSY_TIMEOUT)?;
+        done
     }
 
     /// Caps the main file at `max_bytes` (rounded down to whole pages, never

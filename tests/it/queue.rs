@@ -5,6 +5,7 @@ use metricsd::queue::{Queue, QueueError, SCHEMA_VERSION};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
+/// The sink most tests use.
 const B: &str = "backend";
 
 fn db(dir: &tempfile::TempDir) -> PathBuf {

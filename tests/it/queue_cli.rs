@@ -4,13 +4,14 @@
 use crate::common::rows::row;
 use metricsd::cli::QueueCommand;
 use metricsd::queue::Queue;
-
-const B: &str = "backend";
 use metricsd::queue_cmd::run_to;
 use serde_json::Value;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
+
+/// The sink most tests use.
+const B: &str = "backend";
 
 /// Runs a queue command in-process: (exit code, stdout, stderr).
 fn run(command: QueueCommand, state_dir: &Path) -> (i32, String, String) {
@@ -395,4 +396,260 @@ fn the_binary_never_cuts_off_a_running_daemons_connections() {
             "round {round}: WAL deleted"
         );
     }
+}
+
+// --- per sink ---------------------------------------------------------------------------
+
+fn run_for(command: QueueCommand, state_dir: &Path, sinks: &[&str]) -> (i32, String, String) {
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let code = run_to(&command, state_dir, sinks, &mut out, &mut err);
+    (
+        code,
+        String::from_utf8(out).unwrap(),
+        String::from_utf8(err).unwrap(),
+    )
+}
+
+/// Three snapshots for backend and otlp; otlp's oldest is dead, backend's
+/// oldest delivered.
+fn two_sinks(dir: &Path) -> (Queue, Vec<String>) {
+    let mut queue = Queue::open(&dir.join("queue.db")).unwrap();
+    let ids: Vec<String> = (0..3)
+        .map(|i| {
+            let (id, at, payload) = row(i);
+            queue
+                .insert(&id, &at, &payload, b"m", &[B, "otlp"], 1000)
+                .unwrap();
+            id
+        })
+        .collect();
+    let first = queue.oldest(B, 1).unwrap()[0].id;
+    queue.delete_delivered(B, &[first]).unwrap();
+    queue.reject("otlp", &[first], "HTTP 400", 1, 10).unwrap();
+    (queue, ids)
+}
+
+#[test]
+fn stats_has_one_entry_per_configured_sink() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_queue, _) = two_sinks(dir.path());
+    let (code, out, err) = run_for(
+        QueueCommand::Stats,
+        dir.path(),
+        &[B, "remote_write", "otlp"],
+    );
+    assert_eq!(code, 0, "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let sinks = v["sinks"].as_object().unwrap();
+    assert_eq!(
+        sinks.keys().map(String::as_str).collect::<Vec<_>>(),
+        vec!["backend", "otlp", "remote_write"]
+    );
+    let keys: Vec<&str> = sinks["otlp"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "pending",
+            "dead",
+            "oldest_pending_age_s",
+            "dropped_total",
+            "delivered_total",
+            "expired_total"
+        ]
+    );
+    assert_eq!(
+        (
+            sinks["otlp"]["pending"].as_u64(),
+            sinks["otlp"]["dead"].as_u64()
+        ),
+        (Some(2), Some(1))
+    );
+    assert_eq!(sinks["backend"]["delivered_total"], 1);
+    assert_eq!(sinks["remote_write"]["pending"], 0);
+    assert_eq!(
+        (v["pending"].as_u64(), v["delivered_total"].as_u64()),
+        (Some(2), Some(1))
+    );
+
+    // Only the configured ones are listed; with none, the top level is the history.
+    let (_, out, _) = run_for(QueueCommand::Stats, dir.path(), &[]);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["sinks"], serde_json::json!({}));
+    assert_eq!(
+        (v["pending"].as_u64(), v["dead"].as_u64()),
+        (Some(3), Some(0))
+    );
+}
+
+#[test]
+fn peek_retry_dead_and_purge_act_on_the_named_sink_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let (queue, ids) = two_sinks(dir.path());
+    let peek_of = |sink: &str, dead: bool| {
+        let command = QueueCommand::Peek {
+            n: 10,
+            dead,
+            sink: sink.into(),
+        };
+        let (code, out, err) = run_for(command, dir.path(), &[B]);
+        assert_eq!(code, 0, "{err}");
+        json_lines(&out)
+            .iter()
+            .map(|l| l["event_id"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(peek_of(B, false), ids[1..]);
+    assert_eq!(peek_of("otlp", false), ids[1..]);
+    assert_eq!(peek_of("otlp", true), ids[..1]);
+    assert!(peek_of(B, true).is_empty());
+    // Its own attempts and last_error; the payload is the flat form.
+    let (_, out, _) = run_for(
+        QueueCommand::Peek {
+            n: 1,
+            dead: true,
+            sink: "otlp".into(),
+        },
+        dir.path(),
+        &[B],
+    );
+    let line = &json_lines(&out)[0];
+    assert_eq!(
+        (line["attempts"].as_u64(), line["last_error"].as_str()),
+        (Some(1), Some("HTTP 400"))
+    );
+    assert_eq!(line["payload"]["event_id"], ids[0].as_str());
+
+    let retry = |sink: &str| QueueCommand::RetryDead { sink: sink.into() };
+    assert_eq!(run_for(retry(B), dir.path(), &[B]).1, "{\"moved\":0}\n");
+    assert_eq!(
+        run_for(retry("otlp"), dir.path(), &[B]).1,
+        "{\"moved\":1}\n"
+    );
+    assert_eq!(peek_of("otlp", false), ids);
+    let purge = |sink: &str| QueueCommand::Purge {
+        dead: false,
+        sink: sink.into(),
+    };
+    assert_eq!(
+        run_for(purge("otlp"), dir.path(), &[B]).1,
+        "{\"purged\":3}\n"
+    );
+    assert!(peek_of("otlp", false).is_empty());
+    assert_eq!(peek_of(B, false), ids[1..]);
+    // A sink the file never had is simply empty.
+    assert_eq!(
+        run_for(purge("remote_write"), dir.path(), &[B]).1,
+        "{\"purged\":0}\n"
+    );
+    drop(queue);
+}
+
+#[test]
+fn the_binary_takes_sink_and_refuses_an_unknown_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    let (_queue, ids) = two_sinks(&state);
+    let config = config_file(dir.path(), &state);
+    let out = metricsd(&config, &["queue", "peek", "--dead", "--sink", "otlp"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines = json_lines(&String::from_utf8(out.stdout).unwrap());
+    assert_eq!(lines.len(), 1);
+    assert_eq!(lines[0]["event_id"], ids[0].as_str());
+    let out = metricsd(&config, &["queue", "retry-dead", "--sink", "otlp"]);
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), "{\"moved\":1}\n");
+    let out = metricsd(&config, &["queue", "purge", "--sink", "otlp"]);
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), "{\"purged\":3}\n");
+    // stats lists the configured sinks: here the backend alone.
+    let out = metricsd(&config, &["queue", "stats"]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["sinks"].as_object().unwrap().len(), 1, "{v}");
+    assert_eq!(v["sinks"]["backend"]["pending"], 2);
+
+    let out = metricsd(&config, &["queue", "peek", "--sink", "prometheus"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("prometheus") && err.contains("remote_write"),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_daemon_exits_73_when_its_queue_file_cannot_be_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    let (queue, _) = queue_with(&state, 2);
+    drop(queue);
+    let db = state.join("queue.db");
+    let root = unsafe { libc::geteuid() } == 0;
+    let locked = if root {
+        Command::new("chattr")
+            .arg("+i")
+            .arg(&db)
+            .status()
+            .is_ok_and(|s| s.success())
+    } else {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o444)).is_ok()
+    };
+    if !locked {
+        eprintln!("cannot make {} unwritable here: not checked", db.display());
+        return;
+    }
+    let config = dir.path().join("metricsd.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "state_dir = {:?}\n[stream]\nenabled = false\n",
+            state.to_string_lossy()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_metricsd"))
+        .arg("--config")
+        .arg(&config)
+        .arg("run")
+        .env_remove("METRICSD_CONFIG")
+        .env_remove("NOTIFY_SOCKET")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // A daemon that started anyway would run forever: stop it by its pid.
+    let exited = crate::common::wait_until(Duration::from_secs(20), || {
+        child.try_wait().unwrap().is_some()
+    });
+    if !exited {
+        let _ = child.kill();
+    }
+    let out = child.wait_with_output().unwrap();
+    if root {
+        let _ = Command::new("chattr").arg("-i").arg(&db).status();
+    }
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(exited, "the daemon started with an unwritable queue: {err}");
+    assert_eq!(out.status.code(), Some(73), "{err}");
+    assert!(
+        err.contains(&*db.to_string_lossy()) && err.contains("cannot be written"),
+        "{err}"
+    );
+    // Nothing was set aside or made beside it.
+    let names: Vec<String> = std::fs::read_dir(&state)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .filter(|n| n.starts_with("queue.db"))
+        .collect();
+    assert_eq!(names, vec!["queue.db"]);
 }
