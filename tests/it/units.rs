@@ -200,6 +200,21 @@ fn globs_select_the_units() {
             "system-getty.slice",
         ]
     );
+    // From the configuration's `collect.units` and `collect.top_units`.
+    let mut config = metricsd::config::Config::default().collect;
+    assert_eq!(config.units, ["*.service"]);
+    let mut c = UnitsCollector::new(&tree.roots(), &config);
+    assert_eq!(c.read(Instant::now()).unwrap().len(), 5);
+    config.units = vec!["*.socket".into(), "cron.*".into()];
+    c.set_config(&config);
+    assert_eq!(
+        names(&c.read(Instant::now()).unwrap()),
+        ["cron.service", "ssh.socket"]
+    );
+    config.top_units = 1;
+    c.set_config(&config);
+    assert_eq!(c.read(Instant::now()).unwrap().len(), 1);
+
     // A reload that changes the globs drops the units that no longer match.
     let mut c = tree.collector(&["*.service"], 100);
     assert_eq!(c.read(Instant::now()).unwrap().len(), 5);
