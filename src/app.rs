@@ -36,7 +36,18 @@ const EXIT_RESERVE: Duration = Duration::from_millis(300);
 const ONCE_BASELINE: Duration = Duration::from_millis(500);
 
 fn load_config(cli_config: Option<&Path>) -> Result<Config, Error> {
-    config::load(cli_config).map_err(|e| Error::Config(e.to_string()))
+    let config = config::load(cli_config).map_err(|e| Error::Config(e.to_string()))?;
+    // Before the logger exists: stderr is where every command reports,
+    // with journald's warning priority when that is where it goes.
+    let prefix = if std::env::var_os("JOURNAL_STREAM").is_some() {
+        "<4>"
+    } else {
+        ""
+    };
+    for warning in config.warnings() {
+        eprintln!("{prefix}metricsd: warning: {warning}");
+    }
+    Ok(config)
 }
 
 /// `metricsd check-config`
@@ -304,6 +315,9 @@ impl Daemon {
         match config::load(self.cli_config.as_deref()) {
             Err(e) => log::error!("reload rejected, keeping the running configuration: {e}"),
             Ok(mut new) => {
+                for warning in new.warnings() {
+                    log::warn!("reload: {warning}");
+                }
                 let old = self.shared.get();
                 for key in old.restart_only_changes(&new) {
                     log::warn!("reload: {key} changed; it takes effect after a restart");

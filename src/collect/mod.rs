@@ -398,6 +398,7 @@ mod tests {
             exclude_fs_types: vec!["tmpfs".into()],
             exclude_mounts: vec!["/run/*".into(), "/boot/efi".into()],
             exclude_interfaces: vec!["veth*".into(), "lo".into()],
+            ..CollectConfig::default()
         });
         assert!(filters.mount_excluded("/run/user/1000/doc", "ext4"));
         assert!(filters.mount_excluded("/boot/efi", "vfat"));

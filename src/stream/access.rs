@@ -103,6 +103,7 @@ mod tests {
             max_clients: 4,
             allowed_origins: origins.iter().map(|s| s.to_string()).collect(),
             token: token.to_string(),
+            ..StreamConfig::default()
         }
     }
 

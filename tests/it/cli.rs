@@ -209,13 +209,25 @@ fn bad_environment_override_names_the_variable() {
         assert_code(&out, EX_CONFIG);
         assert!(text(&out.stderr).contains(var), "{var}: {}", describe(&out));
     }
-    let out = run_cli(
+}
+
+#[test]
+fn unknown_environment_variable_is_one_warning_not_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_in(dir.path(), "", "");
+    let (out, table) = check_config(
         &["--config", &config, "check-config"],
-        &[("METRICSD_NO_SUCH_KEY", "1")],
+        &[("METRICSD_NO_SUCH_KEY", "1"), ("METRICSD_INTERVAL", "9s")],
     );
-    assert_code(&out, EX_CONFIG);
-    assert!(
-        text(&out.stderr).contains("METRICSD_NO_SUCH_KEY"),
+    assert_eq!(get(&table, "", "interval").as_str(), Some("9s"));
+    let warnings: Vec<String> = text(&out.stderr)
+        .lines()
+        .filter(|l| l.contains("METRICSD_NO_SUCH_KEY"))
+        .map(str::to_string)
+        .collect();
+    assert_eq!(
+        warnings,
+        ["metricsd: warning: environment METRICSD_NO_SUCH_KEY: unknown configuration key, ignored"],
         "{}",
         describe(&out)
     );

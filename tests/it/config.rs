@@ -154,10 +154,28 @@ fn environment_overrides_win_and_are_named_in_errors() {
         error_of("", &[("METRICSD_QUEUE_MAX_PENDING", "lots")]),
         "environment METRICSD_QUEUE_MAX_PENDING: [queue] max_pending: expected an integer, got \"lots\""
     );
+}
+
+#[test]
+fn unknown_environment_variables_are_ignored_with_one_warning_each() {
+    let config = load_from(
+        None,
+        &env(&[
+            ("METRICSD_NOPE", "1"),
+            ("METRICSD_BACKEND_COLOUR", "red"),
+            ("METRICSD_INTERVAL", "5s"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(config.interval, Duration::from_secs(5));
     assert_eq!(
-        error_of("", &[("METRICSD_NOPE", "1")]),
-        "environment METRICSD_NOPE: unknown configuration key"
+        config.warnings(),
+        vec![
+            "environment METRICSD_NOPE: unknown configuration key, ignored",
+            "environment METRICSD_BACKEND_COLOUR: unknown configuration key, ignored",
+        ]
     );
+    assert!(load_from(None, &[]).unwrap().warnings().is_empty());
 }
 
 #[test]

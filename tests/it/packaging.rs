@@ -147,7 +147,9 @@ fn is_key_line(s: &str) -> bool {
 fn is_section_line(s: &str) -> bool {
     s.starts_with('[')
         && s.ends_with(']')
-        && s[1..s.len() - 1].chars().all(|c| c.is_ascii_lowercase())
+        && s[1..s.len() - 1]
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c == '_')
 }
 
 #[test]

@@ -603,8 +603,15 @@ fn the_prometheus_checker_rejects_malformed_output() {
 async fn other_paths_are_404_and_other_methods_405() {
     let server = TestServer::start(|_| {});
     let addr = server.addr;
-    assert_eq!(http(addr, "GET", "/", &[]).await.status, 404);
+    assert_eq!(http(addr, "GET", "/index.html", &[]).await.status, 404);
     assert_eq!(http(addr, "GET", "/healthz", &[]).await.status, 404);
+    assert_eq!(
+        http(addr, "POST", "/", &[("Content-Length", "0")])
+            .await
+            .status,
+        405
+    );
+    assert_eq!(http(addr, "PUT", "/api/history", &[]).await.status, 405);
     assert_eq!(http(addr, "POST", "/nope", &[]).await.status, 404);
     let post = http(addr, "POST", "/health", &[("Content-Length", "0")]).await;
     assert_eq!(post.status, 405);
