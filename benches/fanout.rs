@@ -18,9 +18,10 @@ mod stream_client;
 
 use futures_util::{StreamExt, TryStreamExt};
 use metricsd::config::{Config, SharedConfig};
+use metricsd::hub::Hub;
 use metricsd::shutdown::Shutdown;
 use metricsd::status::Status;
-use metricsd::stream::{self, Hub};
+use metricsd::stream;
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};

@@ -10,6 +10,7 @@ pub mod collect;
 pub mod config;
 pub mod error;
 pub mod fault;
+pub mod hub;
 pub mod identity;
 pub mod liveness;
 pub mod logging;

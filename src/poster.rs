@@ -15,7 +15,7 @@ use crate::config::{BackendConfig, Config, SharedConfig};
 use crate::queue::{Queue, QueueError, Row};
 use crate::shutdown::{Shutdown, Wake};
 use crate::status::{BackendState, Status};
-use client::{Client, Outcome};
+use client::{without_body, Client, Outcome};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -216,8 +216,11 @@ impl Poster {
         self.status
             .post_failures_total
             .fetch_add(1, Ordering::Relaxed);
-        self.status
-            .set_last_error(Some(format!("backend {}: {reason}", self.host())));
+        self.status.set_last_error(Some(format!(
+            "backend {}: {}",
+            self.host(),
+            without_body(&reason)
+        )));
         let delay = backoff::retry_delay(
             &backend.retry_backoff,
             self.failures,
@@ -251,8 +254,11 @@ impl Poster {
         self.status
             .post_failures_total
             .fetch_add(1, Ordering::Relaxed);
-        self.status
-            .set_last_error(Some(format!("backend {}: {reason}", self.host())));
+        self.status.set_last_error(Some(format!(
+            "backend {}: {}",
+            self.host(),
+            without_body(&reason)
+        )));
         if rows.len() > 1 {
             self.batch_limit = rows.len() / 2;
             log::info!(

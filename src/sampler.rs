@@ -4,13 +4,13 @@
 use crate::collect::Collector;
 use crate::config::SharedConfig;
 use crate::fault;
+use crate::hub::Hub;
 use crate::liveness;
 use crate::os::notify::{self, Watchdog};
 use crate::queue::Queue;
 use crate::shutdown::{Shutdown, Wake};
 use crate::snapshot::Snapshot;
 use crate::status::Status;
-use crate::stream::Hub;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -205,6 +205,7 @@ pub fn run(mut ctx: SamplerContext) -> Queue {
             .insert(&event_id, &timestamp, &flat_json, config.queue.max_pending)
         {
             Ok(dropped) => {
+                ctx.status.record_insert_ok();
                 drops.record(dropped, config.queue.max_pending);
                 // The queue keeps its counts in the file: one small read, no
                 // table scan or file stat on the sampling path.
@@ -220,9 +221,7 @@ pub fn run(mut ctx: SamplerContext) -> Queue {
                 ctx.poster_wake.notify();
             }
             Err(e) => {
-                ctx.status
-                    .queue_insert_failures_total
-                    .fetch_add(1, Ordering::Relaxed);
+                ctx.status.record_insert_failure(e.to_string());
                 log::error!("queue insert failed, snapshot {event_id} not queued: {e}");
             }
         }

@@ -1,9 +1,9 @@
 //! Counters and state shared between the sampler, the poster and the stream
 //! server, read by `/health` and `/metrics`.
 
-use std::sync::atomic::{AtomicI64, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicU8, Ordering};
 use std::sync::Mutex;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// What `/health` reports about the backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,6 +27,9 @@ pub struct Status {
     pub started: Instant,
     /// Wall-clock time of the last sample, in ms since the epoch (0: none yet).
     pub last_sample_unix_ms: AtomicI64,
+    /// When the last sample was recorded, on the monotonic clock: staleness
+    /// is judged on it, so a wall-clock step never makes the daemon stale.
+    last_sample_at: Mutex<Option<Instant>>,
     /// Duration of the last sample in microseconds.
     pub last_sample_duration_us: AtomicU64,
     pub samples_total: AtomicU64,
@@ -34,6 +37,9 @@ pub struct Status {
     pub queue_dead: AtomicU64,
     pub queue_dropped_total: AtomicU64,
     pub queue_insert_failures_total: AtomicU64,
+    /// Whether the latest queue insert failed (snapshots are being lost).
+    insert_failing: AtomicBool,
+    last_insert_error: Mutex<Option<String>>,
     pub delivered_total: AtomicU64,
     pub post_failures_total: AtomicU64,
     pub stream_clients: AtomicU64,
@@ -46,12 +52,15 @@ impl Default for Status {
         Status {
             started: Instant::now(),
             last_sample_unix_ms: AtomicI64::new(0),
+            last_sample_at: Mutex::new(None),
             last_sample_duration_us: AtomicU64::new(0),
             samples_total: AtomicU64::new(0),
             queue_pending: AtomicU64::new(0),
             queue_dead: AtomicU64::new(0),
             queue_dropped_total: AtomicU64::new(0),
             queue_insert_failures_total: AtomicU64::new(0),
+            insert_failing: AtomicBool::new(false),
+            last_insert_error: Mutex::new(None),
             delivered_total: AtomicU64::new(0),
             post_failures_total: AtomicU64::new(0),
             stream_clients: AtomicU64::new(0),
@@ -82,7 +91,14 @@ impl Status {
         *self.last_error.lock().unwrap() = error;
     }
 
+    /// Records a sample taken now whose snapshot carries the wall-clock time `at`.
     pub fn record_sample(&self, at: SystemTime, duration_us: u64) {
+        self.record_sample_seen(at, Instant::now(), duration_us);
+    }
+
+    /// Records a sample with both of its times (tests give an earlier `seen`).
+    pub fn record_sample_seen(&self, at: SystemTime, seen: Instant, duration_us: u64) {
+        *self.last_sample_at.lock().unwrap() = Some(seen);
         let ms = at
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as i64)
@@ -91,5 +107,31 @@ impl Status {
         self.last_sample_duration_us
             .store(duration_us, Ordering::Relaxed);
         self.samples_total.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// How long ago the last sample was recorded (monotonic), if any was.
+    pub fn since_last_sample(&self) -> Option<Duration> {
+        self.last_sample_at.lock().unwrap().map(|at| at.elapsed())
+    }
+
+    /// A queue insert failed: the snapshot was not queued.
+    pub fn record_insert_failure(&self, error: String) {
+        self.queue_insert_failures_total
+            .fetch_add(1, Ordering::Relaxed);
+        *self.last_insert_error.lock().unwrap() = Some(error);
+        self.insert_failing.store(true, Ordering::Relaxed);
+    }
+
+    /// A queue insert succeeded: the queue is healthy again.
+    pub fn record_insert_ok(&self) {
+        self.insert_failing.store(false, Ordering::Relaxed);
+    }
+
+    /// The error of the failing queue inserts, while they fail.
+    pub fn insert_failure(&self) -> Option<String> {
+        if !self.insert_failing.load(Ordering::Relaxed) {
+            return None;
+        }
+        self.last_insert_error.lock().unwrap().clone()
     }
 }

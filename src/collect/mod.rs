@@ -25,6 +25,7 @@ pub mod memory;
 pub mod network;
 pub mod processes;
 pub mod system;
+pub mod units;
 
 use crate::config::CollectConfig;
 use crate::procfs::{FileReader, ProcFile};

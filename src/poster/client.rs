@@ -208,6 +208,21 @@ fn gzip(body: &[u8]) -> Vec<u8> {
     encoder.finish().expect("gzip into memory")
 }
 
+/// A reason without the response body's text (`HTTP 503: <body>` becomes
+/// `HTTP 503`): what `/health` shows, which needs no token, so a backend's
+/// answer (possibly echoing request data or secrets) never reaches it.
+pub fn without_body(reason: &str) -> &str {
+    let Some(rest) = reason.strip_prefix("HTTP ") else {
+        return reason;
+    };
+    let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+    if digits > 0 && rest[digits..].starts_with(": ") {
+        &reason[.."HTTP ".len() + digits]
+    } else {
+        reason
+    }
+}
+
 /// One line of at most `REASON_SNIPPET` characters of a response body.
 fn snippet(body: &[u8]) -> String {
     let text = String::from_utf8_lossy(body);
@@ -301,6 +316,17 @@ pub fn read_pem_certs(path: &Path) -> Result<Vec<Certificate<'static>>, String> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_reason_without_the_body_keeps_the_status() {
+        assert_eq!(without_body("HTTP 503: SECRET body text"), "HTTP 503");
+        assert_eq!(without_body("HTTP 400"), "HTTP 400");
+        assert_eq!(without_body("no answer within 10s"), "no answer within 10s");
+        assert_eq!(
+            without_body("connection error: refused"),
+            "connection error: refused"
+        );
+    }
 
     fn row(id: i64, event_id: &str, payload: &str) -> Row {
         Row {

@@ -1,11 +1,12 @@
 //! One WebSocket client session: welcome, latest snapshot, every new
 //! snapshot (newest wins), command replies, keep-alive pings, and the close
-//! frames for oversized messages (1009) and shutdown (1001).
+//! frames of RFC 6455 for what can end it: shutdown (1001), a protocol
+//! violation (1002), invalid UTF-8 (1007), a token it no longer holds (1008),
+//! an oversized message (1009).
 
+use super::access::Credentials;
 use super::commands::{self, Command};
-use super::server::{until_closing, Server, SHUTDOWN_GRACE};
-use super::Published;
-use crate::config::Config;
+use crate::hub::Published;
 use futures_util::{SinkExt, StreamExt};
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
@@ -15,44 +16,58 @@ use tokio::sync::watch;
 use tokio::time::{timeout, Instant};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::tungstenite::{error::ProtocolError, Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
 
 /// A client whose socket accepts nothing for this long is dropped (SPEC §4.3).
 pub const WRITE_STALL: Duration = Duration::from_secs(10);
+/// On shutdown, how long clients get to receive their close frame.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 /// The server pings this often ...
 const PING_EVERY: Duration = Duration::from_secs(20);
 /// ... and drops clients it has not heard from for this long ...
 const SILENT_LIMIT: Duration = Duration::from_secs(30);
 /// ... checking this often (so a silent client goes within 30-35 s).
 const KEEPALIVE_CHECK: Duration = Duration::from_secs(5);
-/// After a 1009 close, how long and how much to read and discard so the
-/// close frame is not lost to a connection reset.
+/// After closing for an error, how long and how much to read and discard so
+/// the close frame is not lost to a connection reset.
 const DISCARD_TIME: Duration = Duration::from_secs(1);
 const DISCARD_BYTES: usize = 1024 * 1024;
 
-type Ws = WebSocketStream<TcpStream>;
+pub type Ws = WebSocketStream<TcpStream>;
 
-/// Why a session ended early; logged at the matching level.
+/// What a session follows besides its socket.
+pub struct Session {
+    /// The hub's latest snapshot.
+    pub updates: watch::Receiver<Option<Published>>,
+    /// Becomes true when shutdown starts.
+    pub closing: watch::Receiver<bool>,
+    /// The configured `stream.token`, changed by a reload.
+    pub token: watch::Receiver<String>,
+    /// What the client presented when it connected.
+    pub credentials: Credentials,
+    pub welcome: String,
+}
+
+/// Why a session ended.
 enum End {
+    /// Closed in an orderly way (by either side, or with a close code).
+    Closed,
     Stalled,
     Silent,
     Gone,
 }
 
-/// Sends one message, giving up when the socket accepts nothing for [`WRITE_STALL`].
-async fn send(ws: &mut Ws, message: Message) -> Result<(), End> {
-    match timeout(WRITE_STALL, ws.send(message)).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(_)) => Err(End::Gone),
-        Err(_) => Err(End::Stalled),
-    }
+/// Resolves once shutdown has started (the watch guard is dropped at once,
+/// so the caller's future stays `Send`).
+pub async fn until_closing(closing: &mut watch::Receiver<bool>) {
+    let _ = closing.wait_for(|c| *c).await;
 }
 
 /// Runs the session until the client leaves, misbehaves, stalls, or shutdown.
-pub async fn run(mut ws: Ws, peer: SocketAddr, server: &Server, config: &Config) {
-    match session(&mut ws, server, config).await {
-        Ok(()) => {}
+pub async fn run(mut ws: Ws, peer: SocketAddr, mut session: Session) {
+    match run_session(&mut ws, &mut session).await {
+        Ok(()) | Err(End::Closed | End::Gone) => {}
         Err(End::Stalled) => log::warn!(
             "stream: dropped client {peer}: its socket accepted nothing for {} s",
             WRITE_STALL.as_secs()
@@ -61,18 +76,38 @@ pub async fn run(mut ws: Ws, peer: SocketAddr, server: &Server, config: &Config)
             "stream: dropped client {peer}: silent for {} s",
             SILENT_LIMIT.as_secs()
         ),
-        Err(End::Gone) => {}
     }
 }
 
-async fn session(ws: &mut Ws, server: &Server, config: &Config) -> Result<(), End> {
-    let mut updates = server.hub.subscribe();
-    let mut closing = server.closing.clone();
+/// Sends one message, giving up when the socket accepts nothing for
+/// [`WRITE_STALL`], and at once when shutdown starts.
+async fn send(
+    ws: &mut Ws,
+    closing: &mut watch::Receiver<bool>,
+    message: Message,
+) -> Result<(), End> {
+    tokio::select! {
+        sent = timeout(WRITE_STALL, ws.send(message)) => match sent {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(End::Gone),
+            Err(_) => Err(End::Stalled),
+        },
+        _ = until_closing(closing) => {
+            close_going_away(ws).await;
+            Err(End::Closed)
+        }
+    }
+}
 
-    let welcome = commands::welcome(&config.node_id, config.interval, SystemTime::now());
-    send(ws, Message::text(welcome)).await?;
-    if let Some(latest) = latest(&mut updates) {
-        send(ws, Message::Text(latest.text)).await?;
+async fn run_session(ws: &mut Ws, s: &mut Session) -> Result<(), End> {
+    send(
+        ws,
+        &mut s.closing,
+        Message::text(std::mem::take(&mut s.welcome)),
+    )
+    .await?;
+    if let Some(latest) = latest(&mut s.updates) {
+        send(ws, &mut s.closing, Message::Text(latest.text)).await?;
     }
 
     let mut keepalive = tokio::time::interval_at(Instant::now() + KEEPALIVE_CHECK, KEEPALIVE_CHECK);
@@ -82,50 +117,52 @@ async fn session(ws: &mut Ws, server: &Server, config: &Config) -> Result<(), En
     loop {
         tokio::select! {
             biased;
-            _ = until_closing(&mut closing) => {
+            _ = until_closing(&mut s.closing) => {
                 close_going_away(ws).await;
                 return Ok(());
             }
-            changed = updates.changed() => {
+            changed = s.token.changed() => {
+                if changed.is_ok() && !s.credentials.accepts(&s.token.borrow_and_update()) {
+                    return close_for(ws, CloseCode::Policy, "the stream token has changed").await;
+                }
+            }
+            changed = s.updates.changed() => {
                 if changed.is_err() {
                     return Ok(());
                 }
-                if let Some(latest) = latest(&mut updates) {
-                    send(ws, Message::Text(latest.text)).await?;
+                if let Some(latest) = latest(&mut s.updates) {
+                    send(ws, &mut s.closing, Message::Text(latest.text)).await?;
                 }
             }
             incoming = ws.next() => {
                 last_heard = Instant::now();
-                match incoming {
+                let reply = match incoming {
                     None => return Ok(()),
-                    Some(Ok(Message::Text(text))) => {
-                        let reply = match commands::parse(&text) {
-                            Ok(Command::GetMetrics) => match latest(&mut updates) {
-                                Some(latest) => Message::Text(latest.text),
-                                None => Message::text(commands::error("no snapshot has been taken yet")),
-                            },
-                            Ok(Command::Ping) => Message::text(commands::pong(SystemTime::now())),
-                            Err(why) => Message::text(commands::error(&why)),
-                        };
-                        send(ws, reply).await?;
-                    }
+                    Some(Ok(Message::Text(text))) => match commands::parse(&text) {
+                        Ok(Command::GetMetrics) => match latest(&mut s.updates) {
+                            Some(latest) => Message::Text(latest.text),
+                            None => Message::text(commands::error("no snapshot has been taken yet")),
+                        },
+                        Ok(Command::Ping) => Message::text(commands::pong(SystemTime::now())),
+                        Err(why) => Message::text(commands::error(&why)),
+                    },
                     Some(Ok(Message::Binary(_))) => {
                         let why = "binary frames are not supported; send JSON text";
-                        send(ws, Message::text(commands::error(why))).await?;
+                        Message::text(commands::error(why))
                     }
                     // Pings are answered by tungstenite; pongs only prove liveness.
-                    Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
+                    Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
                     Some(Ok(Message::Close(_))) => {
                         // tungstenite queued the close reply; push it out.
                         let _ = timeout(Duration::from_secs(1), ws.flush()).await;
                         return Ok(());
                     }
-                    Some(Err(WsError::Capacity(_))) => {
-                        close_too_big(ws).await;
-                        return Ok(());
-                    }
-                    Some(Err(_)) => return Err(End::Gone),
-                }
+                    Some(Err(e)) => return match close_code(&e) {
+                        Some((code, reason)) => close_for(ws, code, reason).await,
+                        None => Err(End::Gone),
+                    },
+                };
+                send(ws, &mut s.closing, reply).await?;
             }
             _ = keepalive.tick() => {
                 if last_heard.elapsed() >= SILENT_LIMIT {
@@ -133,10 +170,22 @@ async fn session(ws: &mut Ws, server: &Server, config: &Config) -> Result<(), En
                 }
                 if last_ping.elapsed() >= PING_EVERY {
                     last_ping = Instant::now();
-                    send(ws, Message::Ping(Default::default())).await?;
+                    send(ws, &mut s.closing, Message::Ping(Default::default())).await?;
                 }
             }
         }
+    }
+}
+
+/// The close code (RFC 6455 §7.4.1) for what the client did wrong, or `None`
+/// when the connection is simply gone.
+fn close_code(error: &WsError) -> Option<(CloseCode, &'static str)> {
+    match error {
+        WsError::Capacity(_) => Some((CloseCode::Size, "message too big (limit 64 KiB)")),
+        WsError::Utf8(_) => Some((CloseCode::Invalid, "text message is not valid UTF-8")),
+        WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => None,
+        WsError::Protocol(_) => Some((CloseCode::Protocol, "WebSocket protocol violation")),
+        _ => None,
     }
 }
 
@@ -160,19 +209,20 @@ async fn close_going_away(ws: &mut Ws) {
     .await;
 }
 
-/// A frame or message over the limit: close 1009, and read and discard the
-/// rest of it so closing the socket does not reset the connection before the
-/// client has read the close frame.
-async fn close_too_big(ws: &mut Ws) {
+/// Closes with `code`, then reads and discards (bounded) what the client
+/// still sends (the rest of an oversized or broken frame, its close reply),
+/// so closing the socket does not reset the connection before the client has
+/// read the close frame.
+async fn close_for(ws: &mut Ws, code: CloseCode, reason: &'static str) -> Result<(), End> {
     let frame = CloseFrame {
-        code: CloseCode::Size,
-        reason: "message too big (limit 64 KiB)".into(),
+        code,
+        reason: reason.into(),
     };
     if !matches!(
         timeout(Duration::from_secs(1), ws.close(Some(frame))).await,
         Ok(Ok(()))
     ) {
-        return;
+        return Err(End::Gone);
     }
     let socket = ws.get_mut();
     let mut sink = vec![0u8; 4096];
@@ -186,4 +236,5 @@ async fn close_too_big(ws: &mut Ws) {
         }
     })
     .await;
+    Ok(())
 }

@@ -3,66 +3,105 @@
 use crate::snapshot::format_timestamp;
 use crate::status::Status;
 use serde_json::json;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, UNIX_EPOCH};
 
 /// How many intervals without a sample make the daemon stale.
 const STALE_INTERVALS: u32 = 3;
 
-/// The status code and JSON body of /health at `now`.
-pub fn report(status: &Status, interval: Duration, now: SystemTime) -> (u16, String) {
-    let last_ms = status
-        .last_sample_unix_ms
-        .load(std::sync::atomic::Ordering::Relaxed);
-    let last_sample = (last_ms > 0).then(|| UNIX_EPOCH + Duration::from_millis(last_ms as u64));
+/// The status code and JSON body of /health now. Staleness is judged on the
+/// monotonic clock: a wall-clock step does not make a fresh sample look old.
+pub fn report(status: &Status, interval: Duration) -> (u16, String) {
     let stale_after = interval * STALE_INTERVALS;
-    let stale = match last_sample {
-        // A clock stepped backwards makes the sample look recent: not stale.
-        Some(at) => now.duration_since(at).unwrap_or_default() > stale_after,
-        None => status.started.elapsed() > stale_after,
+    let waited = status
+        .since_last_sample()
+        .unwrap_or_else(|| status.started.elapsed());
+    let last_ms = status.last_sample_unix_ms.load(Relaxed);
+    let last_sample_at =
+        (last_ms > 0).then(|| format_timestamp(UNIX_EPOCH + Duration::from_millis(last_ms as u64)));
+    let (state, reason) = if waited > stale_after {
+        let why = format!("no sample in the last {} s", waited.as_secs());
+        ("stale", Some(why))
+    } else if let Some(error) = status.insert_failure() {
+        let why = format!("queue inserts are failing, snapshots are not queued: {error}");
+        ("degraded", Some(why))
+    } else {
+        ("ok", None)
     };
-    let relaxed = std::sync::atomic::Ordering::Relaxed;
     let body = json!({
-        "status": if stale { "stale" } else { "ok" },
+        "status": state,
+        "reason": reason,
         "uptime_s": status.started.elapsed().as_secs(),
-        "last_sample_at": last_sample.map(format_timestamp),
-        "queue_pending": status.queue_pending.load(relaxed),
-        "queue_dead": status.queue_dead.load(relaxed),
+        "last_sample_at": last_sample_at,
+        "queue_pending": status.queue_pending.load(Relaxed),
+        "queue_dead": status.queue_dead.load(Relaxed),
         "backend": status.backend_state().as_str(),
         "last_error": status.last_error(),
     });
-    (if stale { 503 } else { 200 }, body.to_string())
+    (if state == "stale" { 503 } else { 200 }, body.to_string())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::Value;
+    use std::time::{Instant, SystemTime};
+
+    fn body(status: &Status, interval: Duration) -> (u16, Value) {
+        let (code, body) = report(status, interval);
+        (code, serde_json::from_str(&body).unwrap())
+    }
 
     #[test]
     fn ok_after_a_recent_sample_and_stale_after_three_intervals() {
         let status = Status::default();
-        let now = SystemTime::now();
-        status.record_sample(now - Duration::from_secs(5), 1200);
-        let (code, body) = report(&status, Duration::from_secs(2), now);
+        let Some(earlier) = Instant::now().checked_sub(Duration::from_secs(5)) else {
+            return; // the monotonic clock started less than 5 s ago
+        };
+        status.record_sample_seen(SystemTime::now(), earlier, 1200);
+        let (code, v) = body(&status, Duration::from_secs(2));
         assert_eq!(code, 200);
-        let v: Value = serde_json::from_str(&body).unwrap();
         assert_eq!(v["status"], "ok");
+        assert!(v["reason"].is_null());
         assert!(v["last_sample_at"].as_str().unwrap().ends_with('Z'));
         assert_eq!(v["backend"], "disabled");
         assert!(v["last_error"].is_null());
 
-        let (code, body) = report(&status, Duration::from_secs(1), now);
+        let (code, v) = body(&status, Duration::from_secs(1));
         assert_eq!(code, 503);
-        let v: Value = serde_json::from_str(&body).unwrap();
         assert_eq!(v["status"], "stale");
+        assert!(v["reason"].as_str().unwrap().contains("no sample"));
+    }
+
+    #[test]
+    fn a_forward_wall_clock_step_is_not_staleness() {
+        let status = Status::default();
+        // The snapshot's wall-clock time is an hour behind "now" (the clock
+        // stepped forward after it), but it was recorded a moment ago.
+        status.record_sample(SystemTime::now() - Duration::from_secs(3600), 1000);
+        let (code, v) = body(&status, Duration::from_secs(1));
+        assert_eq!(code, 200);
+        assert_eq!(v["status"], "ok");
+    }
+
+    #[test]
+    fn failing_inserts_are_degraded_until_one_succeeds() {
+        let status = Status::default();
+        status.record_sample(SystemTime::now(), 1000);
+        status.record_insert_failure("attempt to write a readonly database".into());
+        let (code, v) = body(&status, Duration::from_secs(60));
+        assert_eq!(code, 200);
+        assert_eq!(v["status"], "degraded");
+        assert!(v["reason"].as_str().unwrap().contains("readonly database"));
+        status.record_insert_ok();
+        assert_eq!(body(&status, Duration::from_secs(60)).1["status"], "ok");
     }
 
     #[test]
     fn before_the_first_sample_ok_until_three_intervals_passed() {
         let status = Status::default();
-        let (code, body) = report(&status, Duration::from_secs(60), SystemTime::now());
+        let (code, v) = body(&status, Duration::from_secs(60));
         assert_eq!(code, 200);
-        let v: Value = serde_json::from_str(&body).unwrap();
         assert!(v["last_sample_at"].is_null());
     }
 }

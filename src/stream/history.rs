@@ -5,7 +5,7 @@
 //! idle page holds no page cache.
 
 use super::http::{Request, Response};
-use super::server::{self, Server};
+use super::server::Server;
 use super::{access, page};
 use flate2::Compression;
 use std::path::Path;
@@ -89,7 +89,7 @@ pub async fn respond(server: &Server, request: &Request) -> Response {
         return Response::text(403, "origin not allowed");
     }
     if !access::token_accepted(request, &config.stream) {
-        return server::unauthorized();
+        return access::unauthorized();
     }
     let db_path = config.state_dir.join(QUEUE_FILE);
     let query = match parse_query(request) {

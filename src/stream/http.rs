@@ -1,5 +1,5 @@
-//! The little HTTP/1.1 the listener needs: read one bounded request head,
-//! answer with a complete response and close.
+//! The little HTTP/1.1 the listener needs: read one bounded request head
+//! (parsed by `httparse`), answer with a complete response and close.
 
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -9,9 +9,9 @@ use tokio::time::timeout;
 /// Largest request head accepted; a WebSocket upgrade or a scrape is far smaller.
 pub const HEAD_LIMIT: usize = 8 * 1024;
 /// Most header lines accepted in one head.
-const MAX_HEADERS: usize = 100;
+const MAX_HEADERS: usize = 64;
 /// How long a response write may take before the connection is dropped.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// After answering, how long to read and discard what the client still sends,
 /// so closing with unread input does not reset the connection (and lose the answer).
 const LINGER: Duration = Duration::from_millis(500);
@@ -24,6 +24,8 @@ pub struct Request {
     /// The path part of the request target, without the query.
     pub path: String,
     pub query: Option<String>,
+    /// The minor version of HTTP/1.x (0 or 1).
+    pub version: u8,
     /// Header names as sent; look them up with [`Request::header`].
     pub headers: Vec<(String, String)>,
 }
@@ -72,89 +74,72 @@ pub enum HeadError {
 
 /// Reads one request head (bounded by [`HEAD_LIMIT`]); returns it with any
 /// bytes read past it (the start of the client's first WebSocket frame).
+/// The caller bounds the time it may take.
 pub async fn read_head(stream: &mut TcpStream) -> Result<(Request, Vec<u8>), HeadError> {
     let mut buf: Vec<u8> = Vec::new();
     loop {
         // Read straight into the heap buffer: a stack array here would make
         // every connection's task larger for its whole life.
         buf.reserve(1024);
-        let search_from = buf.len().saturating_sub(3);
         let n = stream.read_buf(&mut buf).await.map_err(HeadError::Io)?;
         if n == 0 {
             return Err(HeadError::Closed);
         }
-        if let Some(pos) = find_head_end(&buf[search_from..]) {
-            let end = search_from + pos;
-            if end > HEAD_LIMIT {
-                return Err(HeadError::TooLarge);
+        let limit = buf.len().min(HEAD_LIMIT);
+        match parse_partial(&buf[..limit])? {
+            Some((request, end)) => {
+                let rest = buf.split_off(end);
+                return Ok((request, rest));
             }
-            let request = parse_head(&buf[..end]).map_err(HeadError::Malformed)?;
-            let rest = buf.split_off(end);
-            return Ok((request, rest));
-        }
-        if buf.len() > HEAD_LIMIT {
-            return Err(HeadError::TooLarge);
+            None if buf.len() >= HEAD_LIMIT => return Err(HeadError::TooLarge),
+            None => {}
         }
     }
 }
 
-/// The index just past the blank line ending the head, if present.
-fn find_head_end(bytes: &[u8]) -> Option<usize> {
-    bytes
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map(|p| p + 4)
-}
-
-/// Parses a request head (request line and header lines, CRLF-separated).
+/// Parses a complete request head.
+#[cfg(test)]
 pub fn parse_head(head: &[u8]) -> Result<Request, String> {
-    let text = std::str::from_utf8(head).map_err(|_| "request head is not UTF-8".to_string())?;
-    let mut lines = text.split("\r\n");
-    let request_line = lines.next().unwrap_or("");
-    let mut parts = request_line.split(' ');
-    let (Some(method), Some(target), Some(version), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(format!("malformed request line {request_line:?}"));
+    match parse_partial(head) {
+        Ok(Some((request, _))) => Ok(request),
+        Ok(None) => Err("incomplete request head".to_string()),
+        Err(e) => Err(format!("{e:?}")),
+    }
+}
+
+/// Parses a request head from the start of `bytes`: `None` while it is
+/// incomplete, else the request and the length of the head.
+pub fn parse_partial(bytes: &[u8]) -> Result<Option<(Request, usize)>, HeadError> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut parsed = httparse::Request::new(&mut headers);
+    let end = match parsed.parse(bytes) {
+        Ok(httparse::Status::Complete(end)) => end,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooLarge),
+        Err(e) => return Err(HeadError::Malformed(e.to_string())),
     };
-    if method.is_empty() || !method.bytes().all(|b| b.is_ascii_alphabetic()) {
-        return Err(format!("malformed method {method:?}"));
-    }
-    if !version.starts_with("HTTP/1.") {
-        return Err(format!("unsupported HTTP version {version:?}"));
-    }
-    if target.is_empty() {
-        return Err("empty request target".to_string());
-    }
+    let (Some(method), Some(target), Some(version)) = (parsed.method, parsed.path, parsed.version)
+    else {
+        return Err(HeadError::Malformed("incomplete request line".into()));
+    };
     let (path, query) = match target.split_once('?') {
         Some((p, q)) => (p, Some(q.to_string())),
         None => (target, None),
     };
-    let mut headers = Vec::new();
-    for line in lines {
-        if line.is_empty() {
-            continue;
-        }
-        if line.starts_with(' ') || line.starts_with('\t') {
-            return Err("folded header lines are not accepted".to_string());
-        }
-        let (name, value) = line
-            .split_once(':')
-            .ok_or_else(|| format!("malformed header line {line:?}"))?;
-        if name.is_empty() || name.contains(|c: char| c.is_ascii_whitespace()) {
-            return Err(format!("malformed header name {name:?}"));
-        }
-        headers.push((name.to_string(), value.trim().to_string()));
-        if headers.len() > MAX_HEADERS {
-            return Err("too many header lines".to_string());
-        }
+    let mut fields = Vec::with_capacity(parsed.headers.len());
+    for header in parsed.headers.iter() {
+        let value = std::str::from_utf8(header.value)
+            .map_err(|_| HeadError::Malformed(format!("header {} is not UTF-8", header.name)))?;
+        fields.push((header.name.to_string(), value.trim().to_string()));
     }
-    Ok(Request {
+    let request = Request {
         method: method.to_string(),
         path: path.to_string(),
         query,
-        headers,
-    })
+        version,
+        headers: fields,
+    };
+    Ok(Some((request, end)))
 }
 
 /// Decodes `%XX` escapes; invalid escapes are kept as they are.
@@ -267,12 +252,24 @@ pub async fn respond(stream: &mut TcpStream, response: &Response) {
 mod tests {
     use super::*;
 
+    fn parse(head: &[u8]) -> Result<Request, String> {
+        match parse_partial(head) {
+            Ok(Some((request, end))) => {
+                assert_eq!(end, head.len());
+                Ok(request)
+            }
+            Ok(None) => Err("incomplete".into()),
+            Err(e) => Err(format!("{e:?}")),
+        }
+    }
+
     #[test]
     fn parses_a_websocket_upgrade() {
         let head = b"GET /stream?token=a%20b&x=1 HTTP/1.1\r\nHost: h\r\nUpgrade: WebSocket\r\nConnection: keep-alive, Upgrade\r\nSec-WebSocket-Key: abc\r\n\r\n";
-        let r = parse_head(head).unwrap();
+        let r = parse(head).unwrap();
         assert_eq!(r.method, "GET");
         assert_eq!(r.path, "/stream");
+        assert_eq!(r.version, 1);
         assert_eq!(r.query_param("token").as_deref(), Some("a b"));
         assert_eq!(r.query_param("x").as_deref(), Some("1"));
         assert_eq!(r.query_param("y"), None);
@@ -282,13 +279,29 @@ mod tests {
     }
 
     #[test]
+    fn an_incomplete_head_asks_for_more() {
+        assert!(matches!(
+            parse_partial(b"GET / HTTP/1.1\r\nHost: h\r\n"),
+            Ok(None)
+        ));
+        assert!(matches!(parse_partial(b"GE"), Ok(None)));
+        assert!(parse_head(b"GET / HTTP/1.1\r\n").is_err());
+    }
+
+    #[test]
     fn rejects_malformed_heads() {
-        assert!(parse_head(b"GET /\r\n\r\n").is_err());
-        assert!(parse_head(b"GET / HTTP/2\r\n\r\n").is_err());
-        assert!(parse_head(b"GET / HTTP/1.1\r\nNoColon\r\n\r\n").is_err());
-        assert!(parse_head(b"GET / HTTP/1.1\r\nA: b\r\n folded\r\n\r\n").is_err());
-        assert!(parse_head(b"G3T / HTTP/1.1\r\n\r\n").is_err());
-        assert!(parse_head(&[0xff, 0xfe, b'\r', b'\n', b'\r', b'\n']).is_err());
+        assert!(parse(b"GET /\r\n\r\n").is_err());
+        assert!(parse(b"GET / HTTP/2\r\n\r\n").is_err());
+        assert!(parse(b"GET / HTTP/1.1\r\nNoColon\r\n\r\n").is_err());
+        assert!(parse(b"GET / HTTP/1.1\r\nA: b\r\n folded\r\n\r\n").is_err());
+        assert!(parse(b"G(T / HTTP/1.1\r\n\r\n").is_err());
+        assert!(parse(&[0xff, 0xfe, b'\r', b'\n', b'\r', b'\n']).is_err());
+        let many: String = (0..100).map(|i| format!("X-{i}: y\r\n")).collect();
+        let head = format!("GET / HTTP/1.1\r\n{many}\r\n");
+        assert!(matches!(
+            parse_partial(head.as_bytes()),
+            Err(HeadError::TooLarge)
+        ));
     }
 
     #[test]

@@ -1,31 +1,42 @@
-//! The accept loop and per-connection routing: plain HTTP answers, access
-//! checks, the WebSocket handshake, and the orderly stop on shutdown.
+//! The accept loop and per-connection routing: the request head, access
+//! checks, plain HTTP answers, the WebSocket handshake, and the orderly stop
+//! on shutdown. Sessions themselves are `client`'s.
 
+use super::access::{self, Credentials};
+use super::admission::Admission;
+use super::client::{self, until_closing, Session, Ws, SHUTDOWN_GRACE, WRITE_STALL};
 use super::http::{self, HeadError, Request, Response};
-use super::{access, client, health, history, page, prometheus, Hub};
-use crate::config::SharedConfig;
+use super::{health, history, listener, page, prometheus};
+use crate::config::{Config, SharedConfig};
+use crate::hub::Hub;
 use crate::shutdown::Shutdown;
 use crate::status::Status;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, watch};
 use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::WebSocketStream;
 
-/// How long a client may take to send its request head.
-const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
-/// Connections still sending their head or being answered over plain HTTP;
-/// beyond this, new connections are closed at once (bounds slow-head abuse).
-const MAX_PENDING_REQUESTS: usize = 512;
-/// On shutdown, how long clients get to receive their close frame.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
+/// How long a client may take to send its whole request head: a request is
+/// one small write, so this only bounds how long a slow or endless head holds
+/// a place.
+pub const HEAD_TIMEOUT: Duration = Duration::from_secs(3);
+/// Connections held before they are WebSocket clients (sending their head or
+/// being answered); beyond this the oldest is shed for each newcomer. Together
+/// with `max_clients` it keeps descriptors well under the usual limit of 1024.
+const MAX_WAITING: usize = 512;
 /// Pause after a failed accept (e.g. out of file descriptors) so the loop does not spin.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+/// How often the configured token is compared with the one clients hold.
+const TOKEN_CHECK: Duration = Duration::from_millis(250);
+/// Most one warning about failed accepts or shed connections per this long.
+const WARN_EVERY: Duration = Duration::from_secs(60);
 
 /// Tight WebSocket buffers: clients send only small commands, and the server
 /// sends one message at a time (flushing each), so the write buffer never
@@ -43,25 +54,29 @@ pub fn websocket_config() -> WebSocketConfig {
 
 /// What every connection task shares.
 pub struct Server {
-    pub hub: Arc<Hub>,
-    pub config: SharedConfig,
-    pub status: Arc<Status>,
+    hub: Arc<Hub>,
+    pub(super) config: SharedConfig,
+    status: Arc<Status>,
     /// Becomes true when shutdown starts: clients send their close frames.
-    pub closing: watch::Receiver<bool>,
+    closing: watch::Receiver<bool>,
     closing_tx: watch::Sender<bool>,
-    pending: Arc<Semaphore>,
+    /// The configured token, followed by every session.
+    token_tx: watch::Sender<String>,
+    waiting: Arc<Admission>,
 }
 
 impl Server {
     pub fn new(hub: Arc<Hub>, config: SharedConfig, status: Arc<Status>) -> Arc<Server> {
         let (closing_tx, closing) = watch::channel(false);
+        let token = config.get().stream.token.clone();
         Arc::new(Server {
             hub,
             config,
             status,
             closing,
             closing_tx,
-            pending: Arc::new(Semaphore::new(MAX_PENDING_REQUESTS)),
+            token_tx: watch::Sender::new(token),
+            waiting: Admission::new(MAX_WAITING),
         })
     }
 
@@ -76,28 +91,29 @@ impl Server {
         let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
         let stop = shutdown.wait();
         tokio::pin!(stop);
-        let mut last_accept_warning: Option<std::time::Instant> = None;
+        let follow = tokio::spawn(self.clone().follow_token());
+        let mut accept_warned: Option<Instant> = None;
+        let mut shed_warned: Option<Instant> = None;
         loop {
             tokio::select! {
                 _ = &mut stop => break,
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => {
-                        let Ok(permit) = self.pending.clone().try_acquire_owned() else {
-                            log::debug!("stream: too many pending requests; closing {peer}");
-                            continue;
-                        };
+                        let (admitted, shed) = self.waiting.admit();
+                        if shed && due(&mut shed_warned) {
+                            log::warn!("stream: more than {MAX_WAITING} connections sent no request yet; closing the oldest ones");
+                        }
                         let server = self.clone();
                         let alive = alive_tx.clone();
                         tokio::spawn(async move {
-                            server.connection(stream, peer, permit).await;
+                            server.connection(stream, peer, admitted).await;
                             drop(alive);
                         });
                     }
                     Err(e) => {
                         // Out of descriptors repeats every pause: warn once a minute.
-                        if last_accept_warning.is_none_or(|at| at.elapsed() >= Duration::from_secs(60)) {
+                        if due(&mut accept_warned) {
                             log::warn!("stream: accept failed: {e}");
-                            last_accept_warning = Some(std::time::Instant::now());
                         }
                         tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
                     }
@@ -105,6 +121,7 @@ impl Server {
             }
         }
         drop(listener);
+        follow.abort();
         self.closing_tx.send_replace(true);
         drop(alive_tx);
         // Clients bound their own close by SHUTDOWN_GRACE; the margin covers scheduling.
@@ -112,136 +129,197 @@ impl Server {
         Ok(())
     }
 
-    async fn connection(
-        self: Arc<Server>,
-        mut stream: TcpStream,
-        peer: SocketAddr,
-        permit: OwnedSemaphorePermit,
-    ) {
-        let _ = stream.set_nodelay(true);
-        let mut closing = self.closing.clone();
-        let head = tokio::select! {
-            head = timeout(HEAD_TIMEOUT, http::read_head(&mut stream)) => head,
-            _ = until_closing(&mut closing) => return,
-        };
-        let (request, leftover) = match head {
-            Ok(Ok(read)) => read,
-            Ok(Err(HeadError::Closed)) => return,
-            Ok(Err(HeadError::Io(e))) => {
-                log::debug!("stream: reading a request from {peer} failed: {e}");
-                return;
-            }
-            Ok(Err(HeadError::TooLarge)) => {
-                let response = Response::text(431, "request head too large (limit 8 KiB)");
-                return http::respond(&mut stream, &response).await;
-            }
-            Ok(Err(HeadError::Malformed(why))) => {
-                let response = Response::text(400, &format!("bad request: {why}"));
-                return http::respond(&mut stream, &response).await;
-            }
-            Err(_) => {
-                let response = Response::text(408, "request head not received within 10 s");
-                return http::respond(&mut stream, &response).await;
-            }
-        };
-        if request.is_upgrade() {
-            self.upgrade(stream, peer, request, leftover, permit).await;
-        } else {
-            let response = match request.path.as_str() {
-                "/" => page::respond(&request),
-                "/api/history" => history::respond(&self, &request).await,
-                _ => self.plain(&request),
-            };
-            http::respond(&mut stream, &response).await;
+    /// Publishes every change of `stream.token` to the sessions, which close
+    /// (1008) when they do not hold the new one.
+    async fn follow_token(self: Arc<Server>) {
+        let mut tick = tokio::time::interval(TOKEN_CHECK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let config = self.config.get();
+            self.token_tx.send_if_modified(|token| {
+                let changed = *token != config.stream.token;
+                if changed {
+                    token.clone_from(&config.stream.token);
+                }
+                changed
+            });
         }
     }
 
-    /// Answers a plain HTTP request: /health, /metrics, or an error.
-    fn plain(&self, request: &Request) -> Response {
-        let path = request.path.as_str();
-        if path != "/health" && path != "/metrics" {
-            return Response::text(
-                404,
-                "not found (try /health, /metrics or a WebSocket upgrade)",
+    /// One connection: it is held in `waiting` (and may be shed) until it
+    /// has been answered or has become a WebSocket client.
+    async fn connection(
+        self: Arc<Server>,
+        stream: TcpStream,
+        peer: SocketAddr,
+        mut admitted: super::admission::Admitted,
+    ) {
+        let _ = stream.set_nodelay(true);
+        let mut closing = self.closing.clone();
+        let accepted = tokio::select! {
+            accepted = self.request(stream, peer) => accepted,
+            _ = admitted.shed() => return,
+            _ = until_closing(&mut closing) => return,
+        };
+        drop(admitted);
+        if let Some((ws, session, slot)) = accepted {
+            log::debug!("stream: client {peer} connected");
+            client::run(ws, peer, session).await;
+            drop(slot);
+            log::debug!("stream: client {peer} gone");
+        }
+    }
+
+    /// Reads the request head and answers it; returns the WebSocket session
+    /// to run when it was an accepted upgrade.
+    async fn request(
+        &self,
+        mut stream: TcpStream,
+        peer: SocketAddr,
+    ) -> Option<(Ws, Session, ClientSlot)> {
+        let (request, leftover) = match timeout(HEAD_TIMEOUT, http::read_head(&mut stream)).await {
+            Ok(Ok(read)) => read,
+            Ok(Err(error)) => {
+                let response = match error {
+                    HeadError::Closed => return None,
+                    HeadError::Io(e) => {
+                        log::debug!("stream: reading a request from {peer} failed: {e}");
+                        return None;
+                    }
+                    HeadError::TooLarge => {
+                        Response::text(431, "request head too large (limit 8 KiB)")
+                    }
+                    HeadError::Malformed(why) => {
+                        Response::text(400, &format!("bad request: {why}"))
+                    }
+                };
+                http::respond(&mut stream, &response).await;
+                return None;
+            }
+            Err(_) => {
+                let why = format!(
+                    "request head not received within {} s",
+                    HEAD_TIMEOUT.as_secs()
+                );
+                http::respond(&mut stream, &Response::text(408, &why)).await;
+                return None;
+            }
+        };
+        let config = self.config.get();
+        let response = if let Some(refusal) = access::refusal(&request, &config.stream) {
+            refusal
+        } else if request.is_upgrade() {
+            match self.upgrade(&request, &config) {
+                Ok(slot) => {
+                    return self
+                        .handshake(stream, peer, request, leftover, slot, &config)
+                        .await
+                }
+                Err(refusal) => refusal,
+            }
+        } else {
+            self.route(&request, &config).await
+        };
+        if response.status >= 400 {
+            log::debug!(
+                "stream: {} {} from {peer}: {}",
+                request.method,
+                request.path,
+                response.status
             );
         }
-        if request.method != "GET" {
-            return Response::text(405, "method not allowed").with_header("Allow", "GET");
+        http::respond(&mut stream, &response).await;
+        None
+    }
+
+    /// The plain HTTP routes (SPEC §4), one arm each; Host and Origin were
+    /// checked before.
+    async fn route(&self, request: &Request, config: &Config) -> Response {
+        let method = request.method.as_str();
+        match (method, request.path.as_str()) {
+            ("GET", "/") => page::respond(request),
+            ("GET", "/api/history") => history::respond(self, request).await,
+            ("GET", "/health") => self.health(config),
+            ("GET", "/metrics") => {
+                access::token_refusal(request, &config.stream).unwrap_or_else(|| self.metrics())
+            }
+            (_, "/" | "/api/history" | "/health" | "/metrics") => {
+                Response::text(405, "method not allowed").with_header("Allow", "GET")
+            }
+            _ => Response::text(
+                404,
+                "not found (try /, /health, /metrics or a WebSocket upgrade)",
+            ),
         }
-        let config = self.config.get();
-        if !access::origin_allowed(request, &config.stream) {
-            return Response::text(403, "origin not allowed");
-        }
-        if path == "/health" {
-            let (code, body) = health::report(&self.status, config.interval, SystemTime::now());
-            return Response::new(code, "application/json", body);
-        }
-        if !access::token_accepted(request, &config.stream) {
-            return unauthorized();
-        }
+    }
+
+    fn health(&self, config: &Config) -> Response {
+        let (code, body) = health::report(&self.status, config.interval);
+        Response::new(code, "application/json", body)
+    }
+
+    fn metrics(&self) -> Response {
         let snapshot = self.hub.latest();
         let body = prometheus::render(snapshot.as_deref(), &self.status);
         Response::new(200, prometheus::CONTENT_TYPE, body)
     }
 
-    /// Checks a WebSocket upgrade, answers it, and runs the client session.
-    async fn upgrade(
-        self: Arc<Server>,
+    /// Checks a WebSocket upgrade; a place among `max_clients` if it may proceed.
+    fn upgrade(&self, request: &Request, config: &Config) -> Result<ClientSlot, Response> {
+        if request.method != "GET" {
+            return Err(
+                Response::text(405, "WebSocket upgrades use GET").with_header("Allow", "GET")
+            );
+        }
+        if !request.header_has_token("connection", "upgrade") {
+            return Err(Response::text(400, "Connection: Upgrade is missing"));
+        }
+        if request.header("sec-websocket-version") != Some("13") {
+            return Err(Response::text(426, "WebSocket version 13 is required")
+                .with_header("Sec-WebSocket-Version", "13"));
+        }
+        if !request.header("sec-websocket-key").is_some_and(valid_key) {
+            return Err(Response::text(
+                400,
+                "Sec-WebSocket-Key must be 16 bytes in base64 (RFC 6455 §4.1)",
+            ));
+        }
+        if let Some(refusal) = access::token_refusal(request, &config.stream) {
+            return Err(refusal);
+        }
+        ClientSlot::take(&self.status, config.stream.max_clients).ok_or_else(|| {
+            log::info!(
+                "stream: refused a client: {} clients connected (max_clients)",
+                config.stream.max_clients
+            );
+            Response::text(503, "too many stream clients").with_header("Retry-After", "10")
+        })
+    }
+
+    /// Completes an accepted upgrade: 101, then the session's parts.
+    async fn handshake(
+        &self,
         mut stream: TcpStream,
         peer: SocketAddr,
         request: Request,
         leftover: Vec<u8>,
-        permit: OwnedSemaphorePermit,
-    ) {
-        let config = self.config.get();
-        let refusal = if request.method != "GET" {
-            Some(Response::text(405, "WebSocket upgrades use GET").with_header("Allow", "GET"))
-        } else if !request.header_has_token("connection", "upgrade") {
-            Some(Response::text(400, "Connection: Upgrade is missing"))
-        } else if request.header("sec-websocket-version") != Some("13") {
-            Some(
-                Response::text(426, "WebSocket version 13 is required")
-                    .with_header("Sec-WebSocket-Version", "13"),
-            )
-        } else if request
-            .header("sec-websocket-key")
-            .is_none_or(str::is_empty)
-        {
-            Some(Response::text(400, "Sec-WebSocket-Key is missing"))
-        } else if !access::origin_allowed(&request, &config.stream) {
-            Some(Response::text(403, "origin not allowed"))
-        } else if !access::token_accepted(&request, &config.stream) {
-            Some(unauthorized())
-        } else {
-            None
-        };
-        if let Some(response) = refusal {
-            log::debug!("stream: refused {peer}: {}", response.status);
-            return http::respond(&mut stream, &response).await;
-        }
-        let Some(slot) = ClientSlot::take(&self.status, config.stream.max_clients) else {
-            log::info!(
-                "stream: refused {peer}: {} clients connected (max_clients)",
-                config.stream.max_clients
-            );
-            let response =
-                Response::text(503, "too many stream clients").with_header("Retry-After", "10");
-            return http::respond(&mut stream, &response).await;
-        };
+        slot: ClientSlot,
+        config: &Config,
+    ) -> Option<(Ws, Session, ClientSlot)> {
         let key = request.header("sec-websocket-key").unwrap_or_default();
         let accept = format!(
             "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
             derive_accept_key(key.as_bytes())
         );
-        use tokio::io::AsyncWriteExt;
+        listener::limit_send_buffer(&stream);
         if !matches!(
-            timeout(client::WRITE_STALL, stream.write_all(accept.as_bytes())).await,
+            timeout(WRITE_STALL, stream.write_all(accept.as_bytes())).await,
             Ok(Ok(()))
         ) {
-            return;
+            log::debug!("stream: handshake with {peer} failed");
+            return None;
         }
-        drop(permit);
-        drop(request);
         let ws = if leftover.is_empty() {
             WebSocketStream::from_raw_socket(stream, Role::Server, Some(websocket_config())).await
         } else {
@@ -253,47 +331,82 @@ impl Server {
             )
             .await
         };
-        log::debug!("stream: client {peer} connected");
-        client::run(ws, peer, &self, &config).await;
-        drop(slot);
-        log::debug!("stream: client {peer} gone");
+        let mut token = self.token_tx.subscribe();
+        if *token.borrow() != config.stream.token {
+            // The request was checked against another token than the one
+            // sessions follow now: let the session check it at once.
+            token.mark_changed();
+        }
+        let session = Session {
+            updates: self.hub.subscribe(),
+            closing: self.closing.clone(),
+            token,
+            credentials: Credentials::of(&request),
+            welcome: super::commands::welcome(&config.node_id, config.interval, SystemTime::now()),
+        };
+        Some((ws, session, slot))
     }
 }
 
-/// Resolves once shutdown has started (the watch guard is dropped at once,
-/// so the caller's future stays `Send`).
-pub async fn until_closing(closing: &mut watch::Receiver<bool>) {
-    let _ = closing.wait_for(|c| *c).await;
+/// Whether a `Sec-WebSocket-Key` is base64 of 16 bytes: 22 characters of the
+/// base64 alphabet and `==`.
+fn valid_key(key: &str) -> bool {
+    let bytes = key.as_bytes();
+    bytes.len() == 24
+        && bytes.ends_with(b"==")
+        && bytes[..22]
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || *b == b'+' || *b == b'/')
 }
 
-pub(super) fn unauthorized() -> Response {
-    Response::text(
-        401,
-        "a valid token is required (Authorization: Bearer <token> or ?token=)",
-    )
-    .with_header("WWW-Authenticate", "Bearer")
+/// Whether a once-a-minute warning is due now (and marks it given).
+fn due(last: &mut Option<Instant>) -> bool {
+    let due = last.is_none_or(|at| at.elapsed() >= WARN_EVERY);
+    if due {
+        *last = Some(Instant::now());
+    }
+    due
 }
 
 /// One of the `max_clients` places, counted in `status.stream_clients`;
 /// released when dropped.
-struct ClientSlot<'a> {
-    status: &'a Status,
+struct ClientSlot {
+    status: Arc<Status>,
 }
 
-impl<'a> ClientSlot<'a> {
-    fn take(status: &'a Status, max_clients: usize) -> Option<ClientSlot<'a>> {
+impl ClientSlot {
+    fn take(status: &Arc<Status>, max_clients: usize) -> Option<ClientSlot> {
         status
             .stream_clients
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
                 (n < max_clients as u64).then_some(n + 1)
             })
             .ok()
-            .map(|_| ClientSlot { status })
+            .map(|_| ClientSlot {
+                status: status.clone(),
+            })
     }
 }
 
-impl Drop for ClientSlot<'_> {
+impl Drop for ClientSlot {
     fn drop(&mut self) {
         self.status.stream_clients.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn websocket_keys_are_16_bytes_of_base64() {
+        assert!(valid_key("dGhlIHNhbXBsZSBub25jZQ=="));
+        assert!(valid_key("x3JJHMbDL1EzLkh9GBhXDw=="));
+        assert!(!valid_key(""));
+        assert!(!valid_key("abc"));
+        assert!(!valid_key("dGhlIHNhbXBsZSBub25jZQ"));
+        assert!(!valid_key("dGhlIHNhbXBsZSBub25jZQ=!"));
+        assert!(!valid_key("dGhlIHNhbXBsZSBub25j*Q=="));
+        assert!(!valid_key("dGhlIHNhbXBsZSBub25jZSBtb3Jl"));
     }
 }

@@ -399,6 +399,283 @@ fn check_config_redacts_tokens() {
     assert!(!all.contains("file-s3cr3t-31"), "{all}");
 }
 
+#[test]
+fn new_keys_print_their_defaults_and_bad_values_exit_78() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_in(dir.path(), "", "");
+    let (_, table) = check_config(&["--config", &config, "check-config"], &[]);
+    assert_eq!(
+        get(&table, "collect", "units").as_array().unwrap(),
+        &[toml::Value::from("*.service")]
+    );
+    assert_eq!(get(&table, "collect", "top_units").as_integer(), Some(10));
+    assert!(get(&table, "stream", "allowed_hosts")
+        .as_array()
+        .unwrap()
+        .is_empty());
+    assert_eq!(get(&table, "queue", "history").as_str(), Some("24h"));
+    for sink in ["backend", "remote_write", "otlp"] {
+        assert_eq!(get(&table, sink, "url").as_str(), Some(""), "{sink}");
+        assert_eq!(get(&table, sink, "splay").as_str(), Some("auto"), "{sink}");
+        assert_eq!(get(&table, sink, "max_age").as_str(), Some("0s"), "{sink}");
+    }
+    assert!(get(&table, "remote_write", "labels")
+        .as_table()
+        .unwrap()
+        .is_empty());
+    assert!(get(&table, "otlp", "resource_attributes")
+        .as_table()
+        .unwrap()
+        .is_empty());
+
+    for (sections, key, reason) in [
+        (
+            "[collect]\nunits = [\"[x\"]\n",
+            "[collect] units",
+            "invalid pattern",
+        ),
+        (
+            "[collect]\ntop_units = 1001\n",
+            "[collect] top_units",
+            "out of range",
+        ),
+        (
+            "[stream]\nallowed_hosts = [\"a b\"]\n",
+            "[stream] allowed_hosts",
+            "invalid host name",
+        ),
+        (
+            "[queue]\nhistory = \"soon\"\n",
+            "[queue] history",
+            "invalid duration",
+        ),
+        (
+            "[backend]\nsplay = \"never\"\n",
+            "[backend] splay",
+            "invalid splay",
+        ),
+        (
+            "[backend]\nmax_age = true\n",
+            "[backend] max_age",
+            "invalid duration",
+        ),
+        (
+            "[remote_write]\nlabels = { instance = \"a\" }\n",
+            "[remote_write] labels",
+            "set by metricsd itself",
+        ),
+        (
+            "[remote_write]\nheaders = { \"a:b\" = \"x\" }\n",
+            "[remote_write] headers",
+            "invalid header name",
+        ),
+        (
+            "[otlp]\nurl = \"gopher://x/\"\n",
+            "[otlp] url",
+            "the scheme must be http or https",
+        ),
+        (
+            "[otlp]\nresource_attributes = 5\n",
+            "[otlp] resource_attributes",
+            "expected a table",
+        ),
+        ("[otlp]\nlabels = {}\n", "[otlp] labels", "unknown key"),
+        (
+            "[remote_write]\nresource_attributes = {}\n",
+            "[remote_write] resource_attributes",
+            "unknown key",
+        ),
+        (
+            "[backend]\npassword = \"x\"\n",
+            "[backend] password",
+            "unknown key",
+        ),
+    ] {
+        let path = write_file(dir.path(), "m.toml", sections);
+        let config = path.to_str().unwrap();
+        let out = run_cli(&["--config", config, "check-config"], &[]);
+        assert_code(&out, EX_CONFIG);
+        let prefix = format!("metricsd: {config}: {key}: ");
+        assert!(
+            text(&out.stderr)
+                .lines()
+                .any(|l| l.starts_with(&prefix) && l.contains(reason)),
+            "expected {prefix}...{reason}...\n{}",
+            describe(&out)
+        );
+    }
+}
+
+#[test]
+fn environment_overrides_the_sink_sections() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_in(dir.path(), "", "");
+    let (_, table) = check_config(
+        &["--config", &config, "check-config"],
+        &[
+            (
+                "METRICSD_REMOTE_WRITE_URL",
+                "http://127.0.0.1:9/api/v1/write",
+            ),
+            (
+                "METRICSD_REMOTE_WRITE_HEADERS",
+                "{ \"X-Scope-OrgID\" = \"t1\" }",
+            ),
+            ("METRICSD_REMOTE_WRITE_LABELS", "{ env = \"prod\" }"),
+            ("METRICSD_REMOTE_WRITE_SPLAY", "0s"),
+            ("METRICSD_OTLP_SPLAY", "90"),
+            ("METRICSD_OTLP_MAX_AGE", "1h"),
+            ("METRICSD_COLLECT_UNITS", "ssh.service,cron.service"),
+        ],
+    );
+    assert_eq!(
+        get(&table, "remote_write", "url").as_str(),
+        Some("http://127.0.0.1:9/api/v1/write")
+    );
+    let headers = get(&table, "remote_write", "headers").as_table().unwrap();
+    assert_eq!(headers["X-Scope-OrgID"].as_str(), Some("<redacted>"));
+    let labels = get(&table, "remote_write", "labels").as_table().unwrap();
+    assert_eq!(labels["env"].as_str(), Some("prod"));
+    assert_eq!(get(&table, "remote_write", "splay").as_str(), Some("0s"));
+    assert_eq!(get(&table, "otlp", "splay").as_str(), Some("90s"));
+    assert_eq!(get(&table, "otlp", "max_age").as_str(), Some("1h"));
+    assert_eq!(get(&table, "collect", "units").as_array().unwrap().len(), 2);
+
+    let out = run_cli(
+        &["--config", &config, "check-config"],
+        &[("METRICSD_BACKEND_SPLAY", "sometimes")],
+    );
+    assert_code(&out, EX_CONFIG);
+    assert!(
+        text(&out.stderr).contains(
+            "metricsd: environment METRICSD_BACKEND_SPLAY: [backend] splay: invalid splay \"sometimes\""
+        ),
+        "{}",
+        describe(&out)
+    );
+}
+
+#[test]
+fn check_config_redacts_every_sink_secret() {
+    let secrets = [
+        "s-backend-tok",
+        "s-rw-pw",
+        "s-rw-h1",
+        "s-rw-h2",
+        "s-otlp-tok",
+        "s-otlp-h",
+        "s-env-pw",
+        "s-env-h",
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_in(
+        dir.path(),
+        "",
+        "[backend]\nurl = \"http://127.0.0.1:9/x\"\ntoken = \"s-backend-tok\"\n\
+         [remote_write]\nurl = \"http://127.0.0.1:9/w\"\nusername = \"rw\"\npassword = \"s-rw-pw\"\n\
+         headers = { \"X-Scope-OrgID\" = \"s-rw-h1\", \"X-Other\" = \"s-rw-h2\" }\n\
+         [otlp]\nurl = \"http://127.0.0.1:9/o\"\ntoken = \"s-otlp-tok\"\nheaders = { api-key = \"s-otlp-h\" }\n",
+    );
+    let (out, table) = check_config(&["--config", &config, "check-config"], &[]);
+    let all = text(&out.stdout) + &text(&out.stderr);
+    for secret in secrets {
+        assert!(!all.contains(secret), "{secret} printed:\n{all}");
+    }
+    assert_eq!(get(&table, "backend", "token").as_str(), Some("<redacted>"));
+    assert_eq!(
+        get(&table, "remote_write", "password").as_str(),
+        Some("<redacted>")
+    );
+    assert_eq!(get(&table, "otlp", "token").as_str(), Some("<redacted>"));
+    for (sink, count) in [("remote_write", 2), ("otlp", 1)] {
+        let headers = get(&table, sink, "headers").as_table().unwrap();
+        assert_eq!(headers.len(), count, "{sink}");
+        assert!(
+            headers.values().all(|v| v.as_str() == Some("<redacted>")),
+            "{sink}: {headers:?}"
+        );
+    }
+    // From the environment too.
+    let (out, table) = check_config(
+        &["--config", &config, "check-config"],
+        &[
+            ("METRICSD_OTLP_USERNAME", "o"),
+            ("METRICSD_OTLP_TOKEN", ""),
+            ("METRICSD_OTLP_PASSWORD", "s-env-pw"),
+            ("METRICSD_OTLP_HEADERS", "{ X-Env = \"s-env-h\" }"),
+        ],
+    );
+    let all = text(&out.stdout) + &text(&out.stderr);
+    for secret in secrets {
+        assert!(!all.contains(secret), "{secret} printed:\n{all}");
+    }
+    assert_eq!(get(&table, "otlp", "password").as_str(), Some("<redacted>"));
+}
+
+#[test]
+fn bad_secrets_and_url_passwords_are_not_echoed() {
+    let dir = tempfile::tempdir().unwrap();
+    for sections in [
+        "[backend]\ntoken = 918273\n",
+        "[remote_write]\nheaders = { a = 918273 }\n",
+        "[otlp]\nusername = \"u\"\npassword = 918273\n",
+        "[backend]\nurl = \"ftp://u:918273@host/x\"\n",
+        "[remote_write]\nurl = \"http://u:918273@/x\"\n",
+    ] {
+        let config = config_in(dir.path(), "", sections);
+        let out = run_cli(&["--config", &config, "check-config"], &[]);
+        assert_code(&out, EX_CONFIG);
+        let all = text(&out.stdout) + &text(&out.stderr);
+        assert!(all.contains(&config), "{}", describe(&out));
+        assert!(!all.contains("918273"), "{sections:?} echoed: {all}");
+    }
+    let config = config_in(dir.path(), "", "");
+    let out = run_cli(
+        &["--config", &config, "check-config"],
+        &[("METRICSD_OTLP_URL", "https://u:918273@host name/v1")],
+    );
+    assert_code(&out, EX_CONFIG);
+    let all = text(&out.stdout) + &text(&out.stderr);
+    assert!(all.contains("METRICSD_OTLP_URL"), "{}", describe(&out));
+    assert!(!all.contains("918273"), "{all}");
+}
+
+#[test]
+fn check_config_output_is_a_file_with_the_same_meaning() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_in(
+        dir.path(),
+        "node_id = \"n1\"",
+        "[collect]\nunits = [\"a.service\"]\ntop_units = 1\n\
+         [queue]\nhistory = 600\n\
+         [backend]\nurl = \"http://127.0.0.1:9/x\"\nretry_backoff = [1, \"90s\"]\nsplay = 0\n\
+         [remote_write]\nurl = \"http://127.0.0.1:9/w\"\nlabels = { env = \"p\" }\nmax_age = \"1h\"\n\
+         [otlp]\nurl = \"http://127.0.0.1:9/o\"\nresource_attributes = { \"k.v\" = \"x y\" }\n",
+    );
+    let first = run_cli(&["--config", &config, "check-config"], &[]);
+    assert_code(&first, 0);
+    let printed = write_file(dir.path(), "printed.toml", &text(&first.stdout));
+    let second = run_cli(
+        &["--config", printed.to_str().unwrap(), "check-config"],
+        &[],
+    );
+    assert_code(&second, 0);
+    // Everything but the first line, which names the file it came from.
+    let body = |out: &Output| {
+        text(&out.stdout)
+            .lines()
+            .skip(1)
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert_eq!(body(&first), body(&second));
+    assert!(
+        body(&first).contains("history = \"600s\""),
+        "{}",
+        body(&first)
+    );
+}
+
 // --- once ---------------------------------------------------------------------------
 
 #[derive(Clone, Copy, Debug)]

@@ -17,3 +17,4 @@ mod queue;
 mod queue_cli;
 mod snapshot_forms;
 mod stream;
+mod units;

@@ -381,9 +381,12 @@ async fn health_is_503_stale_after_three_intervals_without_a_sample() {
 
     // A last sample 5 s ago with a 1 s interval.
     let server = TestServer::start(|_| {});
+    let five_s_ago = Instant::now()
+        .checked_sub(Duration::from_secs(5))
+        .expect("the monotonic clock runs for more than 5 s");
     server
         .status
-        .record_sample(SystemTime::now() - Duration::from_secs(5), 1000);
+        .record_sample_seen(SystemTime::now(), five_s_ago, 1000);
     let response = http(server.addr, "GET", "/health", &[]).await;
     assert_eq!(response.status, 503);
     assert_eq!(response.json()["status"], "stale");
@@ -625,7 +628,7 @@ async fn other_paths_are_404_and_other_methods_405() {
 
     // A body the server does not read still gets its answer.
     let with_body = format!(
-        "POST /health HTTP/1.1\r\nHost: x\r\nContent-Length: 20000\r\n\r\n{}",
+        "POST /health HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 20000\r\n\r\n{}",
         "y".repeat(20000)
     );
     assert_eq!(http_raw(addr, with_body.as_bytes()).await.status, 405);
@@ -758,7 +761,7 @@ mod binary {
                 {
                     use tokio::io::{AsyncReadExt, AsyncWriteExt};
                     let _ = s
-                        .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+                        .write_all(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
                         .await;
                     let mut raw = String::new();
                     let _ =

@@ -5,12 +5,13 @@
 
 use futures_util::{SinkExt, StreamExt};
 use metricsd::config::{Config, SharedConfig};
+use metricsd::hub::Hub;
 use metricsd::shutdown::Shutdown;
 use metricsd::snapshot::{
     InterfaceMetrics, Metrics, MountUsage, Snapshot, SystemMetrics, TopProcess,
 };
 use metricsd::status::Status;
-use metricsd::stream::{self, Hub};
+use metricsd::stream;
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;

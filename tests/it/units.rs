@@ -1,0 +1,617 @@
+//! The units collector (SPEC §3.3, Units) on the cgroup fixture trees
+//! (tests/fixtures/cgroup-unified, cgroup-hybrid: see the README there),
+//! and on this host's own cgroup v2 tree with a real busy process.
+
+use metricsd::collect::units::{self, UnitMetrics, UnitsCollector};
+use metricsd::collect::Roots;
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+const MIB: u64 = 1024 * 1024;
+
+fn copy_tree(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for entry in fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+/// A writable copy of a fixture tree, used as the sys root.
+struct Tree {
+    dir: tempfile::TempDir,
+    /// The cgroup v2 root inside it.
+    v2: PathBuf,
+}
+
+impl Tree {
+    fn new(fixture: &str) -> Tree {
+        let dir = tempfile::tempdir().unwrap();
+        copy_tree(
+            &Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures")
+                .join(fixture),
+            dir.path(),
+        );
+        let v2 = units::find_v2_root(dir.path()).expect("fixture has a v2 root");
+        Tree { dir, v2 }
+    }
+
+    fn roots(&self) -> Roots {
+        Roots {
+            proc: self.dir.path().join("proc"),
+            sys: self.dir.path().to_path_buf(),
+        }
+    }
+
+    fn unit(&self, rel: &str) -> PathBuf {
+        self.v2.join("system.slice").join(rel)
+    }
+
+    fn set_usage(&self, rel: &str, usec: u64) {
+        fs::write(
+            self.unit(rel).join("cpu.stat"),
+            format!("usage_usec {usec}\nuser_usec 0\nsystem_usec 0\n"),
+        )
+        .unwrap();
+    }
+
+    fn usage(&self, rel: &str) -> u64 {
+        let text = fs::read_to_string(self.unit(rel).join("cpu.stat")).unwrap();
+        units::parse_cpu_usage_usec(&text).unwrap()
+    }
+
+    fn add_usage(&self, rel: &str, usec: u64) {
+        self.set_usage(rel, self.usage(rel) + usec);
+    }
+
+    fn collector(&self, globs: &[&str], top: usize) -> UnitsCollector {
+        let globs: Vec<String> = globs.iter().map(|g| g.to_string()).collect();
+        UnitsCollector::with_selection(&self.roots(), &globs, top)
+    }
+}
+
+fn names(map: &BTreeMap<String, UnitMetrics>) -> Vec<&str> {
+    map.keys().map(String::as_str).collect()
+}
+
+/// A baseline read at `t0`, then a read 2 s later (on the collector's clock).
+fn two_reads(c: &mut UnitsCollector, between: impl FnOnce()) -> BTreeMap<String, UnitMetrics> {
+    let t0 = Instant::now();
+    c.read(t0).unwrap();
+    between();
+    c.read(t0 + Duration::from_secs(2)).unwrap()
+}
+
+#[test]
+fn unified_tree_gives_every_field_of_matching_units() {
+    let tree = Tree::new("cgroup-unified");
+    let mut c = tree.collector(&["*.service"], 10);
+    assert_eq!(
+        c.v2_root(),
+        Some(tree.dir.path().join("fs/cgroup").as_path())
+    );
+    let m = two_reads(&mut c, || {
+        tree.add_usage("nginx.service", 500_000);
+        let io = "8:0 rbytes=2097152 wbytes=6291456 rios=10 wios=20 dbytes=0 dios=0\n\
+                  253:0 rbytes=1048576 wbytes=0 rios=5 wios=0 dbytes=0 dios=0\n";
+        fs::write(tree.unit("nginx.service/io.stat"), io).unwrap();
+    });
+    // Services in system.slice and nested slices; not sockets, not the
+    // slices themselves, not a service's own sub-cgroups, nothing outside
+    // system.slice.
+    assert_eq!(
+        names(&m),
+        [
+            "cron.service",
+            "docker.service",
+            "getty@tty1.service",
+            "nginx.service",
+            "postgresql.service"
+        ]
+    );
+    let nginx = &m["nginx.service"];
+    assert_eq!(
+        nginx,
+        &UnitMetrics {
+            cpu_percent: Some(25.0),
+            memory_mb: Some(50.0),
+            tasks: Some(3),
+            io_read_mb_per_sec: Some(0.5),
+            io_write_mb_per_sec: Some(2.0),
+            cpu_pressure_some_avg10: Some(1.5),
+            memory_pressure_some_avg10: Some(0.25),
+            io_pressure_some_avg10: Some(2.0),
+            cpu_usage_usec: Some(1_500_000),
+            memory_bytes: Some(50 * MIB),
+            io_read_bytes: Some(3 * MIB),
+            io_write_bytes: Some(6 * MIB),
+        }
+    );
+    // Idle units: rates 0 (measured, not missing); an empty io.stat is no I/O.
+    let cron = &m["cron.service"];
+    assert_eq!(cron.cpu_percent, Some(0.0));
+    assert_eq!(cron.io_read_bytes, Some(0));
+    assert_eq!(cron.io_read_mb_per_sec, Some(0.0));
+    assert_eq!(cron.tasks, Some(1));
+}
+
+#[test]
+fn hybrid_tree_has_no_memory_or_tasks() {
+    let tree = Tree::new("cgroup-hybrid");
+    let mut c = tree.collector(&["*.service"], 10);
+    assert_eq!(
+        c.v2_root(),
+        Some(tree.dir.path().join("fs/cgroup/unified").as_path())
+    );
+    let m = two_reads(&mut c, || tree.add_usage("nginx.service", 1_000_000));
+    assert_eq!(
+        names(&m),
+        ["cron.service", "getty@tty1.service", "nginx.service"]
+    );
+    let nginx = &m["nginx.service"];
+    assert_eq!(nginx.cpu_percent, Some(50.0));
+    assert_eq!(nginx.cpu_usage_usec, Some(2_000_000));
+    // The v2 tree of a hybrid host has no memory, pids or io controller:
+    // null, not 0 (the v1 memory hierarchy is not read).
+    assert_eq!(nginx.memory_mb, None);
+    assert_eq!(nginx.memory_bytes, None);
+    assert_eq!(nginx.tasks, None);
+    assert_eq!(nginx.io_read_mb_per_sec, None);
+    assert_eq!(nginx.io_write_bytes, None);
+    // Pressure is part of the core and is there.
+    assert_eq!(nginx.cpu_pressure_some_avg10, Some(1.5));
+    assert_eq!(nginx.io_pressure_some_avg10, Some(2.0));
+}
+
+#[test]
+fn globs_select_the_units() {
+    let tree = Tree::new("cgroup-unified");
+    let read = |globs: &[&str]| {
+        let mut c = tree.collector(globs, 100);
+        names(&c.read(Instant::now()).unwrap())
+            .into_iter()
+            .map(String::from)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        read(&["nginx.*", "getty@*"]),
+        ["getty@tty1.service", "nginx.service"]
+    );
+    assert_eq!(read(&["*.socket"]), ["ssh.socket"]);
+    assert_eq!(read(&["postgres*.service"]), ["postgresql.service"]);
+    assert!(read(&[]).is_empty(), "units = [] disables");
+    assert_eq!(
+        read(&["*"]),
+        [
+            "cron.service",
+            "docker.service",
+            "getty@tty1.service",
+            "nginx.service",
+            "postgresql.service",
+            "ssh.socket",
+            "system-getty.slice",
+        ]
+    );
+    // A reload that changes the globs drops the units that no longer match.
+    let mut c = tree.collector(&["*.service"], 100);
+    assert_eq!(c.read(Instant::now()).unwrap().len(), 5);
+    c.set_selection(&["cron.service".to_string()], 100);
+    assert_eq!(names(&c.read(Instant::now()).unwrap()), ["cron.service"]);
+}
+
+#[test]
+fn top_units_are_chosen_by_cpu_then_memory() {
+    let tree = Tree::new("cgroup-unified");
+    // Idle since the previous sample: the biggest by memory (postgresql
+    // 200 MiB, docker 80 MiB) win.
+    let mut c = tree.collector(&["*.service"], 2);
+    let m = two_reads(&mut c, || {});
+    assert_eq!(names(&m), ["docker.service", "postgresql.service"]);
+
+    // CPU first: the two busiest win over the biggest.
+    let mut c = tree.collector(&["*.service"], 2);
+    let m = two_reads(&mut c, || {
+        tree.add_usage("cron.service", 300_000);
+        tree.add_usage("system-getty.slice/getty@tty1.service", 200_000);
+    });
+    assert_eq!(names(&m), ["cron.service", "getty@tty1.service"]);
+    assert_eq!(m["cron.service"].cpu_percent, Some(15.0));
+    assert_eq!(m["getty@tty1.service"].cpu_percent, Some(10.0));
+
+    // Equal CPU: memory decides (nginx 50 MiB > getty 2 MiB > cron 1 MiB).
+    let mut c = tree.collector(&["*.service"], 2);
+    let m = two_reads(&mut c, || {
+        for unit in [
+            "cron.service",
+            "nginx.service",
+            "system-getty.slice/getty@tty1.service",
+        ] {
+            tree.add_usage(unit, 1_000_000);
+        }
+    });
+    assert_eq!(names(&m), ["getty@tty1.service", "nginx.service"]);
+}
+
+/// Replaces a unit's cgroup by a new directory (a new inode, as systemd
+/// makes on a restart) with the given usage.
+fn restart(tree: &Tree, rel: &str, usec: u64) {
+    let old = tree.unit(rel);
+    let fresh = old.with_extension("restarting");
+    copy_tree(&old, &fresh);
+    fs::remove_dir_all(&old).unwrap();
+    fs::rename(&fresh, &old).unwrap();
+    tree.set_usage(rel, usec);
+}
+
+#[test]
+fn a_restarted_unit_gives_no_huge_or_negative_rate() {
+    let tree = Tree::new("cgroup-unified");
+    let mut c = tree.collector(&["nginx.service"], 10);
+    let t0 = Instant::now();
+    let at = |s: u64| t0 + Duration::from_secs(s);
+    c.read(at(0)).unwrap();
+
+    // A new cgroup whose usage is already above the old one: without the
+    // inode check this would read as 2.5 s of CPU in 1 s.
+    restart(&tree, "nginx.service", 3_500_000);
+    let m = c.read(at(1)).unwrap();
+    assert_eq!(m["nginx.service"].cpu_percent, Some(0.0));
+    assert_eq!(m["nginx.service"].io_read_mb_per_sec, Some(0.0));
+    assert_eq!(m["nginx.service"].cpu_usage_usec, Some(3_500_000));
+
+    // Measured from the new cgroup from then on.
+    tree.add_usage("nginx.service", 250_000);
+    let m = c.read(at(2)).unwrap();
+    assert_eq!(m["nginx.service"].cpu_percent, Some(25.0));
+
+    // Usage going down in the same cgroup (a reset): 0, not negative.
+    tree.set_usage("nginx.service", 10);
+    let m = c.read(at(3)).unwrap();
+    assert_eq!(m["nginx.service"].cpu_percent, Some(0.0));
+    tree.add_usage("nginx.service", 100_000);
+    let m = c.read(at(4)).unwrap();
+    assert_eq!(m["nginx.service"].cpu_percent, Some(10.0));
+}
+
+#[test]
+fn units_that_vanish_are_dropped_and_new_ones_measured_from_their_first_reading() {
+    let tree = Tree::new("cgroup-unified");
+    let mut c = tree.collector(&["*.service"], 10);
+    let t0 = Instant::now();
+    c.read(t0).unwrap();
+
+    fs::remove_dir_all(tree.unit("cron.service")).unwrap();
+    copy_tree(
+        &tree.unit("nginx.service"),
+        &tree.unit("system-getty.slice/getty@tty2.service"),
+    );
+    tree.set_usage("system-getty.slice/getty@tty2.service", 7_000_000);
+    let m = c.read(t0 + Duration::from_secs(1)).unwrap();
+    assert!(!m.contains_key("cron.service"), "{:?}", names(&m));
+    // First reading of a new unit: counters, and rates 0 (not made up from
+    // its whole lifetime's usage).
+    let tty2 = &m["getty@tty2.service"];
+    assert_eq!(tty2.cpu_usage_usec, Some(7_000_000));
+    assert_eq!(tty2.cpu_percent, Some(0.0));
+    assert_eq!(tty2.memory_mb, Some(50.0));
+
+    tree.add_usage("system-getty.slice/getty@tty2.service", 400_000);
+    let m = c.read(t0 + Duration::from_secs(3)).unwrap();
+    assert_eq!(m["getty@tty2.service"].cpu_percent, Some(20.0));
+
+    // A whole nested slice vanishing takes its units with it.
+    fs::remove_dir_all(tree.unit("system-getty.slice")).unwrap();
+    let m = c.read(t0 + Duration::from_secs(4)).unwrap();
+    assert_eq!(
+        names(&m),
+        ["docker.service", "nginx.service", "postgresql.service"]
+    );
+
+    // And one that comes back is measured afresh.
+    copy_tree(
+        &tree.v2.join("system.slice/nginx.service"),
+        &tree.unit("cron.service"),
+    );
+    let m = c.read(t0 + Duration::from_secs(5)).unwrap();
+    assert_eq!(m["cron.service"].cpu_percent, Some(0.0));
+}
+
+#[test]
+fn without_cgroup_v2_or_system_slice_there_are_no_units() {
+    // cgroup v1 only: no cgroup.controllers anywhere.
+    let dir = tempfile::tempdir().unwrap();
+    fs::create_dir_all(
+        dir.path()
+            .join("fs/cgroup/memory/system.slice/nginx.service"),
+    )
+    .unwrap();
+    let roots = Roots {
+        proc: dir.path().join("proc"),
+        sys: dir.path().to_path_buf(),
+    };
+    let mut c = UnitsCollector::with_selection(&roots, &["*".to_string()], 10);
+    assert_eq!(c.v2_root(), None);
+    assert_eq!(c.read(Instant::now()).unwrap(), BTreeMap::new());
+
+    // v2 without systemd: no system.slice.
+    let tree = Tree::new("cgroup-unified");
+    fs::remove_dir_all(tree.v2.join("system.slice")).unwrap();
+    let mut c = tree.collector(&["*"], 10);
+    assert_eq!(c.read(Instant::now()).unwrap(), BTreeMap::new());
+}
+
+#[test]
+fn malformed_files_give_null_fields_not_zeros() {
+    let tree = Tree::new("cgroup-unified");
+    let mut c = tree.collector(&["nginx.service", "cron.service"], 10);
+    let m = two_reads(&mut c, || {
+        fs::write(tree.unit("nginx.service/memory.current"), "lots\n").unwrap();
+        fs::write(tree.unit("nginx.service/cpu.pressure"), "garbage\n").unwrap();
+        fs::write(tree.unit("cron.service/cpu.stat"), "nothing here\n").unwrap();
+    });
+    let nginx = &m["nginx.service"];
+    assert_eq!(nginx.memory_mb, None);
+    assert_eq!(nginx.memory_bytes, None);
+    assert_eq!(nginx.cpu_pressure_some_avg10, None);
+    assert_eq!(nginx.tasks, Some(3));
+    // Without its CPU usage a unit cannot be ranked: left out this sample.
+    assert!(!m.contains_key("cron.service"));
+}
+
+// ------------------------------------------------------------- live host
+
+/// A real busy process in a cgroup of this host's v2 tree under
+/// system.slice: a transient unit when systemd runs this host, else a
+/// cgroup made by the test (root only) with the process moved into it.
+struct LiveUnit {
+    name: String,
+    cgroup: PathBuf,
+    child: Option<std::process::Child>,
+    made_system_slice: bool,
+    pid: u32,
+}
+
+const BUSY: &str = "while :; do :; done";
+
+impl LiveUnit {
+    fn start(v2: &Path) -> Result<LiveUnit, String> {
+        let name = format!("metricsd-it-{}.service", std::process::id());
+        let cgroup = v2.join("system.slice").join(&name);
+        if Path::new("/run/systemd/system").exists() {
+            let ok = std::process::Command::new("systemd-run")
+                .args(["--quiet", "--collect", "--unit", &name])
+                .args([
+                    "-p",
+                    "CPUAccounting=yes",
+                    "-p",
+                    "MemoryAccounting=yes",
+                    "-p",
+                    "TasksAccounting=yes",
+                ])
+                .args(["sh", "-c", BUSY])
+                .status()
+                .map_err(|e| format!("systemd-run: {e}"))?;
+            if !ok.success() {
+                return Err(format!("systemd-run failed: {ok}"));
+            }
+            let mut pid = 0;
+            crate::common::wait_for(
+                "the transient unit's main pid",
+                Duration::from_secs(10),
+                || {
+                    let out = std::process::Command::new("systemctl")
+                        .args(["show", "-p", "MainPID", "--value", &name])
+                        .output()
+                        .unwrap();
+                    pid = String::from_utf8_lossy(&out.stdout)
+                        .trim()
+                        .parse()
+                        .unwrap_or(0);
+                    pid != 0 && cgroup.is_dir()
+                },
+            );
+            return Ok(LiveUnit {
+                name,
+                cgroup,
+                child: None,
+                made_system_slice: false,
+                pid,
+            });
+        }
+        let system_slice = v2.join("system.slice");
+        let made_system_slice = !system_slice.exists();
+        fs::create_dir_all(&cgroup).map_err(|e| {
+            format!(
+                "systemd is not running and {} cannot be made ({e})",
+                cgroup.display()
+            )
+        })?;
+        let child = std::process::Command::new("sh")
+            .args(["-c", BUSY])
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let unit = LiveUnit {
+            name,
+            cgroup,
+            child: Some(child),
+            made_system_slice,
+            pid,
+        };
+        fs::write(unit.cgroup.join("cgroup.procs"), pid.to_string()).map_err(|e| {
+            format!(
+                "cannot move the busy child into {} ({e})",
+                unit.cgroup.display()
+            )
+        })?;
+        Ok(unit)
+    }
+
+    fn file(&self, name: &str) -> Option<String> {
+        fs::read_to_string(self.cgroup.join(name)).ok()
+    }
+
+    fn usage(&self) -> u64 {
+        units::parse_cpu_usage_usec(&self.file("cpu.stat").unwrap()).unwrap()
+    }
+
+    /// The busy process's own CPU time (utime + stime) in seconds, from
+    /// /proc/<pid>/stat: the kernel's per-task accounting, not the cgroup's.
+    fn task_cpu_secs(&self) -> f64 {
+        let stat = fs::read_to_string(format!("/proc/{}/stat", self.pid)).unwrap();
+        let after_comm = &stat[stat.rfind(')').unwrap() + 2..];
+        let f: Vec<&str> = after_comm.split_whitespace().collect();
+        // Fields 14 and 15 of stat; after comm, state is index 0 (field 3).
+        let ticks: u64 = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+        ticks as f64 / hz
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+            crate::common::wait_until(Duration::from_secs(5), || {
+                self.file("cgroup.procs")
+                    .is_none_or(|p| p.trim().is_empty())
+            });
+            let _ = fs::remove_dir(&self.cgroup);
+            if self.made_system_slice {
+                let _ = fs::remove_dir(self.cgroup.parent().unwrap());
+            }
+        } else if !self.name.is_empty() {
+            let _ = std::process::Command::new("systemctl")
+                .args(["stop", &self.name])
+                .status();
+            crate::common::wait_until(Duration::from_secs(10), || !self.cgroup.exists());
+        }
+        self.name.clear();
+    }
+}
+
+impl Drop for LiveUnit {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[test]
+fn live_unit_matches_an_independent_reading_of_its_cgroup() {
+    let Some(v2) = units::find_v2_root(Path::new("/sys")) else {
+        eprintln!("SKIP: this host has no cgroup v2 hierarchy (neither /sys/fs/cgroup nor /sys/fs/cgroup/unified)");
+        return;
+    };
+    let mut unit = match LiveUnit::start(&v2) {
+        Ok(unit) => unit,
+        Err(why) => {
+            eprintln!("SKIP: no unit cgroup with a busy process can be made here: {why}");
+            return;
+        }
+    };
+    let mut c = UnitsCollector::with_selection(&Roots::default(), &[unit.name.clone()], 10);
+    assert_eq!(c.v2_root(), Some(v2.as_path()));
+
+    let r0 = unit.usage();
+    let t_a = Instant::now();
+    let first = c.read(t_a).unwrap();
+    let r1 = unit.usage();
+    let task_a = unit.task_cpu_secs();
+    crate::common::wait_for(
+        "half a second of CPU in the unit",
+        Duration::from_secs(20),
+        || unit.usage() >= r1 + 500_000,
+    );
+    let task_b = unit.task_cpu_secs();
+    let psi_before = unit
+        .file("cpu.pressure")
+        .map(|t| units::parse_pressure_some_avg10(&t));
+    let memory_before = unit.file("memory.current");
+    let r2 = unit.usage();
+    let t_b = Instant::now();
+    let second = c.read(t_b).unwrap();
+    let r3 = unit.usage();
+    let psi_after = unit
+        .file("cpu.pressure")
+        .map(|t| units::parse_pressure_some_avg10(&t));
+    let memory_after = unit.file("memory.current");
+    let tasks_now = unit.file("pids.current");
+
+    // The raw counter is the cgroup's own, read within each window.
+    let raw_a = first[&unit.name].cpu_usage_usec.unwrap();
+    let m = &second[&unit.name];
+    let raw_b = m.cpu_usage_usec.unwrap();
+    assert!((r0..=r1).contains(&raw_a), "{r0} <= {raw_a} <= {r1}");
+    assert!((r2..=r3).contains(&raw_b), "{r2} <= {raw_b} <= {r3}");
+
+    // cpu_percent is that counter's rate over the collector's interval,
+    // and agrees with the busy task's own CPU time over the same window.
+    let secs = (t_b - t_a).as_secs_f64();
+    let expected = (raw_b - raw_a) as f64 / secs / 1e4;
+    let cpu = m.cpu_percent.unwrap();
+    assert!((cpu - expected).abs() <= 0.01, "{cpu} vs {expected}");
+    let task_share = (task_b - task_a) / secs * 100.0;
+    assert!(
+        (cpu - task_share).abs() <= 15.0,
+        "unit {cpu}% vs task {task_share}%"
+    );
+    assert!((20.0..=105.0).contains(&cpu), "one busy process: {cpu}%");
+
+    // Pressure as the kernel gave it just before or just after.
+    let psi = m.cpu_pressure_some_avg10;
+    assert!(
+        psi_before.is_none() && psi.is_none()
+            || psi == psi_before.flatten()
+            || psi == psi_after.flatten(),
+        "{psi:?} vs {psi_before:?} / {psi_after:?}"
+    );
+
+    // Memory and tasks exactly where this tree has the controllers (a
+    // hybrid host's v2 tree has neither: null, not 0).
+    match (memory_before, memory_after) {
+        (Some(a), Some(b)) => {
+            let (a, b) = (
+                units::parse_single(&a).unwrap(),
+                units::parse_single(&b).unwrap(),
+            );
+            let got = m.memory_bytes.expect("memory.current exists");
+            assert!(
+                got >= a.min(b) / 2 && got <= a.max(b) * 2,
+                "{got} vs {a}..{b}"
+            );
+        }
+        _ => {
+            assert_eq!(m.memory_mb, None);
+            assert_eq!(m.memory_bytes, None);
+        }
+    }
+    match tasks_now {
+        Some(t) => assert_eq!(m.tasks, units::parse_single(&t)),
+        None => assert_eq!(m.tasks, None),
+    }
+    if unit.file("io.stat").is_none() {
+        assert_eq!(m.io_read_mb_per_sec, None);
+    }
+    eprintln!("live unit {} under {}: {m:?}", unit.name, v2.display());
+
+    // Its files stay open between samples (cgroupfs re-reads them afresh)...
+    let kept_running = c.kept_open();
+    assert!(
+        kept_running >= 2,
+        "system.slice and cpu.stat at least: {kept_running}"
+    );
+
+    // ...and are closed once it is gone.
+    unit.stop();
+    let m = c.read(Instant::now()).unwrap();
+    assert!(m.is_empty(), "{m:?}");
+    assert!(c.kept_open() < kept_running, "{} open", c.kept_open());
+}
