@@ -45,6 +45,11 @@ for script in postinst prerm postrm; do
         fail=1
     fi
 done
+# ExecReload=/bin/kill: procps ships it on Debian, and a minimal system lacks it.
+if ! dpkg-deb -f "$deb" Depends | tr ',' '\n' | grep -Eq '^ *procps( |$)'; then
+    echo "MISSING dependency: procps (for ExecReload=/bin/kill); Depends: $(dpkg-deb -f "$deb" Depends)" >&2
+    fail=1
+fi
 if ! printf '%s\n' "$info" | grep -q '^ Package: metricsd$'; then
     echo "WRONG package name in control" >&2
     fail=1

@@ -159,7 +159,9 @@ class Chart {
       label.textContent = tickLabel(v, top / 4);
       svg.append(label);
     }
-    const step = TIME_STEPS_MS.find((s) => span / s <= 6) || HOUR_MS;
+    // As many time labels as fit (about 64 px each).
+    const maxTicks = Math.max(2, Math.floor(w / 64));
+    const step = TIME_STEPS_MS.find((s) => span / s <= maxTicks) || HOUR_MS;
     for (let t = Math.ceil(t0 / step) * step; t <= newest; t += step) {
       const xx = x(t);
       svg.append(svgEl("line", { x1: xx, x2: xx, y1: m.top, y2: m.top + h, class: "grid" }));

@@ -6,7 +6,8 @@ use serde::{Deserialize, Serialize};
 use toml::{Table, Value};
 
 use super::values::{
-    Dur, DurList, Flag, Int, Secret, SecretMap, SplayValue, Text, TextList, TextMap,
+    url_for_display, Dur, DurList, Flag, Int, Secret, SecretMap, SplayValue, Text, TextList,
+    TextMap,
 };
 use super::{key_label, CollectConfig, Config, ConfigError, QueueConfig, SinkConfig, StreamConfig};
 
@@ -98,7 +99,8 @@ impl SinkFile {
             })
         };
         SinkFile {
-            url: Text(s.url.clone()),
+            // A password in the URL's userinfo is a secret too.
+            url: Text(url_for_display(&s.url)),
             token: inline(&s.token, &s.token_file),
             token_file: path_text(&s.token_file),
             timeout: Dur(s.timeout),

@@ -56,7 +56,8 @@ pub struct CollectConfig {
     pub top_units: usize,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+/// Debug leaves the token out (it may end up in a log line).
+#[derive(Clone, PartialEq)]
 pub struct StreamConfig {
     pub enabled: bool,
     pub listen: SocketAddr,
@@ -86,8 +87,8 @@ pub enum Splay {
 }
 
 /// One delivery target: `[backend]`, `[remote_write]` or `[otlp]`. Keys a
-/// section does not have stay at their empty defaults.
-#[derive(Debug, Clone, PartialEq)]
+/// section does not have stay at their empty defaults. Debug shows no secret.
+#[derive(Clone, PartialEq)]
 pub struct SinkConfig {
     /// Empty: the sink is off.
     pub url: String,
@@ -113,6 +114,58 @@ pub struct SinkConfig {
     pub labels: BTreeMap<String, String>,
     /// `[otlp]` only: extra resource attributes.
     pub resource_attributes: BTreeMap<String, String>,
+}
+
+/// `<redacted>` for a set secret, `""` for an unset one.
+fn redacted(secret: &str) -> &'static str {
+    if secret.is_empty() {
+        ""
+    } else {
+        values::REDACTED
+    }
+}
+
+impl fmt::Debug for StreamConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StreamConfig")
+            .field("enabled", &self.enabled)
+            .field("listen", &self.listen)
+            .field("max_clients", &self.max_clients)
+            .field("allowed_origins", &self.allowed_origins)
+            .field("allowed_hosts", &self.allowed_hosts)
+            .field("token", &redacted(&self.token))
+            .finish()
+    }
+}
+
+impl fmt::Debug for SinkConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let headers: BTreeMap<&str, &str> = self
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), redacted(v)))
+            .collect();
+        f.debug_struct("SinkConfig")
+            .field("url", &values::url_for_display(&self.url))
+            .field("token", &redacted(&self.token))
+            .field("token_file", &self.token_file)
+            .field("timeout", &self.timeout)
+            .field("batch_size", &self.batch_size)
+            .field("gzip", &self.gzip)
+            .field("retry_backoff", &self.retry_backoff)
+            .field("max_retry_after", &self.max_retry_after)
+            .field("max_attempts", &self.max_attempts)
+            .field("ca_file", &self.ca_file)
+            .field("splay", &self.splay)
+            .field("max_age", &self.max_age)
+            .field("username", &self.username)
+            .field("password", &redacted(&self.password))
+            .field("password_file", &self.password_file)
+            .field("headers", &headers)
+            .field("labels", &self.labels)
+            .field("resource_attributes", &self.resource_attributes)
+            .finish()
+    }
 }
 
 /// The name the rest of the crate knew the backend section by.

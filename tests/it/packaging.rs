@@ -102,6 +102,49 @@ fn unit_security_keeps_what_the_collectors_need() {
 }
 
 #[test]
+fn packages_depend_on_what_exec_reload_runs() {
+    // ExecReload=/bin/kill: a minimal Debian has no kill (procps ships it),
+    // so the packages must pull it in.
+    let unit = std::fs::read_to_string(repo_file("systemd/metricsd.service")).unwrap();
+    let reload = unit
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("ExecReload="))
+        .expect("the unit has an ExecReload=");
+    if !reload.starts_with("/bin/kill ") {
+        // Another external program would need its own dependency here.
+        assert!(
+            reload.starts_with("/usr/bin/metricsd "),
+            "ExecReload={reload}: declare what it runs in deb and rpm"
+        );
+        return;
+    }
+    let manifest: Table = std::fs::read_to_string(repo_file("Cargo.toml"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let metadata = &manifest["package"]["metadata"];
+    let depends = metadata["deb"]["depends"].as_str().unwrap();
+    assert!(
+        depends.split(',').any(|d| d.trim() == "procps"),
+        "deb depends = {depends:?} lacks procps"
+    );
+    assert!(
+        metadata["generate-rpm"]["requires"]
+            .get("/usr/bin/kill")
+            .is_some(),
+        "generate-rpm requires lacks /usr/bin/kill"
+    );
+    let spec = std::fs::read_to_string(repo_file("packaging/rpm/metricsd.spec")).unwrap();
+    assert!(
+        spec.lines().any(|l| {
+            l.strip_prefix("Requires:")
+                .is_some_and(|r| r.split_whitespace().any(|w| w == "/usr/bin/kill"))
+        }),
+        "the RPM spec does not require /usr/bin/kill"
+    );
+}
+
+#[test]
 fn unit_verifies_apart_from_the_missing_binary() {
     let unit = repo_file("systemd/metricsd.service");
     let Some(out) = systemd_analyze(&["verify", unit.to_str().unwrap()]) else {

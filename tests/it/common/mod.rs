@@ -2,8 +2,10 @@
 //! deadline, free loopback ports, and the real peers in the submodules.
 
 pub mod backend;
+pub mod browser;
 pub mod daemon;
 pub mod logs;
+pub mod nspawn;
 pub mod rows;
 pub mod stream_client;
 

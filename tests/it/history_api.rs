@@ -1,0 +1,372 @@
+//! `GET /api/history` (SPEC §4.6, §5.2) and the page's access rules, against
+//! the real daemon sampling every second: rows in order, `since` in both
+//! forms, `limit` and its bounds, gzip, survival across a restart, the
+//! token, and Origin and Host checks.
+
+use crate::common::daemon::{Daemon, Setup};
+use crate::common::wait_for;
+use serde_json::Value;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+const START: Duration = Duration::from_secs(20);
+const LONG: Duration = Duration::from_secs(30);
+const TOKEN: &str = "hist-t0ken";
+
+/// The flat form's fields (SPEC §3.2), in order.
+const FLAT_FIELDS: &[&str] = &[
+    "event_id",
+    "node_id",
+    "machine_id",
+    "timestamp",
+    "cpu_percent",
+    "memory_percent",
+    "memory_used_mb",
+    "memory_total_mb",
+    "disk_percent",
+    "disk_used_gb",
+    "disk_total_gb",
+    "network_rx_bytes",
+    "network_tx_bytes",
+    "network_rx_rate_mbps",
+    "network_tx_rate_mbps",
+    "uptime_seconds",
+    "process_count",
+    "active_connections",
+    "load_avg_1m",
+    "load_avg_5m",
+    "load_avg_15m",
+];
+
+struct Answer {
+    status: u16,
+    head: String,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    fn header(&self, name: &str) -> Option<String> {
+        self.head.lines().skip(1).find_map(|l| {
+            let (n, v) = l.split_once(':')?;
+            n.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| v.trim().to_string())
+        })
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    fn rows(&self) -> Vec<Value> {
+        assert_eq!(self.status, 200, "{}{}", self.head, self.text());
+        assert_eq!(
+            self.header("content-type").as_deref(),
+            Some("application/json")
+        );
+        serde_json::from_slice(&self.body).expect("a JSON array")
+    }
+}
+
+/// One request with exactly these headers (Host included when given); the
+/// server closes the connection after answering.
+fn request(addr: SocketAddr, method: &str, target: &str, headers: &[(&str, &str)]) -> Answer {
+    let mut text = format!("{method} {target} HTTP/1.1\r\n");
+    if !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("host")) {
+        text.push_str(&format!("Host: {addr}\r\n"));
+    }
+    for (n, v) in headers {
+        text.push_str(&format!("{n}: {v}\r\n"));
+    }
+    text.push_str("\r\n");
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream.set_read_timeout(Some(LONG)).unwrap();
+    stream.write_all(text.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).expect("read the answer");
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a response head");
+    let head = String::from_utf8(raw[..split].to_vec()).unwrap();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    Answer {
+        status,
+        head,
+        body: raw[split + 4..].to_vec(),
+    }
+}
+
+fn get(addr: SocketAddr, target: &str) -> Answer {
+    request(addr, "GET", target, &[])
+}
+
+fn start(setup: &Setup) -> Daemon {
+    let mut daemon = setup.start(&[]);
+    daemon.wait_listening(setup.stream_addr(), START);
+    daemon
+}
+
+fn timestamps(rows: &[Value]) -> Vec<String> {
+    rows.iter()
+        .map(|r| r["timestamp"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn unix_ms(ts: &str) -> u128 {
+    humantime::parse_rfc3339(ts)
+        .unwrap()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
+}
+
+#[test]
+fn rows_come_oldest_first_from_since_up_to_limit() {
+    let setup = Setup::new("1s", "", "");
+    let _daemon = start(&setup);
+    let addr = setup.stream_addr();
+    wait_for("6 rows of history", LONG, || {
+        get(addr, "/api/history").rows().len() >= 6
+    });
+    let rows = get(addr, "/api/history").rows();
+    for row in &rows {
+        let keys: Vec<&str> = row
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(keys, FLAT_FIELDS, "a flat-form row: {row}");
+    }
+    let ts = timestamps(&rows);
+    assert!(ts.windows(2).all(|w| w[0] < w[1]), "oldest first: {ts:?}");
+
+    // limit: the oldest N from since.
+    let two = get(addr, "/api/history?limit=2").rows();
+    assert_eq!(timestamps(&two), ts[..2]);
+
+    // since as RFC 3339: rows at or after it, the one at it included.
+    let from_third = get(addr, &format!("/api/history?since={}", ts[2])).rows();
+    assert_eq!(timestamps(&from_third)[..ts.len() - 2], ts[2..]);
+    let one = get(addr, &format!("/api/history?since={}&limit=1", ts[2])).rows();
+    assert_eq!(timestamps(&one), [ts[2].clone()]);
+
+    // since as unix seconds (a fraction allowed).
+    let third_s = unix_ms(&ts[2]) as f64 / 1000.0;
+    let by_seconds = get(addr, &format!("/api/history?since={third_s:.3}&limit=3")).rows();
+    assert_eq!(timestamps(&by_seconds), ts[2..5]);
+    let whole = get(
+        addr,
+        &format!("/api/history?since={}&limit=3", unix_ms(&ts[2]) / 1000),
+    )
+    .rows();
+    assert!(unix_ms(&timestamps(&whole)[0]) >= unix_ms(&ts[2]) / 1000 * 1000);
+
+    // After everything: nothing.
+    let future = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 3600;
+    assert!(get(addr, &format!("/api/history?since={future}"))
+        .rows()
+        .is_empty());
+
+    // gzip when accepted, the same rows.
+    let zipped = request(
+        addr,
+        "GET",
+        "/api/history?limit=3",
+        &[("Accept-Encoding", "gzip")],
+    );
+    assert_eq!(zipped.header("content-encoding").as_deref(), Some("gzip"));
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(&zipped.body[..])
+        .read_to_string(&mut text)
+        .unwrap();
+    let unzipped: Vec<Value> = serde_json::from_str(&text).unwrap();
+    assert_eq!(timestamps(&unzipped), ts[..3]);
+}
+
+#[test]
+fn bad_queries_are_400_with_a_reason_and_bounds_hold() {
+    let setup = Setup::new("1s", "", "");
+    let _daemon = start(&setup);
+    let addr = setup.stream_addr();
+    wait_for("a row of history", LONG, || {
+        !get(addr, "/api/history").rows().is_empty()
+    });
+    for (query, names) in [
+        ("limit=0", "limit"),
+        ("limit=10081", "limit"),
+        ("limit=-3", "limit"),
+        ("limit=many", "limit"),
+        ("since=yesterday", "since"),
+        ("since=2026-13-40T00:00:00Z", "since"),
+        ("since=-1", "since"),
+    ] {
+        let answer = get(addr, &format!("/api/history?{query}"));
+        assert_eq!(answer.status, 400, "{query}: {}", answer.text());
+        assert!(answer.text().contains(names), "{query}: {}", answer.text());
+    }
+    assert!(!get(addr, "/api/history?limit=10080").rows().is_empty());
+    assert!(!get(addr, "/api/history?limit=1&since=0").rows().is_empty());
+    let post = request(addr, "POST", "/api/history", &[("Content-Length", "0")]);
+    assert_eq!(post.status, 405);
+}
+
+#[test]
+fn history_survives_a_restart_of_the_daemon() {
+    let setup = Setup::new("1s", "", "");
+    let mut daemon = start(&setup);
+    let addr = setup.stream_addr();
+    wait_for("3 rows of history", LONG, || {
+        get(addr, "/api/history").rows().len() >= 3
+    });
+    // Rows taken after this read only add to the end.
+    let before = timestamps(&get(addr, "/api/history").rows());
+    daemon.signal(libc::SIGTERM);
+    assert_eq!(daemon.exit_code(LONG), 0, "{}", daemon.log());
+
+    let _again = start(&setup);
+    wait_for("a row from the new run", LONG, || {
+        get(addr, "/api/history").rows().len() > before.len()
+    });
+    let after = timestamps(&get(addr, "/api/history").rows());
+    assert_eq!(
+        after[..before.len()],
+        before[..],
+        "the first run's rows are kept, in order"
+    );
+    assert!(after.windows(2).all(|w| w[0] < w[1]), "{after:?}");
+}
+
+#[test]
+fn the_token_guards_history_but_not_the_document() {
+    let setup = Setup::new("1s", "", &format!("token = \"{TOKEN}\"\n"));
+    let _daemon = start(&setup);
+    let addr = setup.stream_addr();
+    let bearer = format!("Bearer {TOKEN}");
+    wait_for("a row of history", LONG, || {
+        let answer = request(addr, "GET", "/api/history", &[("Authorization", &bearer)]);
+        answer.status == 200 && !answer.rows().is_empty()
+    });
+    assert_eq!(get(addr, "/api/history").status, 401);
+    assert_eq!(
+        request(
+            addr,
+            "GET",
+            "/api/history",
+            &[("Authorization", "Bearer nope")]
+        )
+        .status,
+        401
+    );
+    assert_eq!(get(addr, "/api/history?token=nope").status, 401);
+    assert!(!get(addr, &format!("/api/history?token={TOKEN}"))
+        .rows()
+        .is_empty());
+    // The document holds no host data: it is served without the token.
+    let page = get(addr, "/");
+    assert_eq!(page.status, 200);
+    assert!(page.text().contains("<!doctype html>"));
+}
+
+#[test]
+fn the_page_has_its_security_headers() {
+    let setup = Setup::new("1s", "", "");
+    let _daemon = start(&setup);
+    let addr = setup.stream_addr();
+    let page = request(addr, "GET", "/", &[("Accept-Encoding", "gzip")]);
+    assert_eq!(page.status, 200);
+    let csp = page.header("content-security-policy").unwrap_or_default();
+    for directive in [
+        "default-src 'self'",
+        "script-src 'self' 'unsafe-inline'",
+        "style-src 'self' 'unsafe-inline'",
+        "connect-src 'self'",
+    ] {
+        assert!(csp.contains(directive), "CSP lacks {directive}: {csp}");
+    }
+    assert_eq!(page.header("x-frame-options").as_deref(), Some("DENY"));
+    assert_eq!(page.header("content-encoding").as_deref(), Some("gzip"));
+    assert!(page
+        .header("content-type")
+        .unwrap()
+        .starts_with("text/html"));
+    let plain = get(addr, "/");
+    assert!(plain.header("content-encoding").is_none());
+    assert!(plain.text().contains("<script>") && !plain.text().contains("<script src"));
+}
+
+/// A WebSocket upgrade request's status (101 when accepted). Only the head
+/// is read: an accepted upgrade keeps the connection open.
+fn upgrade_status(addr: SocketAddr, host: &str, origin: &str) -> u16 {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream.set_read_timeout(Some(LONG)).unwrap();
+    let head = format!(
+        "GET / HTTP/1.1\r\nHost: {host}\r\nOrigin: {origin}\r\nUpgrade: websocket\r\n\
+         Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    let mut byte = [0u8; 1];
+    while !raw.ends_with(b"\r\n\r\n") {
+        match stream.read(&mut byte) {
+            Ok(1) => raw.push(byte[0]),
+            _ => break,
+        }
+    }
+    let head = String::from_utf8_lossy(&raw);
+    head.split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status: {head:?}"))
+}
+
+#[test]
+fn own_origin_is_accepted_and_other_origins_and_hosts_are_refused() {
+    // allowed_origins stays empty: only the page's own origin passes.
+    let setup = Setup::new("1s", "", "");
+    let _daemon = start(&setup);
+    let addr = setup.stream_addr();
+    let port = addr.port();
+    let own_ip = format!("127.0.0.1:{port}");
+    let own_name = format!("localhost:{port}");
+    assert_eq!(
+        upgrade_status(addr, &own_ip, &format!("http://{own_ip}")),
+        101
+    );
+    assert_eq!(
+        upgrade_status(addr, &own_name, &format!("http://{own_name}")),
+        101
+    );
+    assert_eq!(upgrade_status(addr, &own_ip, "http://evil.example"), 403);
+    assert_eq!(
+        upgrade_status(addr, &own_ip, &format!("http://{own_name}")),
+        403
+    );
+    assert_eq!(
+        upgrade_status(addr, &own_ip, &format!("https://{own_ip}")),
+        403
+    );
+    // DNS rebinding: a name that is not an IP literal, localhost or listed.
+    let rebound = format!("rebind.example:{port}");
+    assert_eq!(
+        upgrade_status(addr, &rebound, &format!("http://{rebound}")),
+        403
+    );
+
+    let from = |origin: &str| request(addr, "GET", "/api/history", &[("Origin", origin)]).status;
+    assert_eq!(from(&format!("http://{own_ip}")), 200);
+    assert_eq!(from("http://evil.example"), 403);
+    for path in ["/api/history", "/", "/health"] {
+        let answer = request(addr, "GET", path, &[("Host", &rebound)]);
+        let text = answer.text();
+        let start = &text[..text.len().min(200)];
+        assert_eq!(answer.status, 403, "{path} with Host {rebound}: {start}");
+    }
+}
