@@ -480,13 +480,14 @@ async fn metrics_is_valid_prometheus_text_with_the_promised_names() {
     let server = TestServer::start(|_| {});
     let mut snap = snapshot(4, 2);
     snap.metrics
-        .disk
-        .mounts
+        .filesystems
+        .get_or_insert_with(Vec::new)
         .push(metricsd::snapshot::MountUsage {
             mount: "/mnt/odd \"name\" \\ here".into(),
             total_bytes: 1 << 30,
             used_bytes: 1 << 29,
             avail_bytes: 1 << 29,
+            ..Default::default()
         });
     server.publish(snap);
     server.status.record_sample(SystemTime::now(), 2500);
