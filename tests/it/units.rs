@@ -48,6 +48,7 @@ impl Tree {
         Roots {
             proc: self.dir.path().join("proc"),
             sys: self.dir.path().to_path_buf(),
+            ..Roots::default()
         }
     }
 
@@ -351,6 +352,7 @@ fn without_cgroup_v2_or_system_slice_there_are_no_units() {
     let roots = Roots {
         proc: dir.path().join("proc"),
         sys: dir.path().to_path_buf(),
+        ..Roots::default()
     };
     let mut c = UnitsCollector::with_selection(&roots, &["*".to_string()], 10);
     assert_eq!(c.v2_root(), None);
