@@ -734,3 +734,34 @@ fn parse_value(text: &str) -> Result<f64, String> {
     text.parse::<f64>()
         .map_err(|_| format!("invalid value {text:?}"))
 }
+
+/// A WebSocket upgrade head with the given `Host` and `Sec-WebSocket-Key`.
+pub fn upgrade_head(host: &str, key: &str) -> String {
+    format!(
+        "GET / HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {key}\r\n\r\n"
+    )
+}
+
+/// The bytes waiting in the kernel's send queue of the TCP socket from
+/// `local` to `remote` (the `tx_queue` column of /proc/net/tcp), if found.
+pub fn send_queue_bytes(local: SocketAddr, remote: SocketAddr) -> Option<u64> {
+    let hex = |a: SocketAddr| match a {
+        SocketAddr::V4(v4) => format!(
+            "{:08X}:{:04X}",
+            u32::from_le_bytes(v4.ip().octets()),
+            v4.port()
+        ),
+        SocketAddr::V6(_) => String::new(),
+    };
+    let (local, remote) = (hex(local), hex(remote));
+    let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
+    table.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if fields.get(1) != Some(&local.as_str()) || fields.get(2) != Some(&remote.as_str()) {
+            return None;
+        }
+        let (tx, _rx) = fields.get(4)?.split_once(':')?;
+        u64::from_str_radix(tx, 16).ok()
+    })
+}
