@@ -52,9 +52,12 @@ pub fn wait_for(what: &str, timeout: Duration, condition: impl FnMut() -> bool) 
 /// A day of flat rows at 60 s, ending now, as the sampler would have queued them.
 fn fill_history(db: &std::path::Path) {
     let mut queue = Queue::open(db).expect("open the queue");
+    queue
+        .set_history(Duration::from_secs(24 * 3600))
+        .expect("set the history");
     let now = SystemTime::now();
     for i in 0..ROWS {
-        let at = now - Duration::from_secs((ROWS - i) * 60);
+        let at = now - Duration::from_secs((ROWS - 1 - i) * 60);
         let created_at = humantime::format_rfc3339_millis(at).to_string();
         let event_id = uuid::Uuid::now_v7().to_string();
         let flat = serde_json::json!({
@@ -72,7 +75,7 @@ fn fill_history(db: &std::path::Path) {
         })
         .to_string();
         queue
-            .insert(&event_id, &created_at, &flat, 100_000)
+            .insert(&event_id, &created_at, &flat, b"", &[], 100_000)
             .expect("insert");
     }
 }

@@ -116,7 +116,7 @@ pub fn take_snapshot(
     interval: Duration,
 ) -> Snapshot {
     let timestamp = SystemTime::now();
-    let metrics = collector.collect();
+    let sample = collector.collect();
     Snapshot {
         timestamp,
         node_id: node_id.to_string(),
@@ -124,7 +124,8 @@ pub fn take_snapshot(
         event_id: Uuid::now_v7(),
         seq,
         interval_secs: interval.as_secs().max(1),
-        metrics,
+        metrics: sample.metrics,
+        collectors: sample.collectors,
     }
 }
 
@@ -152,6 +153,11 @@ impl DropWarning {
             self.last = Some(Instant::now());
         }
     }
+}
+
+/// The sinks a snapshot is queued for: the configured ones (SPEC §5.2).
+fn configured_sinks(config: &crate::config::Config) -> Vec<&'static str> {
+    config.sinks().iter().map(|(kind, _)| kind.name()).collect()
 }
 
 /// Runs the sampling loop until shutdown. Returns the queue so the caller
@@ -200,16 +206,24 @@ pub fn run(mut ctx: SamplerContext) -> Queue {
         let timestamp = snapshot.timestamp_string();
         let snapshot = Arc::new(snapshot);
         ctx.hub.publish(snapshot.clone(), stream_json);
-        match ctx
-            .queue
-            .insert(&event_id, &timestamp, &flat_json, config.queue.max_pending)
-        {
-            Ok(dropped) => {
+        let sinks = configured_sinks(&config);
+        let inserted = ctx.queue.set_history(config.queue.history).and_then(|()| {
+            ctx.queue.insert(
+                &event_id,
+                &timestamp,
+                &flat_json,
+                &[],
+                &sinks,
+                config.queue.max_pending,
+            )
+        });
+        match inserted {
+            Ok(report) => {
                 ctx.status.record_insert_ok();
-                drops.record(dropped, config.queue.max_pending);
+                drops.record(report.dropped_total(), config.queue.max_pending);
                 // The queue keeps its counts in the file: one small read, no
                 // table scan or file stat on the sampling path.
-                if let Ok(stats) = ctx.queue.counts() {
+                if let Ok(stats) = ctx.queue.counts(crate::queue::DEFAULT_SINK) {
                     ctx.status
                         .queue_pending
                         .store(stats.pending, Ordering::Relaxed);
@@ -231,13 +245,13 @@ pub fn run(mut ctx: SamplerContext) -> Queue {
         dog.feed();
         let m = &snapshot.metrics;
         log::debug!(
-            "sample seq={seq} took {}us cpu={:.1}% mem_used={}MiB load1={:.2} procs={} conns={}",
+            "sample seq={seq} took {}us cpu={:?}% mem_used={:?}MiB load1={:?} procs={:?} conns={:?}",
             took.as_micros(),
-            m.cpu.usage_percent,
-            m.memory.used_bytes() / (1024 * 1024),
-            m.cpu.load1,
-            m.processes.count,
-            m.network.active_connections
+            m.cpu.as_ref().map(|c| c.usage_percent),
+            m.memory.as_ref().map(|mem| mem.used_bytes() / (1024 * 1024)),
+            m.load.as_ref().map(|l| l.load1),
+            m.processes.as_ref().map(|p| p.count),
+            m.tcp.curr_estab
         );
 
         // Wait for the next aligned tick, a reload, or shutdown.

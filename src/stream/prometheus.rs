@@ -1,6 +1,7 @@
 //! `GET /metrics` (SPEC §4.5): Prometheus text exposition 0.0.4 of the
 //! latest snapshot (`host_*`) and of the daemon itself (`metricsd_*`).
 
+use crate::export::families;
 use crate::snapshot::Snapshot;
 use crate::status::Status;
 use std::fmt::Write as _;
@@ -113,7 +114,7 @@ fn format_value(out: &mut String, value: Value) {
 /// Renders the exposition: host metrics when a snapshot exists, daemon metrics always.
 pub fn render(snapshot: Option<&Snapshot>, status: &Status) -> String {
     let mut e = Exposition {
-        out: String::with_capacity(8 * 1024),
+        out: String::with_capacity(16 * 1024),
     };
     if let Some(s) = snapshot {
         host_metrics(&mut e, s);
@@ -122,212 +123,28 @@ pub fn render(snapshot: Option<&Snapshot>, status: &Status) -> String {
     e.out
 }
 
-/// Reads one per-interface figure.
-type InterfaceValue = fn(&crate::snapshot::InterfaceMetrics) -> Value;
-
+/// The snapshot's families (the same list remote write encodes), then
+/// which snapshot they come from.
 fn host_metrics(e: &mut Exposition, s: &Snapshot) {
-    use Kind::{Counter, Gauge};
-    let m = &s.metrics;
-    e.single(
-        "host_cpu_usage_percent",
-        Gauge,
-        "CPU busy time since the previous sample, 0-100.",
-        m.cpu.usage_percent,
-    );
-    let cores: Vec<String> = (0..m.cpu.per_core_percent.len())
-        .map(|i| i.to_string())
-        .collect();
-    e.family(
-        "host_cpu_core_usage_percent",
-        Gauge,
-        "Per-core busy time since the previous sample, 0-100.",
-        cores
-            .iter()
-            .zip(&m.cpu.per_core_percent)
-            .map(|(core, v)| ([("core", core.as_str())], Value::Float(*v))),
-    );
-    e.single("host_load1", Gauge, "1-minute load average.", m.cpu.load1);
-    e.single("host_load5", Gauge, "5-minute load average.", m.cpu.load5);
-    e.single(
-        "host_load15",
-        Gauge,
-        "15-minute load average.",
-        m.cpu.load15,
-    );
-
-    let mem = &m.memory;
-    e.single(
-        "host_memory_total_bytes",
-        Gauge,
-        "MemTotal.",
-        mem.total_bytes,
-    );
-    e.single(
-        "host_memory_used_bytes",
-        Gauge,
-        "MemTotal - MemAvailable.",
-        mem.used_bytes(),
-    );
-    e.single(
-        "host_memory_available_bytes",
-        Gauge,
-        "MemAvailable.",
-        mem.available_bytes,
-    );
-    e.single(
-        "host_swap_total_bytes",
-        Gauge,
-        "SwapTotal.",
-        mem.swap_total_bytes,
-    );
-    e.single(
-        "host_swap_used_bytes",
-        Gauge,
-        "SwapTotal - SwapFree.",
-        mem.swap_used_bytes(),
-    );
-    e.single(
-        "host_swap_free_bytes",
-        Gauge,
-        "SwapFree.",
-        mem.swap_free_bytes,
-    );
-
-    let mounts = &m.disk.mounts;
-    let by_mount = |f: fn(&crate::snapshot::MountUsage) -> u64| {
-        mounts
-            .iter()
-            .map(move |u| ([("mount", u.mount.as_str())], Value::Int(f(u))))
-    };
-    e.family(
-        "host_filesystem_size_bytes",
-        Gauge,
-        "Filesystem size (statvfs f_blocks).",
-        by_mount(|u| u.total_bytes),
-    );
-    e.family(
-        "host_filesystem_used_bytes",
-        Gauge,
-        "Filesystem space used (f_blocks - f_bfree).",
-        by_mount(|u| u.used_bytes),
-    );
-    e.family(
-        "host_filesystem_avail_bytes",
-        Gauge,
-        "Filesystem space available to unprivileged users (f_bavail).",
-        by_mount(|u| u.avail_bytes),
-    );
-    e.single(
-        "host_disk_read_bytes_per_second",
-        Gauge,
-        "Bytes read from whole block devices per second since the previous sample.",
-        m.disk.read_bytes_per_sec,
-    );
-    e.single(
-        "host_disk_write_bytes_per_second",
-        Gauge,
-        "Bytes written to whole block devices per second since the previous sample.",
-        m.disk.write_bytes_per_sec,
-    );
-
-    let ifaces = &m.network.interfaces;
-    let by_iface = |f: fn(&crate::snapshot::InterfaceMetrics) -> Value| {
-        ifaces
-            .iter()
-            .map(move |i| ([("interface", i.name.as_str())], f(i)))
-    };
-    let network: [(&str, Kind, &str, InterfaceValue); 10] = [
-        (
-            "host_network_receive_bytes_total",
-            Counter,
-            "Bytes received since boot.",
-            |i| Value::Int(i.rx_bytes),
-        ),
-        (
-            "host_network_transmit_bytes_total",
-            Counter,
-            "Bytes sent since boot.",
-            |i| Value::Int(i.tx_bytes),
-        ),
-        (
-            "host_network_receive_packets_total",
-            Counter,
-            "Packets received since boot.",
-            |i| Value::Int(i.rx_packets),
-        ),
-        (
-            "host_network_transmit_packets_total",
-            Counter,
-            "Packets sent since boot.",
-            |i| Value::Int(i.tx_packets),
-        ),
-        (
-            "host_network_receive_errors_total",
-            Counter,
-            "Receive errors since boot.",
-            |i| Value::Int(i.rx_errors),
-        ),
-        (
-            "host_network_transmit_errors_total",
-            Counter,
-            "Transmit errors since boot.",
-            |i| Value::Int(i.tx_errors),
-        ),
-        (
-            "host_network_receive_drop_total",
-            Counter,
-            "Received packets dropped since boot.",
-            |i| Value::Int(i.rx_dropped),
-        ),
-        (
-            "host_network_transmit_drop_total",
-            Counter,
-            "Transmitted packets dropped since boot.",
-            |i| Value::Int(i.tx_dropped),
-        ),
-        (
-            "host_network_receive_bytes_per_second",
-            Gauge,
-            "Bytes received per second since the previous sample.",
-            |i| Value::Float(i.rx_bytes_per_sec),
-        ),
-        (
-            "host_network_transmit_bytes_per_second",
-            Gauge,
-            "Bytes sent per second since the previous sample.",
-            |i| Value::Float(i.tx_bytes_per_sec),
-        ),
-    ];
-    for (name, kind, help, f) in network {
-        e.family(name, kind, help, by_iface(f));
+    for family in families::host_families(s)
+        .iter()
+        .chain(&families::collector_families(s))
+    {
+        e.family(
+            family.name,
+            match family.kind {
+                families::Kind::Gauge => Kind::Gauge,
+                families::Kind::Counter => Kind::Counter,
+            },
+            family.help,
+            family.samples.iter().map(|sample| {
+                (
+                    sample.labels.iter().map(|(k, v)| (*k, v.as_str())),
+                    Value::Float(sample.value),
+                )
+            }),
+        );
     }
-    e.single(
-        "host_tcp_active_connections",
-        Gauge,
-        "TCP connections in ESTABLISHED or CLOSE-WAIT (CurrEstab).",
-        m.network.active_connections,
-    );
-
-    let p = &m.processes;
-    e.single("host_processes", Gauge, "Processes.", p.count);
-    e.single(
-        "host_processes_running",
-        Gauge,
-        "Runnable processes.",
-        p.running,
-    );
-    e.single(
-        "host_processes_blocked",
-        Gauge,
-        "Processes blocked on I/O.",
-        p.blocked,
-    );
-    e.single(
-        "host_uptime_seconds",
-        Gauge,
-        "Seconds since boot.",
-        m.system.uptime_seconds,
-    );
     let sampled_at = s
         .timestamp
         .duration_since(std::time::UNIX_EPOCH)
@@ -335,13 +152,13 @@ fn host_metrics(e: &mut Exposition, s: &Snapshot) {
         .unwrap_or(0.0);
     e.single(
         "metricsd_last_sample_timestamp_seconds",
-        Gauge,
+        Kind::Gauge,
         "Wall-clock time of the snapshot these host metrics come from (Unix seconds).",
         sampled_at,
     );
     e.single(
         "metricsd_last_sample_seq",
-        Gauge,
+        Kind::Gauge,
         "Sequence number of the snapshot these host metrics come from.",
         s.seq,
     );
@@ -421,23 +238,34 @@ fn daemon_metrics(e: &mut Exposition, st: &Status) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::snapshot::{InterfaceMetrics, Metrics, MountUsage};
+    use crate::snapshot::{
+        CpuMetrics, InterfaceMetrics, MemoryMetrics, Metrics, MountUsage, NetworkMetrics,
+    };
     use std::time::SystemTime;
 
     fn snapshot() -> Snapshot {
-        let mut metrics = Metrics::default();
-        metrics.cpu.per_core_percent = vec![1.5, 99.0];
-        metrics.disk.mounts.push(MountUsage {
-            mount: "/mnt/a \"q\"\\b\nc".into(),
-            total_bytes: 10,
-            used_bytes: 4,
-            avail_bytes: 6,
-        });
-        metrics.network.interfaces.push(InterfaceMetrics {
-            name: "eth0".into(),
-            rx_bytes: u64::MAX,
+        let metrics = Metrics {
+            cpu: Some(CpuMetrics {
+                per_core_percent: vec![1.5, 99.0],
+                ..Default::default()
+            }),
+            memory: Some(MemoryMetrics::default()),
+            filesystems: Some(vec![MountUsage {
+                mount: "/mnt/a \"q\"\\b\nc".into(),
+                total_bytes: 10,
+                used_bytes: 4,
+                avail_bytes: 6,
+                ..Default::default()
+            }]),
+            network: Some(NetworkMetrics {
+                interfaces: vec![InterfaceMetrics {
+                    name: "eth0".into(),
+                    rx_bytes: 123_456_789_012,
+                    ..Default::default()
+                }],
+            }),
             ..Default::default()
-        });
+        };
         Snapshot {
             timestamp: SystemTime::now(),
             node_id: "n".into(),
@@ -446,19 +274,19 @@ mod tests {
             seq: 3,
             interval_secs: 60,
             metrics,
+            collectors: Vec::new(),
         }
     }
 
     #[test]
-    fn labels_are_escaped_and_counters_exact() {
+    fn labels_are_escaped_and_counters_whole() {
         let text = render(Some(&snapshot()), &Status::default());
         assert!(
             text.contains("host_filesystem_used_bytes{mount=\"/mnt/a \\\"q\\\"\\\\b\\nc\"} 4\n")
         );
-        assert!(text.contains(&format!(
-            "host_network_receive_bytes_total{{interface=\"eth0\"}} {}\n",
-            u64::MAX
-        )));
+        assert!(
+            text.contains("host_network_receive_bytes_total{interface=\"eth0\"} 123456789012\n")
+        );
         assert!(text.contains("host_cpu_core_usage_percent{core=\"1\"} 99\n"));
         assert!(text.contains("# TYPE metricsd_delivered_total counter\n"));
         assert!(text.contains("# TYPE host_memory_used_bytes gauge\n"));
