@@ -15,7 +15,7 @@ pub mod identity;
 pub mod liveness;
 pub mod logging;
 pub mod os;
-pub mod poster;
+pub mod deliver;
 pub mod procfs;
 pub mod queue;
 pub mod queue_cmd;
