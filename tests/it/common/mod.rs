@@ -6,6 +6,7 @@ pub mod browser;
 pub mod daemon;
 pub mod logs;
 pub mod nspawn;
+pub mod receivers;
 pub mod rows;
 pub mod stream_client;
 
