@@ -84,14 +84,15 @@ fn main() {
         let mut collector = Collector::new(Roots::default(), &config);
         let mut checksum = 0u64;
         let figures = measure(|| {
-            let m = collector.collect();
-            checksum = checksum.wrapping_add(m.processes.count);
+            let sample = collector.collect();
+            let count = sample.metrics.processes.map_or(0, |p| p.count);
+            checksum = checksum.wrapping_add(count);
         });
         assert!(checksum > 0, "the samples saw no processes");
         assert!(
-            collector.failed_areas().is_empty(),
-            "areas failed: {:?}",
-            collector.failed_areas()
+            collector.failed_collectors().is_empty(),
+            "collectors failed: {:?}",
+            collector.failed_collectors()
         );
         report(
             &format!("Collector::collect, top_processes = {top}"),
@@ -106,8 +107,8 @@ fn main() {
     let config = Config::default().collect;
     let figures = measure(|| {
         let mut collector = Collector::new(Roots::default(), &config);
-        let m = collector.collect();
-        assert!(m.processes.count > 0);
+        let sample = collector.collect();
+        assert!(sample.metrics.processes.is_some_and(|p| p.count > 0));
     });
     report(
         "cold: Collector::new + first collect, top 5",
@@ -118,10 +119,14 @@ fn main() {
     let total = Config::default().collect.top_processes;
     let mut scanner = ProcessScanner::new(Path::new("/proc"));
     let figures = measure(|| {
-        let scan = scanner.scan(total, 1 << 30).expect("scan /proc");
+        let scan = scanner.scan(total).expect("scan /proc");
         assert!(scan.count > 0);
     });
-    report("process scan alone (statm), top 5", &figures, None);
+    report(
+        "process scan alone (/proc/<pid>/stat), top 5",
+        &figures,
+        None,
+    );
 
     // sysinfo's equivalent: one System kept across refreshes, memory only.
     use sysinfo::{ProcessRefreshKind, ProcessesToUpdate, System};

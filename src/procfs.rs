@@ -30,8 +30,13 @@ pub struct FileReader {
 
 impl FileReader {
     pub fn new() -> FileReader {
+        FileReader::with_capacity(INITIAL_CAPACITY)
+    }
+
+    /// A reader for files of about `capacity` bytes (it grows as needed).
+    pub fn with_capacity(capacity: usize) -> FileReader {
         FileReader {
-            buf: vec![0; INITIAL_CAPACITY],
+            buf: vec![0; capacity.max(64)],
             len: 0,
         }
     }
@@ -301,6 +306,37 @@ pub fn parse_count(token: &str) -> Option<u64> {
     } else {
         parse_u64(token.as_bytes())
     }
+}
+
+/// USER_HZ: the unit of the CPU times in /proc/stat and /proc/<pid>/stat.
+pub fn clock_ticks_per_sec() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if hz > 0 {
+        hz as f64
+    } else {
+        100.0
+    }
+}
+
+/// Values of the `Prefix: name name ...` / `Prefix: value value ...` line
+/// pairs of /proc/net/snmp and /proc/net/netstat, looked up by name.
+pub fn keyed_table<'t>(text: &'t str, prefix: &str) -> Option<(&'t str, &'t str)> {
+    let mut lines = text.lines().filter_map(|l| {
+        l.strip_prefix(prefix)
+            .and_then(|rest| rest.strip_prefix(':'))
+    });
+    Some((lines.next()?, lines.next()?))
+}
+
+/// The value under `name` in a `keyed_table` pair (negative values become 0).
+pub fn table_value(table: (&str, &str), name: &str) -> Option<u64> {
+    let (names, values) = table;
+    let index = names.split_ascii_whitespace().position(|h| h == name)?;
+    values
+        .split_ascii_whitespace()
+        .nth(index)
+        .and_then(parse_count)
 }
 
 #[cfg(test)]

@@ -116,7 +116,7 @@ pub fn take_snapshot(
     interval: Duration,
 ) -> Snapshot {
     let timestamp = SystemTime::now();
-    let metrics = collector.collect();
+    let sample = collector.collect();
     Snapshot {
         timestamp,
         node_id: node_id.to_string(),
@@ -124,7 +124,8 @@ pub fn take_snapshot(
         event_id: Uuid::now_v7(),
         seq,
         interval_secs: interval.as_secs().max(1),
-        metrics,
+        metrics: sample.metrics,
+        collectors: sample.collectors,
     }
 }
 
@@ -231,13 +232,13 @@ pub fn run(mut ctx: SamplerContext) -> Queue {
         dog.feed();
         let m = &snapshot.metrics;
         log::debug!(
-            "sample seq={seq} took {}us cpu={:.1}% mem_used={}MiB load1={:.2} procs={} conns={}",
+            "sample seq={seq} took {}us cpu={:?}% mem_used={:?}MiB load1={:?} procs={:?} conns={:?}",
             took.as_micros(),
-            m.cpu.usage_percent,
-            m.memory.used_bytes() / (1024 * 1024),
-            m.cpu.load1,
-            m.processes.count,
-            m.network.active_connections
+            m.cpu.as_ref().map(|c| c.usage_percent),
+            m.memory.as_ref().map(|mem| mem.used_bytes() / (1024 * 1024)),
+            m.load.as_ref().map(|l| l.load1),
+            m.processes.as_ref().map(|p| p.count),
+            m.tcp.curr_estab
         );
 
         // Wait for the next aligned tick, a reload, or shutdown.

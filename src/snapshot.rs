@@ -1,8 +1,22 @@
-//! The `Snapshot` type and its two JSON forms (SPEC §3): the nested stream
-//! form for WebSocket clients and `once`, and the flat form for the backend.
+//! The snapshot model and the views derived from it (SPEC §3): the nested
+//! stream form for WebSocket clients and `once`, the flat form for the
+//! backend, and the compact model bytes the queue keeps so that the protocol
+//! sinks can encode the whole snapshot later.
+//!
+//! The model holds what was measured: raw cumulative counters where the
+//! kernel keeps them (for `/metrics`, remote write and OTLP) next to the
+//! rates and percentages derived from two readings (for the JSON forms).
+//! Each group of fields is filled by one collector (`crate::collect`); a
+//! group whose collector failed in this sample is `None`, and every view
+//! shows it as `null` (never a made-up 0).
 
+use crate::collect::units::UnitMetrics;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
-use std::time::SystemTime;
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use uuid::Uuid;
 
 const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
@@ -13,7 +27,13 @@ pub fn round2(value: f64) -> f64 {
     if !value.is_finite() {
         return 0.0;
     }
-    (value * 100.0).round() / 100.0
+    let rounded = (value * 100.0).round() / 100.0;
+    // -0.0 (from a tiny negative) prints as "-0.0": say 0.
+    if rounded == 0.0 {
+        0.0
+    } else {
+        rounded
+    }
 }
 
 /// `part / whole` as a percentage with 2 decimals; 0 when `whole` is 0.
@@ -30,19 +50,89 @@ pub fn format_timestamp(at: SystemTime) -> String {
     humantime::format_rfc3339_millis(at).to_string()
 }
 
-#[derive(Debug, Clone, Default, PartialEq)]
+/// The nine CPU modes of SPEC §3.3. `user` and `nice` exclude guest time
+/// (the kernel counts it in both), `guest` is guest + guest_nice, so the
+/// nine add up to all the time there is.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, Default, PartialEq)]
+pub struct CpuModes {
+    pub user: f64,
+    pub nice: f64,
+    pub system: f64,
+    pub idle: f64,
+    pub iowait: f64,
+    pub irq: f64,
+    pub softirq: f64,
+    pub steal: f64,
+    pub guest: f64,
+}
+
+impl CpuModes {
+    /// (mode name, value) in the contract's order.
+    pub fn named(&self) -> [(&'static str, f64); 9] {
+        [
+            ("user", self.user),
+            ("nice", self.nice),
+            ("system", self.system),
+            ("idle", self.idle),
+            ("iowait", self.iowait),
+            ("irq", self.irq),
+            ("softirq", self.softirq),
+            ("steal", self.steal),
+            ("guest", self.guest),
+        ]
+    }
+}
+
+/// From /proc/stat (collector `cpu`).
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq)]
 pub struct CpuMetrics {
+    /// Busy share of all CPUs since the previous sample (not idle, not iowait).
     pub usage_percent: f64,
     pub per_core_percent: Vec<f64>,
+    /// Share of each mode since the previous sample; the nine sum to 100.
+    pub modes_percent: CpuModes,
+    /// Cumulative seconds per mode since boot, all CPUs together.
+    pub seconds_total: CpuModes,
+}
+
+/// Kernel activity counters from /proc/stat (collector `cpu`).
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq)]
+pub struct ActivityMetrics {
+    /// `ctxt`, since boot.
+    pub context_switches_total: u64,
+    /// `intr` (first field: all interrupts), since boot.
+    pub interrupts_total: u64,
+    /// `processes`: forks since boot.
+    pub forks_total: u64,
+    pub context_switches_per_sec: f64,
+    pub interrupts_per_sec: f64,
+    pub forks_per_sec: f64,
+    pub procs_running: u64,
+    pub procs_blocked: u64,
+    /// `btime`: boot time, Unix seconds.
+    pub boot_time_unix: u64,
+}
+
+/// From /proc/loadavg (collector `load`).
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, Default, PartialEq)]
+pub struct LoadMetrics {
     pub load1: f64,
     pub load5: f64,
     pub load15: f64,
 }
 
-#[derive(Debug, Clone, Default, PartialEq)]
+/// From /proc/meminfo (collector `memory`), in bytes.
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq)]
 pub struct MemoryMetrics {
     pub total_bytes: u64,
     pub available_bytes: u64,
+    /// MemFree
+    pub free_bytes: u64,
+    pub buffers_bytes: u64,
+    pub cached_bytes: u64,
+    /// Shmem
+    pub shared_bytes: u64,
+    pub slab_bytes: u64,
     pub swap_total_bytes: u64,
     pub swap_free_bytes: u64,
 }
@@ -56,16 +146,73 @@ impl MemoryMetrics {
     }
 }
 
-/// One mounted filesystem, from statvfs.
-#[derive(Debug, Clone, Default, PartialEq)]
+/// From /proc/vmstat (collector `memory`).
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq)]
+pub struct VmstatMetrics {
+    /// pswpin, pswpout, pgmajfault: since boot.
+    pub swap_in_pages_total: u64,
+    pub swap_out_pages_total: u64,
+    pub major_faults_total: u64,
+    pub swap_in_pages_per_sec: f64,
+    pub swap_out_pages_per_sec: f64,
+    pub major_faults_per_sec: f64,
+}
+
+/// One line of a /proc/pressure file.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, Default, PartialEq)]
+pub struct PsiLine {
+    pub avg10: f64,
+    pub avg60: f64,
+    pub avg300: f64,
+    /// Cumulative stall time, microseconds.
+    pub total_us: u64,
+    /// Δtotal in ms per second of wall time since the previous sample, 0..1000.
+    pub stall_ms_per_sec: f64,
+}
+
+/// From /proc/pressure (collector `pressure`). A line the kernel does not
+/// give (no `full` line for cpu before 5.13) is `None`.
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq)]
+pub struct PressureMetrics {
+    pub cpu_some: Option<PsiLine>,
+    pub cpu_full: Option<PsiLine>,
+    pub memory_some: Option<PsiLine>,
+    pub memory_full: Option<PsiLine>,
+    pub io_some: Option<PsiLine>,
+    pub io_full: Option<PsiLine>,
+}
+
+impl PressureMetrics {
+    /// (resource, kind, line) for every line, in a fixed order.
+    pub fn lines(&self) -> [(&'static str, &'static str, Option<&PsiLine>); 6] {
+        [
+            ("cpu", "some", self.cpu_some.as_ref()),
+            ("cpu", "full", self.cpu_full.as_ref()),
+            ("memory", "some", self.memory_some.as_ref()),
+            ("memory", "full", self.memory_full.as_ref()),
+            ("io", "some", self.io_some.as_ref()),
+            ("io", "full", self.io_full.as_ref()),
+        ]
+    }
+}
+
+/// One mounted filesystem, from statvfs (collector `filesystem`).
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq)]
 pub struct MountUsage {
     pub mount: String,
+    /// As /proc/self/mountinfo names them.
+    pub fs_type: String,
+    pub device: String,
     /// f_blocks * f_frsize
     pub total_bytes: u64,
     /// (f_blocks - f_bfree) * f_frsize
     pub used_bytes: u64,
     /// f_bavail * f_frsize (what df calls Avail)
     pub avail_bytes: u64,
+    /// f_files (0 on filesystems without a fixed inode table)
+    pub inodes_total: u64,
+    /// f_ffree
+    pub inodes_free: u64,
 }
 
 impl MountUsage {
@@ -76,26 +223,60 @@ impl MountUsage {
             (self.used_bytes + self.avail_bytes) as f64,
         )
     }
-}
-
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct DiskMetrics {
-    pub mounts: Vec<MountUsage>,
-    pub read_bytes_per_sec: f64,
-    pub write_bytes_per_sec: f64,
-}
-
-impl DiskMetrics {
-    /// The filesystem the flat form describes: `/`, else the largest included one.
-    pub fn primary(&self) -> Option<&MountUsage> {
-        self.mounts
-            .iter()
-            .find(|m| m.mount == "/")
-            .or_else(|| self.mounts.iter().max_by_key(|m| m.total_bytes))
+    /// f_files − f_ffree
+    pub fn inodes_used(&self) -> u64 {
+        self.inodes_total.saturating_sub(self.inodes_free)
+    }
+    /// None when the filesystem reports no inode count (btrfs, some FUSE).
+    pub fn inodes_usage_percent(&self) -> Option<f64> {
+        (self.inodes_total > 0)
+            .then(|| percent(self.inodes_used() as f64, self.inodes_total as f64))
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq)]
+/// The filesystem the flat form describes: `/`, else the largest one.
+pub fn primary_mount(mounts: &[MountUsage]) -> Option<&MountUsage> {
+    mounts
+        .iter()
+        .find(|m| m.mount == "/")
+        .or_else(|| mounts.iter().max_by_key(|m| m.total_bytes))
+}
+
+/// One whole block device from /proc/diskstats (collector `disk`).
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq)]
+pub struct DeviceMetrics {
+    pub name: String,
+    /// Cumulative since boot (or since the device appeared).
+    pub reads_total: u64,
+    pub writes_total: u64,
+    pub read_bytes_total: u64,
+    pub written_bytes_total: u64,
+    pub read_time_ms_total: u64,
+    pub write_time_ms_total: u64,
+    pub io_time_ms_total: u64,
+    /// I/Os currently in progress.
+    pub in_flight: u64,
+    /// Since the previous sample (0 for a device seen for the first time).
+    pub read_bytes_per_sec: f64,
+    pub write_bytes_per_sec: f64,
+    pub reads_per_sec: f64,
+    pub writes_per_sec: f64,
+    pub util_percent: f64,
+    pub read_await_ms: f64,
+    pub write_await_ms: f64,
+}
+
+/// Collector `disk`.
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq)]
+pub struct DiskIoMetrics {
+    /// Summed over `devices`.
+    pub read_bytes_per_sec: f64,
+    pub write_bytes_per_sec: f64,
+    pub devices: Vec<DeviceMetrics>,
+}
+
+/// One interface from /proc/net/dev and /sys/class/net (collector `network`).
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq)]
 pub struct InterfaceMetrics {
     pub name: String,
     pub rx_bytes: u64,
@@ -108,14 +289,14 @@ pub struct InterfaceMetrics {
     pub tx_errors: u64,
     pub rx_dropped: u64,
     pub tx_dropped: u64,
+    /// /sys/class/net/<if>/operstate ("up", "down", ...); None when unreadable.
+    pub oper_state: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq)]
+/// Collector `network`: only the interfaces that are not excluded.
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq)]
 pub struct NetworkMetrics {
-    /// Only the interfaces that are not excluded.
     pub interfaces: Vec<InterfaceMetrics>,
-    /// CurrEstab from /proc/net/snmp.
-    pub active_connections: u64,
 }
 
 impl NetworkMetrics {
@@ -131,48 +312,117 @@ impl NetworkMetrics {
     pub fn tx_packets(&self) -> u64 {
         self.interfaces.iter().map(|i| i.tx_packets).sum()
     }
+    // fold from 0.0: an empty f64 sum() is -0.0, which JSON would show.
     pub fn rx_bytes_per_sec(&self) -> f64 {
-        self.interfaces.iter().map(|i| i.rx_bytes_per_sec).sum()
+        self.interfaces
+            .iter()
+            .fold(0.0, |a, i| a + i.rx_bytes_per_sec)
     }
     pub fn tx_bytes_per_sec(&self) -> f64 {
-        self.interfaces.iter().map(|i| i.tx_bytes_per_sec).sum()
+        self.interfaces
+            .iter()
+            .fold(0.0, |a, i| a + i.tx_bytes_per_sec)
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq)]
+/// Collector `tcp`. Three sources, each of which may fail on its own:
+/// /proc/net/snmp (connections, retransmits, resets), /proc/net/netstat
+/// (listen queue) and /proc/net/sockstat(6) (sockets by state).
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq)]
+pub struct TcpMetrics {
+    /// CurrEstab: ESTABLISHED + CLOSE-WAIT, IPv4 and IPv6.
+    pub curr_estab: Option<u64>,
+    pub retrans_segs_total: Option<u64>,
+    pub resets_sent_total: Option<u64>,
+    pub retrans_segs_per_sec: Option<f64>,
+    pub resets_sent_per_sec: Option<f64>,
+    pub listen_overflows_total: Option<u64>,
+    pub listen_drops_total: Option<u64>,
+    pub listen_overflows_per_sec: Option<f64>,
+    pub listen_drops_per_sec: Option<f64>,
+    /// sockstat TCP inuse + sockstat6 TCP6 inuse.
+    pub in_use: Option<u64>,
+    pub time_wait: Option<u64>,
+    pub orphan: Option<u64>,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq)]
 pub struct TopProcess {
     pub pid: u32,
     pub name: String,
-    pub memory_percent: f64,
+    pub memory_bytes: u64,
+    /// Of MemTotal; None when memory could not be read this sample.
+    pub memory_percent: Option<f64>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq)]
+pub struct TopCpuProcess {
+    pub pid: u32,
+    pub name: String,
+    /// Since the previous sample; 100 = one core.
+    pub cpu_percent: f64,
+}
+
+/// The per-process scan (collector `processes`).
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq)]
 pub struct ProcessMetrics {
+    /// Processes, not threads.
     pub count: u64,
-    pub running: u64,
-    pub blocked: u64,
+    /// Tasks of all processes.
+    pub threads: u64,
+    /// Processes in state Z.
+    pub zombies: u64,
     pub top_memory: Vec<TopProcess>,
+    pub top_cpu: Vec<TopCpuProcess>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq)]
+/// Collector `system`; each field has its own source, so each may be None.
+/// `boot_time_unix` lives in `ActivityMetrics` (it comes from /proc/stat).
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq)]
 pub struct SystemMetrics {
-    pub uptime_seconds: u64,
-    pub boot_id: String,
+    pub uptime_seconds: Option<u64>,
+    pub boot_id: Option<String>,
+    pub file_descriptors_allocated: Option<u64>,
+    pub file_descriptors_max: Option<u64>,
+    pub clock_synced: Option<bool>,
+    pub clock_max_error_ms: Option<f64>,
+    pub kernel: Option<String>,
+    pub os: Option<String>,
 }
 
-/// Everything the collectors measure in one sample.
-#[derive(Debug, Clone, Default, PartialEq)]
+/// Everything the collectors measured in one sample. `None`: the collector
+/// of that group failed (or the host has no such source) in this sample.
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq)]
 pub struct Metrics {
-    pub cpu: CpuMetrics,
-    pub memory: MemoryMetrics,
-    pub disk: DiskMetrics,
-    pub network: NetworkMetrics,
-    pub processes: ProcessMetrics,
+    pub cpu: Option<CpuMetrics>,
+    pub activity: Option<ActivityMetrics>,
+    pub load: Option<LoadMetrics>,
+    pub memory: Option<MemoryMetrics>,
+    pub vmstat: Option<VmstatMetrics>,
+    pub pressure: Option<PressureMetrics>,
+    pub filesystems: Option<Vec<MountUsage>>,
+    pub disk_io: Option<DiskIoMetrics>,
+    pub network: Option<NetworkMetrics>,
+    pub tcp: TcpMetrics,
+    pub processes: Option<ProcessMetrics>,
     pub system: SystemMetrics,
+    /// cgroup v2 per systemd unit; `Some(empty)` without cgroup v2.
+    pub units: Option<BTreeMap<String, UnitMetrics>>,
+}
+
+/// How one collector did in one sample (for `metricsd_collector_*`).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct CollectorRun {
+    pub name: Cow<'static, str>,
+    pub duration: Duration,
+    /// The latest sample's result.
+    pub ok: bool,
+    /// Failed samples since the daemon started.
+    pub failures_total: u64,
 }
 
 /// One sample: the metrics plus who and when.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct Snapshot {
     pub timestamp: SystemTime,
     pub node_id: String,
@@ -181,7 +431,21 @@ pub struct Snapshot {
     pub seq: u64,
     pub interval_secs: u64,
     pub metrics: Metrics,
+    pub collectors: Vec<CollectorRun>,
 }
+
+/// Model bytes that cannot be read back.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("snapshot model is not valid deflate data: {0}")]
+    Inflate(#[from] std::io::Error),
+    #[error("snapshot model does not decode: {0}")]
+    Decode(#[from] serde_json::Error),
+}
+
+/// Model bytes larger than this are refused when decoding (a bound on the
+/// memory one corrupt row can take).
+const MAX_MODEL_JSON: u64 = 16 * 1024 * 1024;
 
 fn gib(bytes: u64) -> f64 {
     round2(bytes as f64 / GIB)
@@ -195,29 +459,228 @@ fn megabits_per_sec(bytes_per_sec: f64) -> f64 {
     round2(bytes_per_sec * 8.0 / 1_000_000.0)
 }
 
+/// Applies `f` to a group, or gives null when the group is missing.
+fn or_null<T>(group: Option<&T>, f: impl FnOnce(&T) -> Value) -> Value {
+    group.map_or(Value::Null, f)
+}
+
+fn psi_json(line: Option<&PsiLine>, prefix: &str, out: &mut Map<String, Value>) {
+    type Field = fn(&PsiLine) -> f64;
+    let fields: [(&str, Field); 4] = [
+        ("avg10", |l| l.avg10),
+        ("avg60", |l| l.avg60),
+        ("avg300", |l| l.avg300),
+        ("stall_ms_per_sec", |l| l.stall_ms_per_sec),
+    ];
+    for (name, f) in fields {
+        out.insert(
+            format!("{prefix}_{name}"),
+            line.map_or(Value::Null, |l| json!(round2(f(l)))),
+        );
+    }
+}
+
 impl Snapshot {
     pub fn timestamp_string(&self) -> String {
         format_timestamp(self.timestamp)
     }
 
-    /// The nested stream form (SPEC §3.1).
+    /// The compact model form the queue keeps: JSON, deflated.
+    pub fn to_model_bytes(&self) -> Vec<u8> {
+        let mut encoder = flate2::write::DeflateEncoder::new(
+            Vec::with_capacity(2048),
+            flate2::Compression::default(),
+        );
+        // Writing to a Vec cannot fail, and the model always serialises.
+        serde_json::to_writer(&mut encoder, self).expect("snapshot model serialises");
+        encoder.finish().expect("deflate into a Vec")
+    }
+
+    /// Reads back what `to_model_bytes` wrote.
+    pub fn from_model_bytes(bytes: &[u8]) -> Result<Snapshot, ModelError> {
+        let mut json = Vec::with_capacity(bytes.len() * 4);
+        flate2::read::DeflateDecoder::new(bytes)
+            .take(MAX_MODEL_JSON)
+            .read_to_end(&mut json)?;
+        Ok(serde_json::from_slice(&json)?)
+    }
+
+    /// The nested stream form (SPEC §3.1 and §3.3).
     pub fn stream_json(&self) -> Value {
         let m = &self.metrics;
-        let mut disk_usage = Map::new();
-        for mount in &m.disk.mounts {
-            disk_usage.insert(
+        json!({
+            "type": "snapshot",
+            "timestamp": self.timestamp_string(),
+            "node_id": self.node_id,
+            "machine_id": self.machine_id,
+            "event_id": self.event_id.to_string(),
+            "seq": self.seq,
+            "interval": self.interval_secs,
+            "metrics": {
+                "cpu": cpu_json(m),
+                "memory": memory_json(m),
+                "pressure": pressure_json(m),
+                "disk": disk_json(m),
+                "network": network_json(m),
+                "processes": processes_json(m),
+                "system": system_json(m),
+                "units": units_json(m),
+            },
+        })
+    }
+
+    /// The flat backend form (SPEC §3.2); a figure whose collector failed is null.
+    pub fn flat_json(&self) -> Value {
+        let m = &self.metrics;
+        let mem = m.memory.as_ref();
+        let primary = m.filesystems.as_deref().and_then(primary_mount);
+        let net = m.network.as_ref();
+        let load = m.load.as_ref();
+        json!({
+            "event_id": self.event_id.to_string(),
+            "node_id": self.node_id,
+            "machine_id": self.machine_id,
+            "timestamp": self.timestamp_string(),
+            "cpu_percent": m.cpu.as_ref().map(|c| round2(c.usage_percent)),
+            "memory_percent": mem.map(|mem| percent(mem.used_bytes() as f64, mem.total_bytes as f64)),
+            "memory_used_mb": mem.map(|mem| mem.used_bytes() / (1024 * 1024)),
+            "memory_total_mb": mem.map(|mem| mem.total_bytes / (1024 * 1024)),
+            "disk_percent": primary.map(|d| d.usage_percent()),
+            "disk_used_gb": primary.map(|d| gib(d.used_bytes)),
+            "disk_total_gb": primary.map(|d| gib(d.total_bytes)),
+            "network_rx_bytes": net.map(|n| n.rx_bytes()),
+            "network_tx_bytes": net.map(|n| n.tx_bytes()),
+            "network_rx_rate_mbps": net.map(|n| megabits_per_sec(n.rx_bytes_per_sec())),
+            "network_tx_rate_mbps": net.map(|n| megabits_per_sec(n.tx_bytes_per_sec())),
+            "uptime_seconds": m.system.uptime_seconds,
+            "process_count": m.processes.as_ref().map(|p| p.count),
+            "active_connections": m.tcp.curr_estab,
+            "load_avg_1m": load.map(|l| round2(l.load1)),
+            "load_avg_5m": load.map(|l| round2(l.load5)),
+            "load_avg_15m": load.map(|l| round2(l.load15)),
+        })
+    }
+}
+
+fn cpu_json(m: &Metrics) -> Value {
+    let cpu = m.cpu.as_ref();
+    let load = m.load.as_ref();
+    let modes = or_null(cpu, |c| {
+        let mut modes = Map::new();
+        for (name, value) in c.modes_percent.named() {
+            modes.insert(name.to_string(), json!(round2(value)));
+        }
+        Value::Object(modes)
+    });
+    json!({
+        "cpu_usage_percent": cpu.map(|c| round2(c.usage_percent)),
+        "cpu_per_core_percent": or_null(cpu, |c| json!(c.per_core_percent.iter().map(|v| round2(*v)).collect::<Vec<_>>())),
+        "load_avg_1min": load.map(|l| round2(l.load1)),
+        "load_avg_5min": load.map(|l| round2(l.load5)),
+        "load_avg_15min": load.map(|l| round2(l.load15)),
+        "cpu_modes_percent": modes,
+    })
+}
+
+fn memory_json(m: &Metrics) -> Value {
+    let mem = m.memory.as_ref();
+    let vm = m.vmstat.as_ref();
+    let g = |f: fn(&MemoryMetrics) -> u64| mem.map(|mem| gib(f(mem)));
+    json!({
+        "memory_total_gb": g(|m| m.total_bytes),
+        "memory_used_gb": g(|m| m.used_bytes()),
+        "memory_available_gb": g(|m| m.available_bytes),
+        "memory_usage_percent": mem.map(|m| percent(m.used_bytes() as f64, m.total_bytes as f64)),
+        "swap_total_gb": g(|m| m.swap_total_bytes),
+        "swap_used_gb": g(|m| m.swap_used_bytes()),
+        "swap_usage_percent": mem.map(|m| percent(m.swap_used_bytes() as f64, m.swap_total_bytes as f64)),
+        "memory_free_gb": g(|m| m.free_bytes),
+        "memory_buffers_gb": g(|m| m.buffers_bytes),
+        "memory_cached_gb": g(|m| m.cached_bytes),
+        "memory_shared_gb": g(|m| m.shared_bytes),
+        "memory_slab_gb": g(|m| m.slab_bytes),
+        "swap_in_pages_per_sec": vm.map(|v| round2(v.swap_in_pages_per_sec)),
+        "swap_out_pages_per_sec": vm.map(|v| round2(v.swap_out_pages_per_sec)),
+        "major_faults_per_sec": vm.map(|v| round2(v.major_faults_per_sec)),
+    })
+}
+
+fn pressure_json(m: &Metrics) -> Value {
+    let p = m.pressure.as_ref();
+    let mut out = Map::new();
+    psi_json(p.and_then(|p| p.cpu_some.as_ref()), "cpu_some", &mut out);
+    psi_json(
+        p.and_then(|p| p.memory_some.as_ref()),
+        "memory_some",
+        &mut out,
+    );
+    psi_json(
+        p.and_then(|p| p.memory_full.as_ref()),
+        "memory_full",
+        &mut out,
+    );
+    psi_json(p.and_then(|p| p.io_some.as_ref()), "io_some", &mut out);
+    psi_json(p.and_then(|p| p.io_full.as_ref()), "io_full", &mut out);
+    Value::Object(out)
+}
+
+fn disk_json(m: &Metrics) -> Value {
+    let usage = or_null(m.filesystems.as_ref(), |mounts| {
+        let mut out = Map::new();
+        for mount in mounts {
+            out.insert(
                 mount.mount.clone(),
                 json!({
                     "total_gb": gib(mount.total_bytes),
                     "used_gb": gib(mount.used_bytes),
                     "free_gb": gib(mount.avail_bytes),
                     "usage_percent": mount.usage_percent(),
+                    "fs_type": mount.fs_type,
+                    "device": mount.device,
+                    "inodes_total": mount.inodes_total,
+                    "inodes_used": mount.inodes_used(),
+                    "inodes_usage_percent": mount.inodes_usage_percent(),
                 }),
             );
         }
-        let mut interfaces = Map::new();
-        for i in &m.network.interfaces {
-            interfaces.insert(
+        Value::Object(out)
+    });
+    let io = m.disk_io.as_ref();
+    let devices = or_null(io, |io| {
+        let mut out = Map::new();
+        for d in &io.devices {
+            out.insert(
+                d.name.clone(),
+                json!({
+                    "read_mb_per_sec": mib_per_sec(d.read_bytes_per_sec),
+                    "write_mb_per_sec": mib_per_sec(d.write_bytes_per_sec),
+                    "reads_per_sec": round2(d.reads_per_sec),
+                    "writes_per_sec": round2(d.writes_per_sec),
+                    "util_percent": round2(d.util_percent),
+                    "read_await_ms": round2(d.read_await_ms),
+                    "write_await_ms": round2(d.write_await_ms),
+                    "in_flight": d.in_flight,
+                }),
+            );
+        }
+        Value::Object(out)
+    });
+    json!({
+        "disk_usage": usage,
+        "disk_io": {
+            "read_mb_per_sec": io.map(|io| mib_per_sec(io.read_bytes_per_sec)),
+            "write_mb_per_sec": io.map(|io| mib_per_sec(io.write_bytes_per_sec)),
+            "devices": devices,
+        },
+    })
+}
+
+fn network_json(m: &Metrics) -> Value {
+    let net = m.network.as_ref();
+    let interfaces = or_null(net, |net| {
+        let mut out = Map::new();
+        for i in &net.interfaces {
+            out.insert(
                 i.name.clone(),
                 json!({
                     "rx_bytes": i.rx_bytes,
@@ -228,100 +691,105 @@ impl Snapshot {
                     "tx_errors": i.tx_errors,
                     "rx_dropped": i.rx_dropped,
                     "tx_dropped": i.tx_dropped,
+                    "rx_packets": i.rx_packets,
+                    "tx_packets": i.tx_packets,
+                    "oper_state": i.oper_state,
                 }),
             );
         }
-        let top: Vec<Value> = m
-            .processes
-            .top_memory
-            .iter()
-            .map(|p| json!({"pid": p.pid, "name": p.name, "memory_percent": round2(p.memory_percent)}))
-            .collect();
-        let mem = &m.memory;
-        json!({
-            "type": "snapshot",
-            "timestamp": self.timestamp_string(),
-            "node_id": self.node_id,
-            "machine_id": self.machine_id,
-            "event_id": self.event_id.to_string(),
-            "seq": self.seq,
-            "interval": self.interval_secs,
-            "metrics": {
-                "cpu": {
-                    "cpu_usage_percent": round2(m.cpu.usage_percent),
-                    "cpu_per_core_percent": m.cpu.per_core_percent.iter().map(|v| round2(*v)).collect::<Vec<_>>(),
-                    "load_avg_1min": round2(m.cpu.load1),
-                    "load_avg_5min": round2(m.cpu.load5),
-                    "load_avg_15min": round2(m.cpu.load15),
-                },
-                "memory": {
-                    "memory_total_gb": gib(mem.total_bytes),
-                    "memory_used_gb": gib(mem.used_bytes()),
-                    "memory_available_gb": gib(mem.available_bytes),
-                    "memory_usage_percent": percent(mem.used_bytes() as f64, mem.total_bytes as f64),
-                    "swap_total_gb": gib(mem.swap_total_bytes),
-                    "swap_used_gb": gib(mem.swap_used_bytes()),
-                    "swap_usage_percent": percent(mem.swap_used_bytes() as f64, mem.swap_total_bytes as f64),
-                },
-                "disk": {
-                    "disk_usage": disk_usage,
-                    "disk_io": {
-                        "read_mb_per_sec": mib_per_sec(m.disk.read_bytes_per_sec),
-                        "write_mb_per_sec": mib_per_sec(m.disk.write_bytes_per_sec),
-                    },
-                },
-                "network": {
-                    "bytes_sent_mb_per_sec": mib_per_sec(m.network.tx_bytes_per_sec()),
-                    "bytes_recv_mb_per_sec": mib_per_sec(m.network.rx_bytes_per_sec()),
-                    "packets_sent": m.network.tx_packets(),
-                    "packets_recv": m.network.rx_packets(),
-                    "active_connections": m.network.active_connections,
-                    "interfaces": interfaces,
-                },
-                "processes": {
-                    "process_count": m.processes.count,
-                    "running": m.processes.running,
-                    "blocked": m.processes.blocked,
-                    "top_memory_processes": top,
-                },
-                "system": {
-                    "uptime_seconds": m.system.uptime_seconds,
-                    "boot_id": m.system.boot_id,
-                },
-            },
-        })
-    }
+        Value::Object(out)
+    });
+    let tcp = &m.tcp;
+    let r = |v: Option<f64>| v.map(round2);
+    json!({
+        "bytes_sent_mb_per_sec": net.map(|n| mib_per_sec(n.tx_bytes_per_sec())),
+        "bytes_recv_mb_per_sec": net.map(|n| mib_per_sec(n.rx_bytes_per_sec())),
+        "packets_sent": net.map(|n| n.tx_packets()),
+        "packets_recv": net.map(|n| n.rx_packets()),
+        "active_connections": tcp.curr_estab,
+        "interfaces": interfaces,
+        "tcp": {
+            "in_use": tcp.in_use,
+            "time_wait": tcp.time_wait,
+            "orphan": tcp.orphan,
+            "retrans_segs_per_sec": r(tcp.retrans_segs_per_sec),
+            "listen_overflows_per_sec": r(tcp.listen_overflows_per_sec),
+            "listen_drops_per_sec": r(tcp.listen_drops_per_sec),
+            "resets_sent_per_sec": r(tcp.resets_sent_per_sec),
+        },
+    })
+}
 
-    /// The flat backend form (SPEC §3.2).
-    pub fn flat_json(&self) -> Value {
-        let m = &self.metrics;
-        let mem = &m.memory;
-        let (disk_percent, disk_used_gb, disk_total_gb) = match m.disk.primary() {
-            Some(d) => (d.usage_percent(), gib(d.used_bytes), gib(d.total_bytes)),
-            None => (0.0, 0.0, 0.0),
-        };
-        json!({
-            "event_id": self.event_id.to_string(),
-            "node_id": self.node_id,
-            "machine_id": self.machine_id,
-            "timestamp": self.timestamp_string(),
-            "cpu_percent": round2(m.cpu.usage_percent),
-            "memory_percent": percent(mem.used_bytes() as f64, mem.total_bytes as f64),
-            "memory_used_mb": mem.used_bytes() / (1024 * 1024),
-            "memory_total_mb": mem.total_bytes / (1024 * 1024),
-            "disk_percent": disk_percent,
-            "disk_used_gb": disk_used_gb,
-            "disk_total_gb": disk_total_gb,
-            "network_rx_bytes": m.network.rx_bytes(),
-            "network_tx_bytes": m.network.tx_bytes(),
-            "network_rx_rate_mbps": megabits_per_sec(m.network.rx_bytes_per_sec()),
-            "network_tx_rate_mbps": megabits_per_sec(m.network.tx_bytes_per_sec()),
-            "uptime_seconds": m.system.uptime_seconds,
-            "process_count": m.processes.count,
-            "active_connections": m.network.active_connections,
-            "load_avg_1m": round2(m.cpu.load1),
-            "load_avg_5m": round2(m.cpu.load5),
-            "load_avg_15m": round2(m.cpu.load15),
-        })
-    }
+fn processes_json(m: &Metrics) -> Value {
+    let p = m.processes.as_ref();
+    let activity = m.activity.as_ref();
+    json!({
+        "process_count": p.map(|p| p.count),
+        "running": activity.map(|a| a.procs_running),
+        "blocked": activity.map(|a| a.procs_blocked),
+        "top_memory_processes": or_null(p, |p| json!(p.top_memory.iter().map(|t| json!({
+            "pid": t.pid, "name": t.name, "memory_percent": t.memory_percent.map(round2),
+        })).collect::<Vec<_>>())),
+        "threads": p.map(|p| p.threads),
+        "zombies": p.map(|p| p.zombies),
+        "top_cpu_processes": or_null(p, |p| json!(p.top_cpu.iter().map(|t| json!({
+            "pid": t.pid, "name": t.name, "cpu_percent": round2(t.cpu_percent),
+        })).collect::<Vec<_>>())),
+    })
+}
+
+fn system_json(m: &Metrics) -> Value {
+    let s = &m.system;
+    let a = m.activity.as_ref();
+    json!({
+        "uptime_seconds": s.uptime_seconds,
+        "boot_id": s.boot_id,
+        "context_switches_per_sec": a.map(|a| round2(a.context_switches_per_sec)),
+        "interrupts_per_sec": a.map(|a| round2(a.interrupts_per_sec)),
+        "forks_per_sec": a.map(|a| round2(a.forks_per_sec)),
+        "file_descriptors_allocated": s.file_descriptors_allocated,
+        "file_descriptors_max": s.file_descriptors_max,
+        "clock_synced": s.clock_synced,
+        "clock_max_error_ms": s.clock_max_error_ms.map(round2),
+        "kernel": s.kernel,
+        "os": s.os,
+        "boot_time": a.map(|a| format_timestamp(UNIX_EPOCH + Duration::from_secs(a.boot_time_unix))),
+    })
+}
+
+/// The unit fields of SPEC §3.3, in the contract's order (the model also
+/// keeps each unit's raw counters, which the stream form leaves out).
+const UNIT_FIELDS: [&str; 8] = [
+    "cpu_percent",
+    "memory_mb",
+    "tasks",
+    "io_read_mb_per_sec",
+    "io_write_mb_per_sec",
+    "cpu_pressure_some_avg10",
+    "memory_pressure_some_avg10",
+    "io_pressure_some_avg10",
+];
+
+fn units_json(m: &Metrics) -> Value {
+    or_null(m.units.as_ref(), |units| {
+        let mut out = Map::new();
+        for (name, u) in units {
+            let Ok(Value::Object(mut all)) = serde_json::to_value(u) else {
+                continue;
+            };
+            let mut unit = Map::new();
+            for field in UNIT_FIELDS {
+                let value = match all.remove(field) {
+                    Some(Value::Number(n)) if !n.is_u64() && !n.is_i64() => {
+                        json!(round2(n.as_f64().unwrap_or(0.0)))
+                    }
+                    Some(v) => v,
+                    None => Value::Null,
+                };
+                unit.insert(field.to_string(), value);
+            }
+            out.insert(name.clone(), Value::Object(unit));
+        }
+        Value::Object(out)
+    })
 }

@@ -1,40 +1,105 @@
-//! CPU usage, total and per core, from the jiffy counters in /proc/stat;
-//! the same file gives procs_running and procs_blocked.
+//! Collector `cpu`: /proc/stat gives CPU time by mode, total and per core,
+//! and the kernel's activity counters (context switches, interrupts, forks,
+//! running and blocked tasks, boot time), all in one read.
 
-use super::invalid;
+use super::{counter_rate, invalid, read_parsed, Collect, CollectError, Roots};
 use crate::procfs::{self, FileReader, ProcFile};
+use crate::snapshot::{ActivityMetrics, CpuMetrics, CpuModes, Metrics};
 use std::io;
-use std::path::Path;
+use std::time::Instant;
 
-/// user nice system idle iowait irq softirq steal. guest and guest_nice are
-/// left out: the kernel already counts them in user and nice.
-const FIELDS: usize = 8;
+/// user nice system idle iowait irq softirq steal guest guest_nice.
+const FIELDS: usize = 10;
+const USER: usize = 0;
+const NICE: usize = 1;
 const IDLE: usize = 3;
 const IOWAIT: usize = 4;
+const STEAL: usize = 7;
+const GUEST: usize = 8;
+const GUEST_NICE: usize = 9;
 
-/// One `cpu` or `cpuN` line.
+/// One `cpu` or `cpuN` line, in clock ticks (USER_HZ).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CpuTimes(pub [u64; FIELDS]);
 
-/// The busy share of the time between two readings, 0..=100. Each field's
-/// delta saturates at 0 (iowait is known to go backwards on idle CPUs), so a
-/// reset never yields a negative or huge figure.
-pub fn busy_percent(prev: &CpuTimes, cur: &CpuTimes) -> f64 {
-    let (mut busy, mut idle) = (0u64, 0u64);
+impl CpuTimes {
+    /// All the time there is: the first eight fields (guest time is
+    /// already counted in user and nice).
+    fn total(&self) -> u64 {
+        self.0[..=STEAL]
+            .iter()
+            .fold(0u64, |a, v| a.saturating_add(*v))
+    }
+
+    /// The nine modes of SPEC §3.3 as tick counts.
+    fn modes(&self) -> [u64; 9] {
+        let t = &self.0;
+        [
+            t[USER].saturating_sub(t[GUEST]),
+            t[NICE].saturating_sub(t[GUEST_NICE]),
+            t[2],
+            t[IDLE],
+            t[IOWAIT],
+            t[5],
+            t[6],
+            t[STEAL],
+            t[GUEST].saturating_add(t[GUEST_NICE]),
+        ]
+    }
+}
+
+fn modes_from(values: [f64; 9]) -> CpuModes {
+    let [user, nice, system, idle, iowait, irq, softirq, steal, guest] = values;
+    CpuModes {
+        user,
+        nice,
+        system,
+        idle,
+        iowait,
+        irq,
+        softirq,
+        steal,
+        guest,
+    }
+}
+
+/// Per-field deltas between two readings, each saturating at 0 (iowait is
+/// known to go backwards on idle CPUs).
+fn deltas(prev: &CpuTimes, cur: &CpuTimes) -> CpuTimes {
+    let mut d = CpuTimes::default();
     for i in 0..FIELDS {
-        let delta = cur.0[i].saturating_sub(prev.0[i]);
-        if i == IDLE || i == IOWAIT {
-            idle = idle.saturating_add(delta);
-        } else {
-            busy = busy.saturating_add(delta);
-        }
+        d.0[i] = cur.0[i].saturating_sub(prev.0[i]);
     }
-    let total = busy.saturating_add(idle);
+    d
+}
+
+/// The busy share of the time between two readings (everything but idle
+/// and iowait), 0..=100.
+pub fn busy_percent(prev: &CpuTimes, cur: &CpuTimes) -> f64 {
+    let d = deltas(prev, cur);
+    let total = d.total();
     if total == 0 {
-        0.0
-    } else {
-        (busy as f64 / total as f64 * 100.0).clamp(0.0, 100.0)
+        return 0.0;
     }
+    let idle = d.0[IDLE].saturating_add(d.0[IOWAIT]);
+    (total.saturating_sub(idle) as f64 / total as f64 * 100.0).clamp(0.0, 100.0)
+}
+
+/// Each mode's share of the time between two readings; the nine sum to 100
+/// (all 0 when no time passed).
+pub fn mode_percentages(prev: &CpuTimes, cur: &CpuTimes) -> CpuModes {
+    let d = deltas(prev, cur);
+    let modes = d.modes();
+    let sum: u64 = modes.iter().sum();
+    if sum == 0 {
+        return CpuModes::default();
+    }
+    modes_from(modes.map(|v| v as f64 / sum as f64 * 100.0))
+}
+
+/// Cumulative seconds per mode.
+pub fn mode_seconds(times: &CpuTimes, ticks_per_sec: f64) -> CpuModes {
+    modes_from(times.modes().map(|v| v as f64 / ticks_per_sec))
 }
 
 /// What one read of /proc/stat yields.
@@ -43,16 +108,25 @@ pub struct StatSample {
     pub total: CpuTimes,
     /// (N, times) for every `cpuN` line, in file order (offline CPUs have none).
     pub cores: Vec<(u32, CpuTimes)>,
+    pub ctxt: u64,
+    pub intr: u64,
+    pub forks: u64,
     pub procs_running: u64,
     pub procs_blocked: u64,
+    pub btime: u64,
 }
 
-/// Parses /proc/stat into `out`, reusing its core list.
+/// Parses /proc/stat into `out`, reusing its core list. The `cpu` line,
+/// ctxt, processes and btime are required (every kernel since 2.6 has them).
 pub fn parse_stat(text: &str, out: &mut StatSample) -> io::Result<()> {
     out.cores.clear();
     out.procs_running = 0;
     out.procs_blocked = 0;
-    let mut saw_total = false;
+    let (mut saw_total, mut saw_ctxt, mut saw_forks, mut saw_btime) = (false, false, false, false);
+    let number = |line: &str, v: &str| {
+        let first = v.split_ascii_whitespace().next().unwrap_or("");
+        procfs::parse_u64(first.as_bytes()).ok_or_else(|| invalid(format!("bad line {line:?}")))
+    };
     for line in text.lines() {
         if let Some(rest) = line.strip_prefix("cpu") {
             let (label, values) = rest.split_once(' ').unwrap_or((rest, ""));
@@ -64,16 +138,25 @@ pub fn parse_stat(text: &str, out: &mut StatSample) -> io::Result<()> {
             } else if let Some(n) = procfs::parse_u64(label.as_bytes()) {
                 out.cores.push((n as u32, times));
             }
-        } else if let Some(v) = line.strip_prefix("procs_running ") {
-            out.procs_running = procfs::parse_u64(v.trim().as_bytes()).unwrap_or(0);
-        } else if let Some(v) = line.strip_prefix("procs_blocked ") {
-            out.procs_blocked = procfs::parse_u64(v.trim().as_bytes()).unwrap_or(0);
+        } else if let Some((key, v)) = line.split_once(' ') {
+            match key {
+                "ctxt" => (out.ctxt, saw_ctxt) = (number(line, v)?, true),
+                // The first figure is the total; the per-source ones follow.
+                "intr" => out.intr = number(line, v)?,
+                "processes" => (out.forks, saw_forks) = (number(line, v)?, true),
+                "procs_running" => out.procs_running = number(line, v)?,
+                "procs_blocked" => out.procs_blocked = number(line, v)?,
+                "btime" => (out.btime, saw_btime) = (number(line, v)?, true),
+                _ => {}
+            }
         }
     }
-    if saw_total {
-        Ok(())
-    } else {
-        Err(invalid("no \"cpu\" line"))
+    match (saw_total, saw_ctxt, saw_forks, saw_btime) {
+        (false, ..) => Err(invalid("no \"cpu\" line")),
+        (_, false, ..) => Err(invalid("no \"ctxt\" line")),
+        (_, _, false, _) => Err(invalid("no \"processes\" line")),
+        (.., false) => Err(invalid("no \"btime\" line")),
+        _ => Ok(()),
     }
 }
 
@@ -109,55 +192,85 @@ pub fn usage(prev: &StatSample, cur: &StatSample) -> (f64, Vec<f64>) {
     (total, per_core)
 }
 
-/// The figures the collector needs from one sample.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct CpuReading {
-    pub usage_percent: f64,
-    pub per_core_percent: Vec<f64>,
-    pub procs_running: u64,
-    pub procs_blocked: u64,
-}
-
-/// The previous /proc/stat reading and the buffers for the next one.
+/// Reads /proc/stat; keeps the previous reading for rates.
 #[derive(Debug)]
-pub struct CpuState {
+pub struct CpuCollector {
     file: ProcFile,
-    prev: Option<StatSample>,
+    reader: FileReader,
+    prev: Option<(StatSample, Instant)>,
     cur: StatSample,
+    ticks_per_sec: f64,
 }
 
-impl CpuState {
-    pub fn new(proc: &Path) -> CpuState {
-        CpuState {
-            file: ProcFile::new(proc.join("stat")),
+impl CpuCollector {
+    pub fn new(roots: &Roots) -> CpuCollector {
+        CpuCollector {
+            file: ProcFile::new(roots.proc.join("stat")),
+            reader: FileReader::new(),
             prev: None,
             cur: StatSample::default(),
+            ticks_per_sec: procfs::clock_ticks_per_sec(),
         }
     }
+}
 
-    pub fn path(&self) -> &Path {
-        self.file.path()
+impl Collect for CpuCollector {
+    fn name(&self) -> &'static str {
+        "cpu"
     }
 
-    /// Reads /proc/stat; percentages cover the time since the last successful
-    /// reading (0 when there is none yet).
-    pub fn sample(&mut self, reader: &mut FileReader) -> io::Result<CpuReading> {
-        let bytes = self.file.read(reader)?;
-        parse_stat(&procfs::text(bytes), &mut self.cur)?;
-        let (usage_percent, per_core_percent) = match &self.prev {
-            Some(prev) => usage(prev, &self.cur),
-            None => (0.0, vec![0.0; self.cur.cores.len()]),
-        };
-        let reading = CpuReading {
+    fn collect(&mut self, now: Instant, m: &mut Metrics) -> Result<(), CollectError> {
+        let cur = &mut self.cur;
+        read_parsed(&mut self.reader, &mut self.file, |t| parse_stat(t, cur))?;
+        let cur = &self.cur;
+        let (usage_percent, per_core_percent, modes_percent, elapsed, prev_counts) =
+            match &self.prev {
+                Some((prev, at)) => {
+                    let (total, cores) = usage(prev, cur);
+                    let modes = mode_percentages(&prev.total, &cur.total);
+                    let counts = (prev.ctxt, prev.intr, prev.forks);
+                    (
+                        total,
+                        cores,
+                        modes,
+                        now.saturating_duration_since(*at),
+                        counts,
+                    )
+                }
+                // No baseline (only when the start-up read failed): no time
+                // has been measured, so every share is 0 for this sample.
+                None => (
+                    0.0,
+                    vec![0.0; cur.cores.len()],
+                    CpuModes::default(),
+                    std::time::Duration::ZERO,
+                    (cur.ctxt, cur.intr, cur.forks),
+                ),
+            };
+        m.cpu = Some(CpuMetrics {
             usage_percent,
             per_core_percent,
-            procs_running: self.cur.procs_running,
-            procs_blocked: self.cur.procs_blocked,
-        };
+            modes_percent,
+            seconds_total: mode_seconds(&cur.total, self.ticks_per_sec),
+        });
+        m.activity = Some(ActivityMetrics {
+            context_switches_total: cur.ctxt,
+            interrupts_total: cur.intr,
+            forks_total: cur.forks,
+            context_switches_per_sec: counter_rate(prev_counts.0, cur.ctxt, elapsed),
+            interrupts_per_sec: counter_rate(prev_counts.1, cur.intr, elapsed),
+            forks_per_sec: counter_rate(prev_counts.2, cur.forks, elapsed),
+            procs_running: cur.procs_running,
+            procs_blocked: cur.procs_blocked,
+            boot_time_unix: cur.btime,
+        });
         // Keep this reading as the next baseline and reuse the old one's buffers.
-        let prev = self.prev.get_or_insert_with(StatSample::default);
+        let (prev, at) = self
+            .prev
+            .get_or_insert_with(|| (StatSample::default(), now));
         std::mem::swap(prev, &mut self.cur);
-        Ok(reading)
+        *at = now;
+        Ok(())
     }
 }
 
@@ -165,10 +278,16 @@ impl CpuState {
 mod tests {
     use super::*;
 
+    fn t(v: [u64; 8]) -> CpuTimes {
+        let mut times = CpuTimes::default();
+        times.0[..8].copy_from_slice(&v);
+        times
+    }
+
     #[test]
     fn busy_share() {
-        let a = CpuTimes([100, 0, 50, 800, 50, 0, 0, 0]);
-        let b = CpuTimes([160, 0, 70, 900, 70, 0, 0, 0]);
+        let a = t([100, 0, 50, 800, 50, 0, 0, 0]);
+        let b = t([160, 0, 70, 900, 70, 0, 0, 0]);
         // busy +80, idle +120 → 40 %
         assert_eq!(busy_percent(&a, &b), 40.0);
         assert_eq!(busy_percent(&b, &b), 0.0);
@@ -176,17 +295,33 @@ mod tests {
 
     #[test]
     fn iowait_going_backwards_is_not_negative() {
-        let a = CpuTimes([100, 0, 0, 800, 50, 0, 0, 0]);
-        let b = CpuTimes([150, 0, 0, 850, 10, 0, 0, 0]);
+        let a = t([100, 0, 0, 800, 50, 0, 0, 0]);
+        let b = t([150, 0, 0, 850, 10, 0, 0, 0]);
         assert_eq!(busy_percent(&a, &b), 50.0);
+    }
+
+    #[test]
+    fn guest_time_is_taken_out_of_user_and_nice() {
+        let a = CpuTimes([0; FIELDS]);
+        // user 60 of which guest 20, nice 20 of which guest_nice 10, idle 20.
+        let b = CpuTimes([60, 20, 0, 20, 0, 0, 0, 0, 20, 10]);
+        let m = mode_percentages(&a, &b);
+        assert_eq!((m.user, m.nice, m.guest, m.idle), (40.0, 10.0, 30.0, 20.0));
+        let sum: f64 = m.named().iter().map(|(_, v)| v).sum();
+        assert!((sum - 100.0).abs() < 1e-9);
     }
 
     #[test]
     fn old_kernel_with_four_fields() {
         let mut s = StatSample::default();
-        parse_stat("cpu  1 2 3 4\ncpu0 1 2 3 4\n", &mut s).unwrap();
-        assert_eq!(s.total, CpuTimes([1, 2, 3, 4, 0, 0, 0, 0]));
+        parse_stat(
+            "cpu  1 2 3 4\ncpu0 1 2 3 4\nctxt 5\nbtime 6\nprocesses 7\n",
+            &mut s,
+        )
+        .unwrap();
+        assert_eq!(s.total, t([1, 2, 3, 4, 0, 0, 0, 0]));
         assert_eq!(s.cores.len(), 1);
+        assert_eq!((s.ctxt, s.btime, s.forks), (5, 6, 7));
     }
 
     #[test]
@@ -194,5 +329,6 @@ mod tests {
         let mut s = StatSample::default();
         assert!(parse_stat("", &mut s).is_err());
         assert!(parse_stat("cpu x y z w\n", &mut s).is_err());
+        assert!(parse_stat("cpu 1 2 3 4\n", &mut s).is_err());
     }
 }

@@ -1,18 +1,12 @@
-//! Filesystem usage (statvfs over the mount table) and disk I/O rates
-//! (whole block devices in /proc/diskstats).
-//!
-//! The mount table is read from /proc/self/mountinfo rather than
-//! /proc/self/mounts: it carries each mount's device number, which is what
-//! tells a bind mount from a separate filesystem without a stat per mount.
+//! Collector `disk`: I/O of whole block devices from /proc/diskstats, per
+//! device (bytes, operations, utilisation, latency) and summed.
 
-use super::{counter_rate, invalid, Filters, Warnings};
+use super::{counter_rate, invalid, Collect, CollectError, Roots};
 use crate::procfs::{self, FileReader, ProcFile};
-use crate::snapshot::MountUsage;
+use crate::snapshot::{DeviceMetrics, DiskIoMetrics, Metrics};
 use std::collections::HashMap;
-use std::ffi::{CStr, CString};
 use std::io;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 /// /proc/diskstats counts sectors of 512 bytes, whatever the device's sector size.
@@ -22,15 +16,18 @@ pub const SECTOR_BYTES: u64 = 512;
 /// disks whose I/O is already counted (device mapper, md RAID).
 const VIRTUAL_DEVICE_PREFIXES: [&str; 5] = ["loop", "ram", "zram", "dm-", "md"];
 
-/// How long a sample waits for statvfs on a filesystem that may block.
-pub const SLOW_FS_TIMEOUT: Duration = Duration::from_millis(200);
-
-/// The sector counters of one whole disk.
+/// The cumulative counters of one whole disk.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DiskCounters {
     pub name: String,
+    pub reads: u64,
     pub read_sectors: u64,
+    pub read_ms: u64,
+    pub writes: u64,
     pub write_sectors: u64,
+    pub write_ms: u64,
+    pub in_flight: u64,
+    pub io_ms: u64,
 }
 
 /// True for names that are never counted, whatever /sys says.
@@ -39,7 +36,9 @@ pub fn is_virtual_device(name: &str) -> bool {
 }
 
 /// Parses /proc/diskstats into `out` (reusing it), keeping only the devices
-/// for which `is_whole_disk(name)` holds.
+/// for which `is_whole_disk(name)` holds. Fields after the name: reads,
+/// merged, sectors, ms reading, writes, merged, sectors, ms writing, in
+/// flight, ms doing I/O, ...
 pub fn parse_diskstats(
     text: &str,
     mut is_whole_disk: impl FnMut(&str) -> bool,
@@ -50,18 +49,21 @@ pub fn parse_diskstats(
         if line.trim().is_empty() {
             continue;
         }
-        // major minor name reads merged sectors ms writes merged sectors ms ...
+        let bad = || invalid(format!("bad /proc/diskstats line {line:?}"));
         let mut t = line.split_ascii_whitespace();
-        let (Some(_), Some(_), Some(name)) = (t.next(), t.next(), t.next()) else {
-            return Err(invalid(format!("bad /proc/diskstats line {line:?}")));
-        };
-        let read = t.nth(2).and_then(|s| procfs::parse_u64(s.as_bytes()));
-        let write = t.nth(3).and_then(|s| procfs::parse_u64(s.as_bytes()));
-        let (Some(read_sectors), Some(write_sectors)) = (read, write) else {
-            return Err(invalid(format!("bad /proc/diskstats line {line:?}")));
+        let number = |s: Option<&str>| s.and_then(|s| procfs::parse_u64(s.as_bytes()));
+        let (Some(_), Some(_), Some(name)) = (number(t.next()), number(t.next()), t.next()) else {
+            return Err(bad());
         };
         if !is_whole_disk(name) {
             continue;
+        }
+        let mut v = [0u64; 10];
+        for slot in &mut v {
+            *slot = t
+                .next()
+                .and_then(|s| procfs::parse_u64(s.as_bytes()))
+                .ok_or_else(bad)?;
         }
         if used == out.len() {
             out.push(DiskCounters::default());
@@ -69,418 +71,111 @@ pub fn parse_diskstats(
         let entry = &mut out[used];
         entry.name.clear();
         entry.name.push_str(name);
-        entry.read_sectors = read_sectors;
-        entry.write_sectors = write_sectors;
+        entry.reads = v[0];
+        entry.read_sectors = v[2];
+        entry.read_ms = v[3];
+        entry.writes = v[4];
+        entry.write_sectors = v[6];
+        entry.write_ms = v[7];
+        entry.in_flight = v[8];
+        entry.io_ms = v[9];
         used += 1;
     }
     out.truncate(used);
     Ok(())
 }
 
-/// Read and write bytes per second summed over the disks in `cur`. A disk
-/// missing from `prev` (just attached) or whose counters went backwards
-/// contributes 0 for this interval.
-pub fn io_rates(prev: &[DiskCounters], cur: &[DiskCounters], elapsed: Duration) -> (f64, f64) {
-    let (mut read, mut write) = (0.0, 0.0);
-    for (i, c) in cur.iter().enumerate() {
-        let before = match prev.get(i) {
-            Some(p) if p.name == c.name => Some(p),
-            _ => prev.iter().find(|p| p.name == c.name),
-        };
-        if let Some(p) = before {
-            read += counter_rate(p.read_sectors, c.read_sectors, elapsed) * SECTOR_BYTES as f64;
-            write += counter_rate(p.write_sectors, c.write_sectors, elapsed) * SECTOR_BYTES as f64;
-        }
-    }
-    (read, write)
-}
-
-/// One line of /proc/self/mountinfo.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MountEntry {
-    /// major:minor of the filesystem (bind mounts share it).
-    pub device: (u32, u32),
-    /// The mount point, escapes decoded, for display.
-    pub mount_point: String,
-    /// The mount point as the kernel's bytes, for statvfs.
-    pub path: CString,
-    pub fs_type: String,
-}
-
-/// Decodes the kernel's octal escapes (`\040` space, `\011` tab, `\012`
-/// newline, `\134` backslash) in a mountinfo field.
-pub fn decode_octal_escapes(raw: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(raw.len());
-    let mut i = 0;
-    while i < raw.len() {
-        if raw[i] == b'\\' && i + 4 <= raw.len() {
-            let digits = &raw[i + 1..i + 4];
-            if digits.iter().all(|d| (b'0'..=b'7').contains(d)) {
-                let value = digits
-                    .iter()
-                    .fold(0u32, |acc, d| acc * 8 + u32::from(d - b'0'));
-                if let Ok(byte) = u8::try_from(value) {
-                    out.push(byte);
-                    i += 4;
-                    continue;
-                }
-            }
-        }
-        out.push(raw[i]);
-        i += 1;
-    }
-    out
-}
-
-/// Parses /proc/self/mountinfo. Lines it cannot understand are skipped.
-/// Format: `id parent major:minor root mount_point options [optional...] - fstype source super_options`.
-pub fn parse_mountinfo(bytes: &[u8]) -> Vec<MountEntry> {
-    bytes
-        .split(|b| *b == b'\n')
-        .filter_map(parse_mountinfo_line)
-        .collect()
-}
-
-fn parse_mountinfo_line(line: &[u8]) -> Option<MountEntry> {
-    let mut fields = line.split(|b| *b == b' ').filter(|f| !f.is_empty());
-    let _id = fields.next()?;
-    let _parent = fields.next()?;
-    let device = fields.next()?;
-    let _root = fields.next()?;
-    let mount_point = fields.next()?;
-    let _options = fields.next()?;
-    // Optional fields (shared:N, master:N, ...) until the lone "-".
-    fields.by_ref().find(|f| *f == b"-")?;
-    let fs_type = fields.next()?;
-
-    let text = std::str::from_utf8(device).ok()?;
-    let (major, minor) = text.split_once(':')?;
-    let device = (major.parse().ok()?, minor.parse().ok()?);
-    let raw_path = decode_octal_escapes(mount_point);
-    let mount_point = String::from_utf8_lossy(&raw_path).into_owned();
-    Some(MountEntry {
-        device,
-        mount_point,
-        path: CString::new(raw_path).ok()?,
-        fs_type: String::from_utf8_lossy(fs_type).into_owned(),
-    })
-}
-
-/// The mounts to report, in mount-table order: a mount hidden by a later
-/// mount on the same point is dropped (statvfs would see the later one),
-/// excluded types and paths are dropped, and of several mounts of the same
-/// device (bind mounts) only the one with the shortest path is kept.
-pub fn select_mounts(entries: Vec<MountEntry>, filters: &Filters) -> Vec<MountEntry> {
-    let mut last_on_point: HashMap<&str, usize> = HashMap::with_capacity(entries.len());
-    for (i, e) in entries.iter().enumerate() {
-        last_on_point.insert(&e.mount_point, i);
-    }
-    let mut best_for_device: HashMap<(u32, u32), usize> = HashMap::new();
-    for (i, e) in entries.iter().enumerate() {
-        if last_on_point.get(e.mount_point.as_str()) != Some(&i)
-            || filters.mount_excluded(&e.mount_point, &e.fs_type)
-        {
-            continue;
-        }
-        best_for_device
-            .entry(e.device)
-            .and_modify(|best| {
-                if e.mount_point.len() < entries[*best].mount_point.len() {
-                    *best = i;
-                }
-            })
-            .or_insert(i);
-    }
-    let mut keep = vec![false; entries.len()];
-    for i in best_for_device.into_values() {
-        keep[i] = true;
-    }
-    entries
-        .into_iter()
-        .zip(keep)
-        .filter_map(|(e, k)| k.then_some(e))
-        .collect()
-}
-
-/// The figures statvfs gives for one filesystem.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct FsStats {
-    /// f_blocks * f_frsize
-    pub total_bytes: u64,
-    /// (f_blocks - f_bfree) * f_frsize
-    pub used_bytes: u64,
-    /// f_bavail * f_frsize
-    pub avail_bytes: u64,
-}
-
-pub fn statvfs(path: &CStr) -> io::Result<FsStats> {
-    // SAFETY: an all-zero statvfs is a valid value of this plain C struct.
-    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: `path` is NUL-terminated and `s` is a valid out-pointer.
-    if unsafe { libc::statvfs(path.as_ptr(), &mut s) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let unit = if s.f_frsize > 0 {
-        s.f_frsize as u64
+/// Δ(ms spent) / Δ(operations completed); 0 when none completed.
+fn await_ms(prev_ms: u64, cur_ms: u64, prev_ops: u64, cur_ops: u64) -> f64 {
+    let ops = cur_ops.saturating_sub(prev_ops);
+    if ops == 0 || cur_ms < prev_ms {
+        0.0
     } else {
-        s.f_bsize as u64
+        (cur_ms - prev_ms) as f64 / ops as f64
+    }
+}
+
+/// The figures of one device over `elapsed` since `prev` (None: the device
+/// was not there at the previous reading, so its rates are 0 this time).
+pub fn device_metrics(
+    prev: Option<&DiskCounters>,
+    c: &DiskCounters,
+    elapsed: Duration,
+) -> DeviceMetrics {
+    let mut d = DeviceMetrics {
+        name: c.name.clone(),
+        reads_total: c.reads,
+        writes_total: c.writes,
+        read_bytes_total: c.read_sectors.saturating_mul(SECTOR_BYTES),
+        written_bytes_total: c.write_sectors.saturating_mul(SECTOR_BYTES),
+        read_time_ms_total: c.read_ms,
+        write_time_ms_total: c.write_ms,
+        io_time_ms_total: c.io_ms,
+        in_flight: c.in_flight,
+        ..DeviceMetrics::default()
     };
-    let blocks = s.f_blocks as u64;
-    let bytes = |n: u64| n.saturating_mul(unit);
-    Ok(FsStats {
-        total_bytes: bytes(blocks),
-        used_bytes: bytes(blocks.saturating_sub(s.f_bfree as u64)),
-        avail_bytes: bytes(s.f_bavail as u64),
-    })
-}
-
-/// Filesystems whose statvfs can block for as long as a server or a FUSE
-/// daemon does not answer.
-pub fn may_block(fs_type: &str) -> bool {
-    const REMOTE: [&str; 14] = [
-        "nfs",
-        "nfs4",
-        "cifs",
-        "smb3",
-        "smbfs",
-        "ncpfs",
-        "ceph",
-        "glusterfs",
-        "9p",
-        "afs",
-        "lustre",
-        "gpfs",
-        "beegfs",
-        "davfs",
-    ];
-    REMOTE.contains(&fs_type) || fs_type.starts_with("fuse")
-}
-
-/// What a guarded call gave.
-#[derive(Debug)]
-pub enum Guarded<T> {
-    Done(io::Result<T>),
-    /// The call (this one or an earlier one) has not returned in time.
-    Stuck,
-}
-
-#[derive(Debug)]
-struct CallState<T> {
-    running: bool,
-    result: Option<io::Result<T>>,
-}
-
-#[derive(Debug)]
-struct Call<T> {
-    state: Mutex<CallState<T>>,
-    done: Condvar,
-}
-
-/// Runs calls that may block (statvfs on network or FUSE filesystems) on
-/// their own thread and waits for them at most `timeout`. A call that has not
-/// returned makes later samples skip that path at once, until it returns:
-/// at most one thread per path is ever stuck, and the sampler never is.
-#[derive(Debug)]
-pub struct BlockingCalls<T> {
-    timeout: Duration,
-    calls: HashMap<CString, Arc<Call<T>>>,
-}
-
-impl<T: Send + 'static> BlockingCalls<T> {
-    pub fn new(timeout: Duration) -> BlockingCalls<T> {
-        BlockingCalls {
-            timeout,
-            calls: HashMap::new(),
-        }
+    if let Some(p) = prev {
+        d.read_bytes_per_sec =
+            counter_rate(p.read_sectors, c.read_sectors, elapsed) * SECTOR_BYTES as f64;
+        d.write_bytes_per_sec =
+            counter_rate(p.write_sectors, c.write_sectors, elapsed) * SECTOR_BYTES as f64;
+        d.reads_per_sec = counter_rate(p.reads, c.reads, elapsed);
+        d.writes_per_sec = counter_rate(p.writes, c.writes, elapsed);
+        // ms of I/O per ms of wall time.
+        d.util_percent = (counter_rate(p.io_ms, c.io_ms, elapsed) / 10.0).clamp(0.0, 100.0);
+        d.read_await_ms = await_ms(p.read_ms, c.read_ms, p.reads, c.reads);
+        d.write_await_ms = await_ms(p.write_ms, c.write_ms, p.writes, c.writes);
     }
+    d
+}
 
-    /// Runs `f(path)` on a helper thread and waits for it up to the timeout.
-    pub fn call(&mut self, path: &CStr, f: fn(&CStr) -> io::Result<T>) -> Guarded<T> {
-        let call = self
-            .calls
-            .entry(path.to_owned())
-            .or_insert_with(|| {
-                Arc::new(Call {
-                    state: Mutex::new(CallState {
-                        running: false,
-                        result: None,
-                    }),
-                    done: Condvar::new(),
-                })
-            })
-            .clone();
-        let mut state = call.state.lock().unwrap_or_else(|e| e.into_inner());
-        if state.running {
-            return Guarded::Stuck;
-        }
-        state.running = true;
-        state.result = None;
-        let worker = call.clone();
-        let owned = path.to_owned();
-        let spawned = std::thread::Builder::new()
-            .name("metricsd-statvfs".into())
-            .spawn(move || {
-                let result = f(&owned);
-                let mut state = worker.state.lock().unwrap_or_else(|e| e.into_inner());
-                state.result = Some(result);
-                state.running = false;
-                worker.done.notify_all();
-            });
-        if let Err(e) = spawned {
-            state.running = false;
-            return Guarded::Done(Err(e));
-        }
-        let (mut state, _) = call
-            .done
-            .wait_timeout_while(state, self.timeout, |s| s.running)
-            .unwrap_or_else(|e| e.into_inner());
-        match state.result.take() {
-            Some(result) if !state.running => Guarded::Done(result),
-            _ => Guarded::Stuck,
-        }
-    }
-
-    /// Forgets paths that are no longer asked for (a stuck call's entry
-    /// stays, so it is not started a second time).
-    pub fn retain(&mut self, wanted: impl Fn(&CStr) -> bool) {
-        self.calls.retain(|path, call| {
-            wanted(path) || call.state.lock().map(|s| s.running).unwrap_or(true)
-        });
-    }
-
-    /// How many calls have not returned yet.
-    pub fn stuck(&self) -> usize {
-        self.calls
-            .values()
-            .filter(|c| c.state.lock().map(|s| s.running).unwrap_or(true))
-            .count()
+/// Per-device figures and their sums for every disk in `cur`.
+pub fn io_metrics(prev: &[DiskCounters], cur: &[DiskCounters], elapsed: Duration) -> DiskIoMetrics {
+    let devices: Vec<DeviceMetrics> = cur
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            // Devices are almost always at the same position as last time.
+            let before = match prev.get(i) {
+                Some(p) if p.name == c.name => Some(p),
+                _ => prev.iter().find(|p| p.name == c.name),
+            };
+            device_metrics(before, c, elapsed)
+        })
+        .collect();
+    DiskIoMetrics {
+        read_bytes_per_sec: devices.iter().fold(0.0, |a, d| a + d.read_bytes_per_sec),
+        write_bytes_per_sec: devices.iter().fold(0.0, |a, d| a + d.write_bytes_per_sec),
+        devices,
     }
 }
 
-/// The mount selection (recomputed only when the mount table or the filters
-/// change), the whole-disk cache and the previous diskstats reading.
-#[derive(Debug)]
-pub struct DiskState {
-    mountinfo: ProcFile,
+/// The whole-disk cache and the previous diskstats reading.
+pub struct DiskCollector {
     diskstats: ProcFile,
     sys_block: PathBuf,
-    /// The mountinfo bytes `selected` was computed from.
-    mountinfo_seen: Vec<u8>,
-    selection_stale: bool,
-    selected: Vec<MountEntry>,
-    slow_calls: BlockingCalls<FsStats>,
+    reader: FileReader,
     whole_disk: HashMap<String, bool>,
-    prev_io: Vec<DiskCounters>,
-    prev_io_at: Option<Instant>,
-    cur_io: Vec<DiskCounters>,
+    prev: Vec<DiskCounters>,
+    prev_at: Option<Instant>,
+    cur: Vec<DiskCounters>,
 }
 
-impl DiskState {
-    pub fn new(proc: &Path, sys: &Path) -> DiskState {
-        DiskState {
-            mountinfo: ProcFile::new(proc.join("self/mountinfo")),
-            diskstats: ProcFile::new(proc.join("diskstats")),
-            sys_block: sys.join("block"),
-            mountinfo_seen: Vec::new(),
-            selection_stale: true,
-            selected: Vec::new(),
-            slow_calls: BlockingCalls::new(SLOW_FS_TIMEOUT),
+impl DiskCollector {
+    pub fn new(roots: &Roots) -> DiskCollector {
+        DiskCollector {
+            diskstats: ProcFile::new(roots.proc.join("diskstats")),
+            sys_block: roots.sys.join("block"),
+            reader: FileReader::new(),
             whole_disk: HashMap::new(),
-            prev_io: Vec::new(),
-            prev_io_at: None,
-            cur_io: Vec::new(),
+            prev: Vec::new(),
+            prev_at: None,
+            cur: Vec::new(),
         }
     }
 
-    pub fn mountinfo_path(&self) -> &Path {
-        self.mountinfo.path()
-    }
-
-    pub fn diskstats_path(&self) -> &Path {
-        self.diskstats.path()
-    }
-
-    /// The exclude lists changed: select the mounts again on the next sample.
-    pub fn filters_changed(&mut self) {
-        self.selection_stale = true;
-    }
-
-    /// The mounts selected by the last `mounts` call.
-    pub fn selected(&self) -> &[MountEntry] {
-        &self.selected
-    }
-
-    /// Usage of every selected filesystem. A mount whose statvfs fails is
-    /// left out (and logged once); so are filesystems of size 0 (pseudo
-    /// filesystems, as `df` hides them).
-    pub fn mounts(
-        &mut self,
-        reader: &mut FileReader,
-        filters: &Filters,
-        warnings: &mut Warnings,
-    ) -> io::Result<Vec<MountUsage>> {
-        // The kept-open /proc mount table tells through poll whether it
-        // changed; a fixture file is read and compared instead.
-        if self.selection_stale || self.mountinfo.mounts_changed() {
-            let bytes = self.mountinfo.read(reader)?;
-            if self.selection_stale || bytes != self.mountinfo_seen.as_slice() {
-                let entries = parse_mountinfo(bytes);
-                if entries.is_empty() {
-                    return Err(invalid("no mounts"));
-                }
-                self.selected = select_mounts(entries, filters);
-                self.mountinfo_seen.clear();
-                self.mountinfo_seen.extend_from_slice(bytes);
-                self.selection_stale = false;
-                let selected = &self.selected;
-                self.slow_calls
-                    .retain(|path| selected.iter().any(|m| m.path.as_c_str() == path));
-            }
-        }
-        let mut out = Vec::with_capacity(self.selected.len());
-        for m in &self.selected {
-            let result = if may_block(&m.fs_type) {
-                match self.slow_calls.call(&m.path, statvfs) {
-                    Guarded::Done(result) => result,
-                    Guarded::Stuck => {
-                        warnings.once(
-                            &format!("statvfs-stuck:{}", m.mount_point),
-                            format_args!(
-                                "statvfs on {} ({}) has not answered within {:?}; the mount is left out until it does",
-                                m.mount_point, m.fs_type, SLOW_FS_TIMEOUT
-                            ),
-                        );
-                        continue;
-                    }
-                }
-            } else {
-                statvfs(&m.path)
-            };
-            match result {
-                Ok(s) if s.total_bytes > 0 => out.push(MountUsage {
-                    mount: m.mount_point.clone(),
-                    total_bytes: s.total_bytes,
-                    used_bytes: s.used_bytes,
-                    avail_bytes: s.avail_bytes,
-                }),
-                Ok(_) => {}
-                Err(e) => warnings.once(
-                    &format!("statvfs:{}", m.mount_point),
-                    format_args!(
-                        "statvfs on {} failed ({e}); the mount is left out",
-                        m.mount_point
-                    ),
-                ),
-            }
-        }
-        Ok(out)
-    }
-
-    /// Read and write bytes per second over whole disks since the last
-    /// successful reading (0 when there is none yet).
-    pub fn io_rates(&mut self, reader: &mut FileReader) -> io::Result<(f64, f64)> {
-        let bytes = self.diskstats.read(reader)?;
-        let now = Instant::now();
+    fn read(&mut self) -> io::Result<()> {
+        let bytes = self.diskstats.read(&mut self.reader)?;
         let (cache, sys_block) = (&mut self.whole_disk, &self.sys_block);
         let mut seen = 0;
         parse_diskstats(
@@ -495,19 +190,33 @@ impl DiskState {
                 cache.insert(name.to_string(), whole);
                 whole
             },
-            &mut self.cur_io,
+            &mut self.cur,
         )?;
         // Devices come and go (hot plug, loop devices): keep the cache bounded.
         if self.whole_disk.len() > 2 * seen + 64 {
             self.whole_disk.clear();
         }
-        let rates = match self.prev_io_at {
-            Some(then) => io_rates(&self.prev_io, &self.cur_io, now - then),
-            None => (0.0, 0.0),
+        Ok(())
+    }
+}
+
+impl Collect for DiskCollector {
+    fn name(&self) -> &'static str {
+        "disk"
+    }
+
+    fn collect(&mut self, now: Instant, m: &mut Metrics) -> Result<(), CollectError> {
+        self.read()
+            .map_err(|e| CollectError::new(self.diskstats.path(), e))?;
+        let metrics = match self.prev_at {
+            Some(then) => io_metrics(&self.prev, &self.cur, now.saturating_duration_since(then)),
+            // No baseline (only when the start-up read failed): rates 0.
+            None => io_metrics(&[], &self.cur, Duration::ZERO),
         };
-        std::mem::swap(&mut self.prev_io, &mut self.cur_io);
-        self.prev_io_at = Some(now);
-        Ok(rates)
+        std::mem::swap(&mut self.prev, &mut self.cur);
+        self.prev_at = Some(now);
+        m.disk_io = Some(metrics);
+        Ok(())
     }
 }
 
@@ -516,40 +225,33 @@ mod tests {
     use super::*;
 
     #[test]
-    fn escapes() {
-        assert_eq!(decode_octal_escapes(br"/mnt/a\040b"), b"/mnt/a b");
-        assert_eq!(decode_octal_escapes(br"/x\011\012\134y"), b"/x\t\n\\y");
-        // Not an escape: left as it is.
-        assert_eq!(decode_octal_escapes(br"/x\09"), br"/x\09");
-        assert_eq!(decode_octal_escapes(br"/x\"), br"/x\");
-        assert_eq!(decode_octal_escapes(br"\777"), br"\777");
-    }
-
-    #[test]
-    fn a_stuck_call_is_skipped_until_it_returns() {
-        fn slow(_: &CStr) -> io::Result<u32> {
-            std::thread::sleep(Duration::from_millis(400));
-            Ok(7)
-        }
-        fn fast(_: &CStr) -> io::Result<u32> {
-            Ok(3)
-        }
-        let mut calls = BlockingCalls::new(Duration::from_millis(50));
-        let path = c"/net/share";
-        let started = Instant::now();
-        assert!(matches!(calls.call(path, slow), Guarded::Stuck));
-        assert!(started.elapsed() < Duration::from_millis(300));
-        // Still running: skipped without waiting.
-        let again = Instant::now();
-        assert!(matches!(calls.call(path, fast), Guarded::Stuck));
-        assert!(again.elapsed() < Duration::from_millis(20));
-        assert_eq!(calls.stuck(), 1);
-        // Once the slow call returns, the path is asked again.
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while calls.stuck() > 0 && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        assert!(matches!(calls.call(path, fast), Guarded::Done(Ok(3))));
-        assert!(matches!(calls.call(c"/other", fast), Guarded::Done(Ok(3))));
+    fn util_and_await() {
+        let a = DiskCounters {
+            name: "sda".into(),
+            reads: 100,
+            read_ms: 1000,
+            writes: 10,
+            write_ms: 50,
+            io_ms: 5_000,
+            ..Default::default()
+        };
+        let b = DiskCounters {
+            reads: 110,
+            read_ms: 1040,
+            writes: 10,
+            write_ms: 50,
+            io_ms: 5_250,
+            in_flight: 3,
+            ..a.clone()
+        };
+        let d = device_metrics(Some(&a), &b, Duration::from_secs(1));
+        assert_eq!(d.util_percent, 25.0);
+        assert_eq!(d.read_await_ms, 4.0);
+        assert_eq!(d.write_await_ms, 0.0);
+        assert_eq!(d.reads_per_sec, 10.0);
+        assert_eq!(d.in_flight, 3);
+        let fresh = device_metrics(None, &b, Duration::from_secs(1));
+        assert_eq!((fresh.util_percent, fresh.reads_per_sec), (0.0, 0.0));
+        assert_eq!(fresh.reads_total, 110);
     }
 }

@@ -1,7 +1,10 @@
-//! Load averages from /proc/loadavg.
+//! Collector `load`: the load averages from /proc/loadavg.
 
-use super::invalid;
+use super::{invalid, read_parsed, Collect, CollectError, Roots};
+use crate::procfs::{FileReader, ProcFile};
+use crate::snapshot::{LoadMetrics, Metrics};
 use std::io;
+use std::time::Instant;
 
 /// The 1, 5 and 15 minute load averages (the first three fields).
 pub fn parse_loadavg(text: &str) -> io::Result<(f64, f64, f64)> {
@@ -13,6 +16,36 @@ pub fn parse_loadavg(text: &str) -> io::Result<(f64, f64, f64)> {
         _ => Err(invalid(format!(
             "expected three load averages, got {text:?}"
         ))),
+    }
+}
+
+pub struct LoadCollector {
+    file: ProcFile,
+    reader: FileReader,
+}
+
+impl LoadCollector {
+    pub fn new(roots: &Roots) -> LoadCollector {
+        LoadCollector {
+            file: ProcFile::new(roots.proc.join("loadavg")),
+            reader: FileReader::with_capacity(256),
+        }
+    }
+}
+
+impl Collect for LoadCollector {
+    fn name(&self) -> &'static str {
+        "load"
+    }
+
+    fn collect(&mut self, _now: Instant, m: &mut Metrics) -> Result<(), CollectError> {
+        let (load1, load5, load15) = read_parsed(&mut self.reader, &mut self.file, parse_loadavg)?;
+        m.load = Some(LoadMetrics {
+            load1,
+            load5,
+            load15,
+        });
+        Ok(())
     }
 }
 

@@ -1,15 +1,17 @@
-//! Memory and swap from /proc/meminfo.
+//! Collector `memory`: the memory breakdown from /proc/meminfo, and the
+//! swap and major fault counters from /proc/vmstat.
 
-use super::invalid;
-use crate::procfs;
-use crate::snapshot::MemoryMetrics;
+use super::{counter_rate, invalid, read_parsed, Collect, CollectError, Roots};
+use crate::procfs::{self, FileReader, ProcFile};
+use crate::snapshot::{MemoryMetrics, Metrics, VmstatMetrics};
 use std::io;
+use std::time::{Duration, Instant};
 
-/// MemTotal, MemAvailable, SwapTotal and SwapFree, in bytes. Kernels before
-/// 3.14 have no MemAvailable: it is then estimated as MemFree + Buffers +
+/// The /proc/meminfo figures of the model, in bytes. Kernels before 3.14
+/// have no MemAvailable: it is then estimated as MemFree + Buffers +
 /// Cached, as `free` did on those kernels.
 pub fn parse_meminfo(text: &str) -> io::Result<MemoryMetrics> {
-    const KEYS: [&str; 7] = [
+    const KEYS: [&str; 9] = [
         "MemTotal",
         "MemAvailable",
         "SwapTotal",
@@ -17,8 +19,10 @@ pub fn parse_meminfo(text: &str) -> io::Result<MemoryMetrics> {
         "MemFree",
         "Buffers",
         "Cached",
+        "Shmem",
+        "Slab",
     ];
-    let mut values: [Option<u64>; 7] = [None; 7];
+    let mut values: [Option<u64>; 9] = [None; 9];
     for line in text.lines() {
         let Some((key, rest)) = line.split_once(':') else {
             continue;
@@ -30,17 +34,20 @@ pub fn parse_meminfo(text: &str) -> io::Result<MemoryMetrics> {
             kib_to_bytes(rest).ok_or_else(|| invalid(format!("bad meminfo line {line:?}")))?;
         values[i] = Some(bytes);
     }
-    let [total, available, swap_total, swap_free, free, buffers, cached] = values;
+    let [total, available, swap_total, swap_free, free, buffers, cached, shared, slab] = values;
     let total = total.ok_or_else(|| invalid("no MemTotal line"))?;
-    let available = available.unwrap_or_else(|| {
-        let (free, buffers, cached) =
-            (free.unwrap_or(0), buffers.unwrap_or(0), cached.unwrap_or(0));
-        free.saturating_add(buffers).saturating_add(cached)
-    });
+    let (free, buffers, cached) = (free.unwrap_or(0), buffers.unwrap_or(0), cached.unwrap_or(0));
+    let available =
+        available.unwrap_or_else(|| free.saturating_add(buffers).saturating_add(cached));
     let swap_total = swap_total.unwrap_or(0);
     Ok(MemoryMetrics {
         total_bytes: total,
         available_bytes: available.min(total),
+        free_bytes: free,
+        buffers_bytes: buffers,
+        cached_bytes: cached,
+        shared_bytes: shared.unwrap_or(0),
+        slab_bytes: slab.unwrap_or(0),
         swap_total_bytes: swap_total,
         swap_free_bytes: swap_free.unwrap_or(0).min(swap_total),
     })
@@ -54,6 +61,80 @@ fn kib_to_bytes(value: &str) -> Option<u64> {
         Some("kB") => n.checked_mul(1024),
         None => Some(n),
         Some(_) => None,
+    }
+}
+
+/// pswpin, pswpout and pgmajfault from /proc/vmstat (all three required).
+pub fn parse_vmstat(text: &str) -> io::Result<(u64, u64, u64)> {
+    let mut found: [Option<u64>; 3] = [None; 3];
+    for line in text.lines() {
+        let Some((key, value)) = line.split_once(' ') else {
+            continue;
+        };
+        let slot = match key {
+            "pswpin" => 0,
+            "pswpout" => 1,
+            "pgmajfault" => 2,
+            _ => continue,
+        };
+        found[slot] = Some(
+            procfs::parse_u64(value.trim().as_bytes())
+                .ok_or_else(|| invalid(format!("bad vmstat line {line:?}")))?,
+        );
+    }
+    match found {
+        [Some(a), Some(b), Some(c)] => Ok((a, b, c)),
+        _ => Err(invalid("no pswpin, pswpout or pgmajfault line")),
+    }
+}
+
+pub struct MemoryCollector {
+    meminfo: ProcFile,
+    vmstat: ProcFile,
+    reader: FileReader,
+    prev_vmstat: Option<((u64, u64, u64), Instant)>,
+}
+
+impl MemoryCollector {
+    pub fn new(roots: &Roots) -> MemoryCollector {
+        MemoryCollector {
+            meminfo: ProcFile::new(roots.proc.join("meminfo")),
+            vmstat: ProcFile::new(roots.proc.join("vmstat")),
+            reader: FileReader::new(),
+            prev_vmstat: None,
+        }
+    }
+}
+
+impl Collect for MemoryCollector {
+    fn name(&self) -> &'static str {
+        "memory"
+    }
+
+    /// Both files are read; either failing fails the collector, and only
+    /// the figures of the one that failed are null.
+    fn collect(&mut self, now: Instant, m: &mut Metrics) -> Result<(), CollectError> {
+        let memory = read_parsed(&mut self.reader, &mut self.meminfo, parse_meminfo);
+        let vmstat = read_parsed(&mut self.reader, &mut self.vmstat, parse_vmstat);
+        m.memory = memory.as_ref().ok().cloned();
+        if let Ok(cur) = &vmstat {
+            let (prev, elapsed) = match self.prev_vmstat {
+                Some((prev, at)) => (prev, now.saturating_duration_since(at)),
+                None => (*cur, Duration::ZERO),
+            };
+            m.vmstat = Some(VmstatMetrics {
+                swap_in_pages_total: cur.0,
+                swap_out_pages_total: cur.1,
+                major_faults_total: cur.2,
+                swap_in_pages_per_sec: counter_rate(prev.0, cur.0, elapsed),
+                swap_out_pages_per_sec: counter_rate(prev.1, cur.1, elapsed),
+                major_faults_per_sec: counter_rate(prev.2, cur.2, elapsed),
+            });
+            self.prev_vmstat = Some((*cur, now));
+        }
+        memory?;
+        vmstat?;
+        Ok(())
     }
 }
 
@@ -75,5 +156,14 @@ mod tests {
     fn rejects_missing_total_and_garbage() {
         assert!(parse_meminfo("MemFree: 1 kB\n").is_err());
         assert!(parse_meminfo("MemTotal: lots kB\n").is_err());
+    }
+
+    #[test]
+    fn vmstat() {
+        assert_eq!(
+            parse_vmstat("nr_free_pages 1\npswpin 2\npswpout 3\npgmajfault 4\n").unwrap(),
+            (2, 3, 4)
+        );
+        assert!(parse_vmstat("pswpin 2\n").is_err());
     }
 }

@@ -1,47 +1,49 @@
-//! Collectors: one file per area, each reading /proc and /sys under a
-//! configurable root so parsers can be tested on fixture trees.
+//! Collectors: one type per area behind the `Collect` trait, one file
+//! each, every one reading /proc, /sys, the cgroup tree and /etc under
+//! configurable roots so that parsers can be tested on fixture trees.
 //!
-//! Every area keeps the previous reading of its counters together with the
-//! monotonic instant it was read at; rates are `counter_rate(prev, cur,
-//! elapsed)`. A file that cannot be read or parsed is logged once (per file)
-//! and the area's figures fall back to their documented defaults (0 / empty);
-//! the sample itself is always produced.
+//! `Collector` runs them in order, times each, and keeps per collector the
+//! latest result and the failures since start (`CollectorRun`, rendered as
+//! `metricsd_collector_*`). A collector that fails leaves its part of
+//! `Metrics` as `None` for that sample (never made-up zeros), is logged once
+//! per kind of failure, and never stops the sample.
 //!
-//! Fallbacks when a source fails:
-//! - /proc/stat: cpu percentages 0 and per-core list empty, running/blocked 0
-//! - /proc/loadavg: load averages 0
-//! - /proc/meminfo: all memory and swap figures 0 (and top process memory_percent 0)
-//! - /proc/self/mountinfo: no filesystems; one mount's statvfs: that mount left out
-//! - /proc/diskstats: disk I/O rates 0
-//! - /proc/net/dev: no interfaces (so network totals and rates 0)
-//! - /proc/net/snmp: active_connections 0
-//! - the /proc directory scan: process_count 0, no top processes
-//! - /proc/uptime: uptime 0; boot_id: empty string
+//! Every collector keeps the previous reading of its counters together with
+//! the monotonic instant it was read at; rates are `counter_rate(prev, cur,
+//! elapsed)`, the first one measured from the start-up baseline that
+//! `Collector::new` takes. Adding an area: one file and one line in `build`.
 
 pub mod cpu;
 pub mod disk;
+pub mod filesystem;
 pub mod load;
 pub mod memory;
 pub mod network;
+pub mod pressure;
 pub mod processes;
 pub mod system;
+pub mod tcp;
 pub mod units;
 
 use crate::config::CollectConfig;
 use crate::procfs::{FileReader, ProcFile};
-use crate::snapshot::Metrics;
+use crate::snapshot::{CollectorRun, Metrics};
 use glob::{MatchOptions, Pattern};
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-/// Where /proc and /sys are (fixtures in tests, the real ones in the daemon).
+/// Where /proc, /sys (and the cgroup tree in it) and /etc are (fixtures in
+/// tests, the real ones in the daemon).
 #[derive(Debug, Clone)]
 pub struct Roots {
     pub proc: PathBuf,
     pub sys: PathBuf,
+    /// For /etc/os-release.
+    pub etc: PathBuf,
 }
 
 impl Default for Roots {
@@ -49,8 +51,91 @@ impl Default for Roots {
         Roots {
             proc: PathBuf::from("/proc"),
             sys: PathBuf::from("/sys"),
+            etc: PathBuf::from("/etc"),
         }
     }
+}
+
+impl Roots {
+    /// `base/proc`, `base/sys` and `base/etc`: the layout of the fixture trees.
+    pub fn under(base: &Path) -> Roots {
+        Roots {
+            proc: base.join("proc"),
+            sys: base.join("sys"),
+            etc: base.join("etc"),
+        }
+    }
+}
+
+/// One area's collector: reads its sources, fills its part of `metrics`
+/// (leaving it `None` when it fails), and reports success or the failure.
+/// `now` is the monotonic instant of this reading, for rates.
+pub trait Collect: Send {
+    fn name(&self) -> &'static str;
+    fn collect(&mut self, now: Instant, metrics: &mut Metrics) -> Result<(), CollectError>;
+
+    /// Applies a reloaded `[collect]` section; false (the default) means
+    /// "make me afresh instead" (the new one then takes its own baseline).
+    fn reconfigure(&mut self, _config: &CollectConfig) -> bool {
+        false
+    }
+}
+
+/// A source a collector could not read or understand.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {source}", path.display())]
+pub struct CollectError {
+    pub path: PathBuf,
+    #[source]
+    pub source: io::Error,
+}
+
+impl CollectError {
+    pub fn new(path: impl Into<PathBuf>, source: io::Error) -> CollectError {
+        CollectError {
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+/// The units collector keeps its own error type and API (`read`); this is
+/// its side of the contract.
+impl Collect for units::UnitsCollector {
+    fn name(&self) -> &'static str {
+        "units"
+    }
+
+    fn collect(&mut self, now: Instant, metrics: &mut Metrics) -> Result<(), CollectError> {
+        let units = self
+            .read(now)
+            .map_err(|e| CollectError::new(e.path, e.source))?;
+        metrics.units = Some(units);
+        Ok(())
+    }
+
+    fn reconfigure(&mut self, config: &CollectConfig) -> bool {
+        self.set_config(config);
+        true
+    }
+}
+
+/// Every collector, in the order they run (memory before processes: the
+/// scan's memory percentages use MemTotal).
+pub fn build(roots: &Roots, config: &CollectConfig) -> Vec<Box<dyn Collect>> {
+    vec![
+        Box::new(cpu::CpuCollector::new(roots)),
+        Box::new(load::LoadCollector::new(roots)),
+        Box::new(memory::MemoryCollector::new(roots)),
+        Box::new(pressure::PressureCollector::new(roots)),
+        Box::new(filesystem::FilesystemCollector::new(roots, config)),
+        Box::new(disk::DiskCollector::new(roots)),
+        Box::new(network::NetworkCollector::new(roots, config)),
+        Box::new(tcp::TcpCollector::new(roots)),
+        Box::new(processes::ProcessCollector::new(roots, config)),
+        Box::new(system::SystemCollector::new(roots)),
+        Box::new(units::UnitsCollector::new(roots, config)),
+    ]
 }
 
 /// The bytes (or packets, or sectors) per second between two readings of a
@@ -145,109 +230,72 @@ pub(crate) fn invalid(what: impl Into<String>) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, what.into())
 }
 
-/// The /proc files read on every sample by this module itself.
-#[derive(Debug)]
-struct Files {
-    meminfo: ProcFile,
-    loadavg: ProcFile,
-    snmp: ProcFile,
-    uptime: ProcFile,
-    boot_id: ProcFile,
-}
-
-impl Files {
-    fn new(proc: &Path) -> Files {
-        Files {
-            meminfo: ProcFile::new(proc.join("meminfo")),
-            loadavg: ProcFile::new(proc.join("loadavg")),
-            snmp: ProcFile::new(proc.join("net/snmp")),
-            uptime: ProcFile::new(proc.join("uptime")),
-            boot_id: ProcFile::new(proc.join("sys/kernel/random/boot_id")),
-        }
-    }
-}
-
-/// Which areas failed in the current sample, and the once-per-kind log.
-#[derive(Debug, Default)]
-struct Health {
-    warnings: Warnings,
-    failed: Vec<&'static str>,
-}
-
-impl Health {
-    fn fail(&mut self, area: &'static str, path: &Path, error: io::Error) {
-        if !self.failed.contains(&area) {
-            self.failed.push(area);
-        }
-        self.warnings.once(
-            &format!("{area}:{}", path.display()),
-            format_args!(
-                "cannot read {} ({error}): {area} figures fall back to 0 until it can be read",
-                path.display()
-            ),
-        );
-    }
-}
-
-/// Reads `path` and parses it as text.
-fn read_parsed<T>(
+/// Reads `file` and parses it as text; errors carry the path.
+pub(crate) fn read_parsed<T>(
     reader: &mut FileReader,
     file: &mut ProcFile,
-    parse: fn(&str) -> io::Result<T>,
-) -> io::Result<T> {
-    let bytes = file.read(reader)?;
-    parse(&crate::procfs::text(bytes))
+    parse: impl FnOnce(&str) -> io::Result<T>,
+) -> Result<T, CollectError> {
+    let parsed = file
+        .read(reader)
+        .and_then(|bytes| parse(&crate::procfs::text(bytes)));
+    parsed.map_err(|e| CollectError::new(file.path(), e))
 }
 
-/// Owns every collector and the previous counters that rates are computed from.
+/// The collectors' results in one sample.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Sample {
+    pub metrics: Metrics,
+    pub collectors: Vec<CollectorRun>,
+}
+
+/// Runs every collector, times each, and keeps their results.
 pub struct Collector {
     roots: Roots,
-    filters: Filters,
-    top_processes: usize,
-    files: Files,
-    reader: FileReader,
-    health: Health,
-    cpu: cpu::CpuState,
-    network: network::NetState,
-    disk: disk::DiskState,
-    processes: processes::ProcessScanner,
-    boot_id: Option<String>,
+    config: CollectConfig,
+    collectors: Vec<Box<dyn Collect>>,
+    runs: Vec<CollectorRun>,
+    warnings: Warnings,
     /// When the counters the next sample is measured against were read.
     last_reading: Instant,
 }
 
 impl Collector {
-    /// Creates the collectors and takes the start-up baseline for rates
-    /// (CPU times, interface and disk counters), so that the first sample
-    /// covers the time since now. Sources that fail are logged here already.
+    /// Creates the collectors and takes the start-up baseline for rates, so
+    /// that the first sample covers the time since now. Sources that fail
+    /// are logged here already.
     pub fn new(roots: Roots, config: &CollectConfig) -> Collector {
+        let collectors = build(&roots, config);
+        let runs = collectors
+            .iter()
+            .map(|c| CollectorRun {
+                name: Cow::Borrowed(c.name()),
+                duration: Duration::ZERO,
+                ok: true,
+                failures_total: 0,
+            })
+            .collect();
         let mut c = Collector {
-            files: Files::new(&roots.proc),
-            cpu: cpu::CpuState::new(&roots.proc),
-            network: network::NetState::new(&roots.proc),
-            disk: disk::DiskState::new(&roots.proc, &roots.sys),
-            processes: processes::ProcessScanner::new(&roots.proc),
             roots,
-            filters: Filters::new(config),
-            top_processes: config.top_processes,
-            reader: FileReader::new(),
-            health: Health::default(),
-            boot_id: None,
+            config: config.clone(),
+            collectors,
+            runs,
+            warnings: Warnings::default(),
             last_reading: Instant::now(),
         };
-        if let Err(e) = c.cpu.sample(&mut c.reader) {
-            c.health.fail("cpu", c.cpu.path(), e);
+        let mut scratch = Metrics::default();
+        for i in 0..c.collectors.len() {
+            c.baseline(i, &mut scratch);
         }
-        if let Err(e) = c.network.sample(&mut c.reader, &c.filters) {
-            c.health.fail("network", c.network.path(), e);
-        }
-        if let Err(e) = c.disk.io_rates(&mut c.reader) {
-            c.health.fail("disk_io", c.disk.diskstats_path(), e);
-        }
-        c.read_boot_id();
-        c.health.failed.clear();
         c.last_reading = Instant::now();
         c
+    }
+
+    fn baseline(&mut self, i: usize, scratch: &mut Metrics) {
+        let collector = &mut self.collectors[i];
+        if let Err(e) = collector.collect(Instant::now(), scratch) {
+            log_failure(&mut self.warnings, collector.name(), &e);
+        }
     }
 
     /// Time since the counters the next sample will be measured against were
@@ -264,107 +312,65 @@ impl Collector {
         &self.roots
     }
 
-    /// Applies a reloaded `[collect]` section.
+    /// Applies a reloaded `[collect]` section: collectors that cannot take
+    /// it in place are made afresh (with a new baseline).
     pub fn set_config(&mut self, config: &CollectConfig) {
-        self.filters = Filters::new(config);
-        self.top_processes = config.top_processes;
-        self.disk.filters_changed();
+        if *config == self.config {
+            return;
+        }
+        self.config = config.clone();
+        let mut fresh: Option<Vec<Option<Box<dyn Collect>>>> = None;
+        let mut scratch = Metrics::default();
+        for i in 0..self.collectors.len() {
+            if self.collectors[i].reconfigure(config) {
+                continue;
+            }
+            let fresh = fresh
+                .get_or_insert_with(|| build(&self.roots, config).into_iter().map(Some).collect());
+            if let Some(made) = fresh.get_mut(i).and_then(Option::take) {
+                self.collectors[i] = made;
+                self.baseline(i, &mut scratch);
+            }
+        }
     }
 
-    /// The areas whose source failed in the last sample (e.g. `"memory"`),
-    /// for self-monitoring; empty when everything was read.
-    pub fn failed_areas(&self) -> &[&'static str] {
-        &self.health.failed
+    /// The collectors that failed in the last sample (e.g. `"memory"`);
+    /// empty when everything was read.
+    pub fn failed_collectors(&self) -> Vec<&str> {
+        self.runs
+            .iter()
+            .filter(|r| !r.ok)
+            .map(|r| r.name.as_ref())
+            .collect()
     }
 
-    /// Takes one sample. Never fails: a failing collector logs and falls back.
-    pub fn collect(&mut self) -> Metrics {
-        self.health.failed.clear();
-        let (reader, health, files) = (&mut self.reader, &mut self.health, &mut self.files);
-        let mut m = Metrics::default();
-
-        match self.cpu.sample(reader) {
-            Ok(r) => {
-                m.cpu.usage_percent = r.usage_percent;
-                m.cpu.per_core_percent = r.per_core_percent;
-                m.processes.running = r.procs_running;
-                m.processes.blocked = r.procs_blocked;
+    /// Takes one sample. Never fails: a failing collector leaves its
+    /// fields `None`, is counted, and is logged once per kind of failure.
+    pub fn collect(&mut self) -> Sample {
+        let mut metrics = Metrics::default();
+        for (collector, run) in self.collectors.iter_mut().zip(&mut self.runs) {
+            let started = Instant::now();
+            let result = collector.collect(started, &mut metrics);
+            run.duration = started.elapsed();
+            run.ok = result.is_ok();
+            if let Err(e) = result {
+                run.failures_total += 1;
+                log_failure(&mut self.warnings, collector.name(), &e);
             }
-            Err(e) => health.fail("cpu", self.cpu.path(), e),
         }
-
-        match read_parsed(reader, &mut files.loadavg, load::parse_loadavg) {
-            Ok((l1, l5, l15)) => (m.cpu.load1, m.cpu.load5, m.cpu.load15) = (l1, l5, l15),
-            Err(e) => health.fail("load", files.loadavg.path(), e),
-        }
-
-        match read_parsed(reader, &mut files.meminfo, memory::parse_meminfo) {
-            Ok(memory) => m.memory = memory,
-            Err(e) => health.fail("memory", files.meminfo.path(), e),
-        }
-
-        match self
-            .disk
-            .mounts(reader, &self.filters, &mut health.warnings)
-        {
-            Ok(mounts) => m.disk.mounts = mounts,
-            Err(e) => health.fail("disk", self.disk.mountinfo_path(), e),
-        }
-        match self.disk.io_rates(reader) {
-            Ok((read, write)) => {
-                m.disk.read_bytes_per_sec = read;
-                m.disk.write_bytes_per_sec = write;
-            }
-            Err(e) => health.fail("disk_io", self.disk.diskstats_path(), e),
-        }
-
-        match self.network.sample(reader, &self.filters) {
-            Ok(interfaces) => m.network.interfaces = interfaces,
-            Err(e) => health.fail("network", self.network.path(), e),
-        }
-        match read_parsed(reader, &mut files.snmp, network::parse_curr_estab) {
-            Ok(n) => m.network.active_connections = n,
-            Err(e) => health.fail("connections", files.snmp.path(), e),
-        }
-
-        match self
-            .processes
-            .scan(self.top_processes, m.memory.total_bytes)
-        {
-            Ok(scan) => {
-                m.processes.count = scan.count;
-                m.processes.top_memory = scan.top_memory;
-            }
-            Err(e) => health.fail("processes", &self.roots.proc, e),
-        }
-
-        match read_parsed(reader, &mut files.uptime, system::parse_uptime) {
-            Ok(secs) => m.system.uptime_seconds = secs,
-            Err(e) => health.fail("uptime", files.uptime.path(), e),
-        }
-        if self.boot_id.is_none() {
-            self.read_boot_id();
-        }
-        m.system.boot_id = self.boot_id.clone().unwrap_or_default();
         self.last_reading = Instant::now();
-        m
-    }
-
-    /// The boot id cannot change while this process runs, so it is read once
-    /// (and retried on each sample until it has been read).
-    fn read_boot_id(&mut self) {
-        match read_parsed(
-            &mut self.reader,
-            &mut self.files.boot_id,
-            system::parse_boot_id,
-        ) {
-            Ok(id) => {
-                self.boot_id = Some(id);
-                self.files.boot_id.close();
-            }
-            Err(e) => self.health.fail("boot_id", self.files.boot_id.path(), e),
+        Sample {
+            metrics,
+            collectors: self.runs.clone(),
         }
     }
+}
+
+fn log_failure(warnings: &mut Warnings, name: &str, e: &CollectError) {
+    warnings.once(
+        &format!("{name}:{}:{:?}", e.path.display(), e.source.kind()),
+        format_args!("collector {name}: cannot read {e}; its figures are null until it can"),
+    );
 }
 
 #[cfg(test)]
@@ -395,7 +401,6 @@ mod tests {
     #[test]
     fn globs_match_across_slashes() {
         let filters = Filters::new(&CollectConfig {
-            top_processes: 0,
             exclude_fs_types: vec!["tmpfs".into()],
             exclude_mounts: vec!["/run/*".into(), "/boot/efi".into()],
             exclude_interfaces: vec!["veth*".into(), "lo".into()],

@@ -1,11 +1,12 @@
-//! Per-interface counters and rates from /proc/net/dev, and the count of
-//! established TCP connections from /proc/net/snmp.
+//! Collector `network`: per-interface counters and rates from
+//! /proc/net/dev, and each interface's state from /sys/class/net/<if>/operstate.
 
-use super::{counter_rate, invalid, Filters};
+use super::{counter_rate, invalid, Collect, CollectError, Filters, Roots};
+use crate::config::CollectConfig;
 use crate::procfs::{self, FileReader, ProcFile};
-use crate::snapshot::InterfaceMetrics;
+use crate::snapshot::{InterfaceMetrics, Metrics, NetworkMetrics};
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// The cumulative counters of one interface.
@@ -112,28 +113,19 @@ pub fn interface_metrics(
                 tx_errors: c.tx_errors,
                 rx_dropped: c.rx_dropped,
                 tx_dropped: c.tx_dropped,
+                oper_state: None,
             }
         })
         .collect()
 }
 
-/// `CurrEstab` from the `Tcp:` lines of /proc/net/snmp: TCP connections in
-/// ESTABLISHED or CLOSE-WAIT. The kernel keeps one counter for IPv4 and IPv6
-/// sockets (/proc/net/snmp6 has no Tcp section), so this covers both.
-pub fn parse_curr_estab(text: &str) -> io::Result<u64> {
-    let mut tcp = text.lines().filter_map(|l| l.strip_prefix("Tcp:"));
-    let (Some(header), Some(values)) = (tcp.next(), tcp.next()) else {
-        return Err(invalid("no Tcp lines"));
-    };
-    let index = header
-        .split_ascii_whitespace()
-        .position(|h| h == "CurrEstab")
-        .ok_or_else(|| invalid("no CurrEstab column"))?;
-    values
-        .split_ascii_whitespace()
-        .nth(index)
-        .and_then(procfs::parse_count)
-        .ok_or_else(|| invalid(format!("bad Tcp values {values:?}")))
+/// The contents of an operstate file ("up", "down", "unknown", ...).
+pub fn parse_operstate(text: &str) -> io::Result<String> {
+    let state = text.trim();
+    if state.is_empty() || !state.bytes().all(|b| b.is_ascii_lowercase() || b == b'-') {
+        return Err(invalid(format!("bad operstate {text:?}")));
+    }
+    Ok(state.to_string())
 }
 
 /// The previous /proc/net/dev reading, when it was taken, and the buffers
@@ -182,6 +174,54 @@ impl NetState {
     }
 }
 
+pub struct NetworkCollector {
+    state: NetState,
+    filters: Filters,
+    class_net: PathBuf,
+    reader: FileReader,
+}
+
+impl NetworkCollector {
+    pub fn new(roots: &Roots, config: &CollectConfig) -> NetworkCollector {
+        NetworkCollector {
+            state: NetState::new(&roots.proc),
+            filters: Filters::new(config),
+            class_net: roots.sys.join("class/net"),
+            reader: FileReader::with_capacity(4096),
+        }
+    }
+}
+
+impl Collect for NetworkCollector {
+    fn name(&self) -> &'static str {
+        "network"
+    }
+
+    /// A missing operstate (an interface that just went away) leaves that
+    /// interface's `oper_state` null without failing the collector.
+    fn collect(&mut self, _now: Instant, m: &mut Metrics) -> Result<(), CollectError> {
+        let mut interfaces = self
+            .state
+            .sample(&mut self.reader, &self.filters)
+            .map_err(|e| CollectError::new(self.state.path(), e))?;
+        for i in &mut interfaces {
+            let path = self.class_net.join(&i.name).join("operstate");
+            i.oper_state = self
+                .reader
+                .read(&path)
+                .ok()
+                .and_then(|b| parse_operstate(&procfs::text(b)).ok());
+        }
+        m.network = Some(NetworkMetrics { interfaces });
+        Ok(())
+    }
+
+    fn reconfigure(&mut self, config: &CollectConfig) -> bool {
+        self.filters = Filters::new(config);
+        true
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -205,10 +245,12 @@ mod tests {
     }
 
     #[test]
-    fn curr_estab_by_column_name() {
-        let text = "Tcp: A CurrEstab B\nTcp: 1 7 -1\n";
-        assert_eq!(parse_curr_estab(text).unwrap(), 7);
-        assert!(parse_curr_estab("Tcp: A B\nTcp: 1 2\n").is_err());
-        assert!(parse_curr_estab("Udp: A\nUdp: 1\n").is_err());
+    fn operstate() {
+        assert_eq!(parse_operstate("up\n").unwrap(), "up");
+        assert_eq!(
+            parse_operstate("lowerlayerdown\n").unwrap(),
+            "lowerlayerdown"
+        );
+        assert!(parse_operstate("\n").is_err());
     }
 }

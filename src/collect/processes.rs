@@ -1,20 +1,21 @@
-//! Process count (numeric entries in /proc: processes, not threads) and the
-//! top processes by resident memory.
+//! Collector `processes`: one scan of /proc per sample gives the process
+//! count (numeric entries: processes, not threads), threads, zombies, and
+//! the top processes by CPU and by resident memory.
 //!
-//! The scan reads /proc directly instead of through sysinfo: sysinfo's
-//! process refresh reads both /proc/<pid>/stat and statm for every process,
-//! allocates a path and a map entry per process, and keeps a table of every
-//! process between refreshes. Here each process costs one small read of
-//! /proc/<pid>/statm (whose second field is the resident set, the same
-//! figure as in /proc/<pid>/stat, but far cheaper for the kernel to produce:
-//! stat also sums CPU times over all threads). The statm files stay open
-//! from one sample to the next (up to a budget of descriptors) and are
-//! re-read with pread: opening a /proc/<pid> file costs about three times
-//! as much as reading it. Only the N winners have their /proc/<pid>/comm
-//! read. `benches/sample.rs` measures both ways.
+//! Each process costs one read of /proc/<pid>/stat, which has everything
+//! the scan needs (state, utime + stime, threads, start time, resident
+//! set). The stat files stay open from one sample to the next (up to a
+//! budget of descriptors) and are re-read with pread: opening a /proc/<pid>
+//! file costs about three times as much as reading it. Nothing is allocated
+//! per process but the map entry that remembers its CPU time; only the N
+//! winners get a `String` for their name. sysinfo is not used: its refresh
+//! reads both stat and statm for every process and allocates per process
+//! (`benches/sample.rs` measures both ways).
 
+use super::{Collect, CollectError, Roots};
+use crate::config::CollectConfig;
 use crate::procfs::{self, DirScan};
-use crate::snapshot::TopProcess;
+use crate::snapshot::{Metrics, ProcessMetrics, TopCpuProcess, TopProcess};
 use std::collections::HashMap;
 use std::ffi::CStr;
 use std::fs::File;
@@ -22,43 +23,90 @@ use std::io::{self, Read, Write};
 use std::os::unix::fs::FileExt;
 use std::os::unix::io::RawFd;
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
-/// Extra candidates kept beyond N, so a winner that exits before its name
-/// is read does not leave the list one short.
-const SLACK: usize = 4;
-
-/// At most this many /proc/<pid>/statm files are kept open, and at most a
+/// At most this many /proc/<pid>/stat files are kept open, and at most a
 /// quarter of the process's descriptor limit.
 const MAX_KEPT_OPEN: usize = 4096;
 
-/// The second field of /proc/<pid>/statm: resident pages.
-pub fn parse_statm_resident(bytes: &[u8]) -> Option<u64> {
-    let mut fields = bytes
+/// Longest name kept for a candidate (kernel worker names can exceed comm's 15).
+const NAME_BYTES: usize = 64;
+
+/// What the scan takes from one /proc/<pid>/stat line.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PidStat {
+    /// R, S, D, Z, T, ...
+    pub state: u8,
+    /// utime + stime, in clock ticks.
+    pub cpu_ticks: u64,
+    pub threads: u64,
+    /// Clock ticks after boot at which the process started.
+    pub start_ticks: u64,
+    pub rss_pages: u64,
+}
+
+/// Parses `pid (comm) state ppid ...`: the name is everything between the
+/// first `(` and the last `)`, since it may itself hold spaces and parens.
+pub fn parse_pid_stat(bytes: &[u8]) -> Option<(&[u8], PidStat)> {
+    let open = bytes.iter().position(|b| *b == b'(')?;
+    let close = bytes.iter().rposition(|b| *b == b')')?;
+    if close < open {
+        return None;
+    }
+    let name = &bytes[open + 1..close];
+    let mut fields = bytes[close + 1..]
         .split(|b| b.is_ascii_whitespace())
         .filter(|f| !f.is_empty());
-    fields.next()?;
-    procfs::parse_u64(fields.next()?)
+    // Field 3 (state) is index 0 here; field N is index N - 3.
+    let state = *fields.next()?.first()?;
+    let mut number = |skip: usize| procfs::parse_u64(fields.nth(skip)?);
+    let utime = number(10)?; // field 14
+    let stime = number(0)?; // 15
+    let threads = number(4)?; // 20
+    let start_ticks = number(1)?; // 22
+    let rss = number(1)?; // 24 (23 is vsize)
+    Some((
+        name,
+        PidStat {
+            state,
+            cpu_ticks: utime.saturating_add(stime),
+            threads,
+            start_ticks,
+            rss_pages: rss,
+        },
+    ))
 }
 
-/// The contents of /proc/<pid>/comm without its newline.
-pub fn parse_comm(bytes: &[u8]) -> String {
-    let name = bytes.strip_suffix(b"\n").unwrap_or(bytes);
-    String::from_utf8_lossy(name).into_owned()
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy)]
 struct Candidate {
-    resident_pages: u64,
+    key: u64,
     pid: u32,
+    name: [u8; NAME_BYTES],
+    name_len: u8,
 }
 
-/// Inserts `c` into `list`, kept sorted by resident memory (largest first,
-/// then lowest pid) and at most `keep` long.
+impl Candidate {
+    fn new(key: u64, pid: u32, name: &[u8]) -> Candidate {
+        let len = name.len().min(NAME_BYTES);
+        let mut c = Candidate {
+            key,
+            pid,
+            name: [0; NAME_BYTES],
+            name_len: len as u8,
+        };
+        c.name[..len].copy_from_slice(&name[..len]);
+        c
+    }
+
+    fn name(&self) -> String {
+        String::from_utf8_lossy(&self.name[..self.name_len as usize]).into_owned()
+    }
+}
+
+/// Inserts `c` into `list`, kept sorted by key (largest first, then lowest
+/// pid) and at most `keep` long.
 fn insert_candidate(list: &mut Vec<Candidate>, keep: usize, c: Candidate) {
-    let at = list.partition_point(|x| {
-        x.resident_pages > c.resident_pages
-            || (x.resident_pages == c.resident_pages && x.pid < c.pid)
-    });
+    let at = list.partition_point(|x| x.key > c.key || (x.key == c.key && x.pid < c.pid));
     if at < keep {
         if list.len() == keep {
             list.pop();
@@ -67,31 +115,42 @@ fn insert_candidate(list: &mut Vec<Candidate>, keep: usize, c: Candidate) {
     }
 }
 
-/// What one scan of /proc yields.
+/// What one scan of /proc yields. Memory percentages are filled by the
+/// caller, which knows MemTotal.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ProcessScan {
     pub count: u64,
+    pub threads: u64,
+    pub zombies: u64,
     pub top_memory: Vec<TopProcess>,
+    pub top_cpu: Vec<TopCpuProcess>,
 }
 
-/// A /proc/<pid>/statm kept open, and the scan that last saw its process.
-struct OpenStatm {
-    file: File,
+/// What the scan remembers of one process between samples.
+struct Tracked {
+    /// The kept-open stat file (None past the budget, or on a fixture tree).
+    file: Option<File>,
+    cpu_ticks: u64,
+    start_ticks: u64,
     seen: u64,
 }
 
-/// Scans /proc; keeps the directory, the statm files and the candidate
-/// list between samples.
+/// Scans /proc; keeps the directory, the stat files and the previous CPU
+/// times between samples.
 pub struct ProcessScanner {
     proc: PathBuf,
     dir: Option<DirScan>,
     /// Only the real procfs: fixture files are opened afresh each time.
     keep_files_open: bool,
-    statm: HashMap<u32, OpenStatm>,
+    pids: HashMap<u32, Tracked>,
     open_budget: usize,
     generation: u64,
-    candidates: Vec<Candidate>,
+    top_memory: Vec<Candidate>,
+    top_cpu: Vec<Candidate>,
     page_size: u64,
+    ticks_per_sec: f64,
+    /// When the previous scan ran: monotonic, and in clock ticks since boot.
+    prev_scan: Option<(Instant, u64)>,
 }
 
 impl ProcessScanner {
@@ -102,28 +161,37 @@ impl ProcessScanner {
             proc: proc.to_path_buf(),
             dir: None,
             keep_files_open: false,
-            statm: HashMap::new(),
+            pids: HashMap::new(),
             open_budget: open_budget(),
             generation: 0,
-            candidates: Vec::new(),
+            top_memory: Vec::new(),
+            top_cpu: Vec::new(),
             page_size: if page_size > 0 {
                 page_size as u64
             } else {
                 4096
             },
+            ticks_per_sec: procfs::clock_ticks_per_sec(),
+            prev_scan: None,
         }
     }
 
-    /// The pids whose statm file is kept open (for tests and diagnostics).
+    /// The pids whose stat file is kept open (for tests and diagnostics).
     pub fn kept_open(&self) -> Vec<u32> {
-        self.statm.keys().copied().collect()
+        self.pids
+            .iter()
+            .filter(|(_, t)| t.file.is_some())
+            .map(|(pid, _)| *pid)
+            .collect()
     }
 
-    /// Counts processes and, when `top_n` > 0, finds the `top_n` with the
-    /// largest resident set; `memory_percent` is relative to `mem_total_bytes`
-    /// (0 when that is unknown). Processes that exit during the scan are
-    /// skipped; kernel threads (no resident memory) are never in the top.
-    pub fn scan(&mut self, top_n: usize, mem_total_bytes: u64) -> io::Result<ProcessScan> {
+    /// Counts processes, threads and zombies and, when `top_n` > 0, finds
+    /// the `top_n` with the largest resident set and the `top_n` that used
+    /// the most CPU since the previous scan. Processes that exit during the
+    /// scan are skipped; kernel threads (no resident memory) are never in
+    /// the memory list, and processes idle since the last scan never in the
+    /// CPU list.
+    pub fn scan(&mut self, top_n: usize) -> io::Result<ProcessScan> {
         if self.dir.is_none() {
             let dir = DirScan::open(&self.proc)?;
             self.keep_files_open = dir.is_procfs();
@@ -132,79 +200,104 @@ impl ProcessScanner {
         let Some(dir) = self.dir.as_mut() else {
             return Err(io::Error::other("no /proc directory"));
         };
-        if top_n == 0 {
-            self.statm.clear();
-        }
+        let now = Instant::now();
+        let now_ticks = boot_ticks(self.ticks_per_sec);
+        let elapsed = self
+            .prev_scan
+            .map(|(at, _)| now.saturating_duration_since(at).as_secs_f64());
+        let prev_scan_ticks = self.prev_scan.map(|(_, t)| t);
         self.generation += 1;
-        let keep = if top_n == 0 { 0 } else { top_n + SLACK };
-        let mut statm = StatmReader {
-            files: &mut self.statm,
+        let open = self.pids.values().filter(|t| t.file.is_some()).count();
+        let mut reader = StatReader {
+            pids: &mut self.pids,
             budget: if self.keep_files_open {
                 self.open_budget
             } else {
                 0
             },
+            open,
             generation: self.generation,
             path: [0; 40],
-            buf: [0; 256],
+            buf: [0; 1024],
         };
-        let candidates = &mut self.candidates;
-        candidates.clear();
-        let mut count = 0u64;
+        let (top_memory, top_cpu) = (&mut self.top_memory, &mut self.top_cpu);
+        top_memory.clear();
+        top_cpu.clear();
+        let mut scan = ProcessScan::default();
         let scanned = dir.for_each(|name, fd| {
             let Some(pid) = procfs::parse_u64(name).and_then(|p| u32::try_from(p).ok()) else {
                 return;
             };
-            count += 1;
-            if keep == 0 {
+            let Some((name, stat, before)) = reader.read(fd, pid) else {
+                return; // exited since the directory was read
+            };
+            scan.count += 1;
+            scan.threads += stat.threads;
+            scan.zombies += u64::from(stat.state == b'Z');
+            if top_n == 0 {
                 return;
             }
-            if let Some(pages) = statm.resident_pages(fd, pid) {
-                if pages > 0 {
-                    let c = Candidate {
-                        resident_pages: pages,
-                        pid,
-                    };
-                    insert_candidate(candidates, keep, c);
-                }
+            if stat.rss_pages > 0 {
+                insert_candidate(top_memory, top_n, Candidate::new(stat.rss_pages, pid, name));
+            }
+            // CPU since the previous scan: from the previous reading, or from
+            // 0 for a process that started since then.
+            let used = match (before, prev_scan_ticks) {
+                (Some(prev), _) => Some(stat.cpu_ticks.saturating_sub(prev)),
+                (None, Some(t)) if stat.start_ticks >= t => Some(stat.cpu_ticks),
+                _ => None,
+            };
+            if let Some(ticks) = used.filter(|t| *t > 0) {
+                insert_candidate(top_cpu, top_n, Candidate::new(ticks, pid, name));
             }
         });
-        // Close the files of processes that are gone.
+        // Forget processes that are gone (closing their files).
         let generation = self.generation;
-        self.statm.retain(|_, open| open.seen == generation);
+        self.pids.retain(|_, t| t.seen == generation);
         if let Err(e) = scanned {
             // Open the directory afresh next time.
             self.dir = None;
+            self.prev_scan = None;
             return Err(e);
         }
-        let mut top_memory = Vec::with_capacity(top_n);
-        if let Some(dir) = &self.dir {
-            let mut path = [0u8; 40];
-            let mut buf = [0u8; 64];
-            for c in &self.candidates {
-                if top_memory.len() == top_n {
-                    break;
-                }
-                let Some(comm) = pid_path(&mut path, c.pid, "comm") else {
-                    continue;
-                };
-                let Ok(bytes) = procfs::read_small_at(dir.fd(), comm, &mut buf) else {
-                    continue; // exited since its statm was read
-                };
-                let bytes_resident = c.resident_pages.saturating_mul(self.page_size);
-                top_memory.push(TopProcess {
+        self.prev_scan = Some((now, now_ticks));
+        let page_size = self.page_size;
+        scan.top_memory = self
+            .top_memory
+            .iter()
+            .map(|c| TopProcess {
+                pid: c.pid,
+                name: c.name(),
+                memory_bytes: c.key.saturating_mul(page_size),
+                memory_percent: None,
+            })
+            .collect();
+        let per_sec = self.ticks_per_sec;
+        scan.top_cpu = match elapsed.filter(|e| *e > 0.0) {
+            Some(secs) => self
+                .top_cpu
+                .iter()
+                .map(|c| TopCpuProcess {
                     pid: c.pid,
-                    name: parse_comm(bytes),
-                    memory_percent: if mem_total_bytes == 0 {
-                        0.0
-                    } else {
-                        bytes_resident as f64 / mem_total_bytes as f64 * 100.0
-                    },
-                });
-            }
-        }
-        Ok(ProcessScan { count, top_memory })
+                    name: c.name(),
+                    cpu_percent: c.key as f64 / per_sec / secs * 100.0,
+                })
+                .collect(),
+            None => Vec::new(),
+        };
+        Ok(scan)
     }
+}
+
+/// Clock ticks since boot now (CLOCK_BOOTTIME, the clock of `start_ticks`).
+fn boot_ticks(ticks_per_sec: f64) -> u64 {
+    // SAFETY: an all-zero timespec is valid; clock_gettime only writes into it.
+    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid clock id and out-pointer.
+    if unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) } != 0 {
+        return u64::MAX; // unknown: no process counts as "started since"
+    }
+    (ts.tv_sec as f64 * ticks_per_sec + ts.tv_nsec as f64 * ticks_per_sec / 1e9) as u64
 }
 
 /// A quarter of the soft descriptor limit, at most `MAX_KEPT_OPEN`.
@@ -223,43 +316,61 @@ fn open_budget() -> usize {
         .min(MAX_KEPT_OPEN)
 }
 
-/// Reads /proc/<pid>/statm through the kept-open files.
-struct StatmReader<'a> {
-    files: &'a mut HashMap<u32, OpenStatm>,
+/// Reads /proc/<pid>/stat through the kept-open files.
+struct StatReader<'a> {
+    pids: &'a mut HashMap<u32, Tracked>,
     budget: usize,
+    /// How many files are kept open now.
+    open: usize,
     generation: u64,
     path: [u8; 40],
-    buf: [u8; 256],
+    buf: [u8; 1024],
 }
 
-impl StatmReader<'_> {
-    fn resident_pages(&mut self, dir: RawFd, pid: u32) -> Option<u64> {
-        if let Some(open) = self.files.get_mut(&pid) {
-            open.seen = self.generation;
-            if let Ok(n) = open.file.read_at(&mut self.buf, 0) {
-                if let Some(pages) = parse_statm_resident(&self.buf[..n]) {
-                    return Some(pages);
+impl StatReader<'_> {
+    /// The process's name and figures, and its CPU ticks at the previous
+    /// scan when it was seen then (the same process: same start time).
+    fn read(&mut self, dir: RawFd, pid: u32) -> Option<(&[u8], PidStat, Option<u64>)> {
+        let mut n = None;
+        if let Some(file) = self.pids.get(&pid).and_then(|t| t.file.as_ref()) {
+            n = file.read_at(&mut self.buf, 0).ok();
+            if n.is_none() {
+                // The process exited, and its pid may have a new owner: the
+                // old file keeps failing (ESRCH), so open the pid's file afresh.
+                if let Some(t) = self.pids.get_mut(&pid) {
+                    t.file = None;
+                    self.open -= 1;
                 }
             }
-            // The process exited, and its pid may have a new owner: the old
-            // file keeps failing (ESRCH), so open the pid's file afresh.
-            self.files.remove(&pid);
         }
-        let path = pid_path(&mut self.path, pid, "statm")?;
-        let mut file = procfs::open_at(dir, path).ok()?;
-        // statm is one short line, handed over whole by the first read.
-        let n = file.read(&mut self.buf).ok()?;
-        let pages = parse_statm_resident(&self.buf[..n])?;
-        if self.files.len() < self.budget {
-            self.files.insert(
-                pid,
-                OpenStatm {
-                    file,
-                    seen: self.generation,
-                },
-            );
+        let mut opened = None;
+        if n.is_none() {
+            let path = pid_path(&mut self.path, pid, "stat")?;
+            let mut file = procfs::open_at(dir, path).ok()?;
+            // stat is one line, handed over whole by the first read.
+            n = Some(file.read(&mut self.buf).ok()?);
+            opened = Some(file);
         }
-        Some(pages)
+        let (name, stat) = parse_pid_stat(&self.buf[..n?])?;
+        let generation = self.generation;
+        let tracked = self.pids.entry(pid).or_insert(Tracked {
+            file: None,
+            cpu_ticks: stat.cpu_ticks,
+            start_ticks: stat.start_ticks,
+            seen: 0,
+        });
+        let before = (tracked.seen + 1 == generation && tracked.start_ticks == stat.start_ticks)
+            .then_some(tracked.cpu_ticks);
+        tracked.cpu_ticks = stat.cpu_ticks;
+        tracked.start_ticks = stat.start_ticks;
+        tracked.seen = generation;
+        if let Some(file) = opened {
+            if self.open < self.budget {
+                tracked.file = Some(file);
+                self.open += 1;
+            }
+        }
+        Some((name, stat, before))
     }
 }
 
@@ -272,33 +383,83 @@ fn pid_path<'b>(buf: &'b mut [u8; 40], pid: u32, file: &str) -> Option<&'b CStr>
     CStr::from_bytes_with_nul(&buf[..written]).ok()
 }
 
+pub struct ProcessCollector {
+    scanner: ProcessScanner,
+    top_n: usize,
+}
+
+impl ProcessCollector {
+    pub fn new(roots: &Roots, config: &CollectConfig) -> ProcessCollector {
+        ProcessCollector {
+            scanner: ProcessScanner::new(&roots.proc),
+            top_n: config.top_processes,
+        }
+    }
+}
+
+impl Collect for ProcessCollector {
+    fn name(&self) -> &'static str {
+        "processes"
+    }
+
+    fn collect(&mut self, _now: Instant, m: &mut Metrics) -> Result<(), CollectError> {
+        let scan = self
+            .scanner
+            .scan(self.top_n)
+            .map_err(|e| CollectError::new(&self.scanner.proc, e))?;
+        let total = m
+            .memory
+            .as_ref()
+            .map(|mem| mem.total_bytes)
+            .filter(|t| *t > 0);
+        let mut top_memory = scan.top_memory;
+        for p in &mut top_memory {
+            p.memory_percent = total.map(|t| p.memory_bytes as f64 / t as f64 * 100.0);
+        }
+        m.processes = Some(ProcessMetrics {
+            count: scan.count,
+            threads: scan.threads,
+            zombies: scan.zombies,
+            top_memory,
+            top_cpu: scan.top_cpu,
+        });
+        Ok(())
+    }
+
+    fn reconfigure(&mut self, config: &CollectConfig) -> bool {
+        self.top_n = config.top_processes;
+        true
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn statm_and_comm() {
+    fn stat_with_spaces_and_parens_in_the_name() {
+        let line = b"4242 (a) b (c)) S 1 4242 4242 0 -1 4194560 100 0 0 0 70 30 0 0 20 0 3 0 12345 1000000 250 18446744073709551615\n";
+        let (name, stat) = parse_pid_stat(line).unwrap();
+        assert_eq!(name, b"a) b (c)");
         assert_eq!(
-            parse_statm_resident(b"8983 2529 1486 1350 0 7119 0\n"),
-            Some(2529)
+            stat,
+            PidStat {
+                state: b'S',
+                cpu_ticks: 100,
+                threads: 3,
+                start_ticks: 12345,
+                rss_pages: 250,
+            }
         );
-        assert_eq!(parse_statm_resident(b"8983\n"), None);
-        assert_eq!(parse_comm(b"systemd\n"), "systemd");
-        assert_eq!(parse_comm(b"a b\xff\n"), "a b\u{fffd}");
+        assert!(parse_pid_stat(b"1 (x) S 1 2 3\n").is_none());
+        assert!(parse_pid_stat(b"garbage").is_none());
     }
 
     #[test]
     fn keeps_the_largest_in_order() {
         let mut list = Vec::new();
-        for (pid, pages) in [(1, 10), (2, 50), (3, 30), (4, 50), (5, 5), (6, 40)] {
-            insert_candidate(
-                &mut list,
-                3,
-                Candidate {
-                    resident_pages: pages,
-                    pid,
-                },
-            );
+        for (pid, key) in [(1, 10), (2, 50), (3, 30), (4, 50), (5, 5), (6, 40)] {
+            insert_candidate(&mut list, 3, Candidate::new(key, pid, b"x"));
         }
         let pids: Vec<u32> = list.iter().map(|c| c.pid).collect();
         assert_eq!(pids, vec![2, 4, 6]);
@@ -308,8 +469,8 @@ mod tests {
     fn pid_paths() {
         let mut buf = [0u8; 40];
         assert_eq!(
-            pid_path(&mut buf, 4294967295, "statm").unwrap().to_bytes(),
-            b"4294967295/statm"
+            pid_path(&mut buf, 4294967295, "stat").unwrap().to_bytes(),
+            b"4294967295/stat"
         );
     }
 }

@@ -47,11 +47,6 @@ const RETRY_ABSENT_EVERY: u64 = 64;
 
 const MIB: f64 = 1024.0 * 1024.0;
 
-/// Unit globs and count until the configuration carries `collect.units`
-/// and `collect.top_units`.
-const DEFAULT_UNITS: &[&str] = &["*.service"];
-const DEFAULT_TOP_UNITS: usize = 10;
-
 /// One unit's figures in one sample (`metrics.units.<unit>`).
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 pub struct UnitMetrics {
@@ -451,7 +446,7 @@ impl UnitsCollector {
     /// so that the first sample's rates cover the time since now.
     pub fn new(roots: &Roots, config: &CollectConfig) -> UnitsCollector {
         let (globs, top_units) = unit_settings(config);
-        UnitsCollector::with_selection(roots, &globs, top_units)
+        UnitsCollector::with_selection(roots, globs, top_units)
     }
 
     /// As `new`, with the unit globs and count given directly.
@@ -480,7 +475,7 @@ impl UnitsCollector {
     /// are dropped at the next sample).
     pub fn set_config(&mut self, config: &CollectConfig) {
         let (globs, top_units) = unit_settings(config);
-        self.set_selection(&globs, top_units);
+        self.set_selection(globs, top_units);
     }
 
     /// Changes the unit globs and count.
@@ -736,11 +731,8 @@ fn compile(globs: &[String]) -> Vec<Pattern> {
         .collect()
 }
 
-fn unit_settings(_config: &CollectConfig) -> (Vec<String>, usize) {
-    (
-        DEFAULT_UNITS.iter().map(|s| s.to_string()).collect(),
-        DEFAULT_TOP_UNITS,
-    )
+fn unit_settings(config: &CollectConfig) -> (&[String], usize) {
+    (&config.units, config.top_units)
 }
 
 #[cfg(test)]

@@ -49,6 +49,14 @@ impl Exposition {
         );
     }
 
+    /// A family with one unlabelled sample, left out when the value is
+    /// missing (its collector failed in this sample).
+    fn maybe<V: Into<Value>>(&mut self, name: &str, kind: Kind, help: &str, value: Option<V>) {
+        if let Some(value) = value {
+            self.single(name, kind, help, value);
+        }
+    }
+
     /// A family whose samples are told apart by labels; skipped when empty.
     fn family<'a, L>(
         &mut self,
@@ -128,72 +136,83 @@ type InterfaceValue = fn(&crate::snapshot::InterfaceMetrics) -> Value;
 fn host_metrics(e: &mut Exposition, s: &Snapshot) {
     use Kind::{Counter, Gauge};
     let m = &s.metrics;
-    e.single(
+    let cpu = m.cpu.as_ref();
+    e.maybe(
         "host_cpu_usage_percent",
         Gauge,
         "CPU busy time since the previous sample, 0-100.",
-        m.cpu.usage_percent,
+        cpu.map(|c| c.usage_percent),
     );
-    let cores: Vec<String> = (0..m.cpu.per_core_percent.len())
-        .map(|i| i.to_string())
-        .collect();
+    let per_core: &[f64] = cpu.map_or(&[], |c| &c.per_core_percent);
+    let cores: Vec<String> = (0..per_core.len()).map(|i| i.to_string()).collect();
     e.family(
         "host_cpu_core_usage_percent",
         Gauge,
         "Per-core busy time since the previous sample, 0-100.",
         cores
             .iter()
-            .zip(&m.cpu.per_core_percent)
+            .zip(per_core)
             .map(|(core, v)| ([("core", core.as_str())], Value::Float(*v))),
     );
-    e.single("host_load1", Gauge, "1-minute load average.", m.cpu.load1);
-    e.single("host_load5", Gauge, "5-minute load average.", m.cpu.load5);
-    e.single(
+    let load = m.load.as_ref();
+    e.maybe(
+        "host_load1",
+        Gauge,
+        "1-minute load average.",
+        load.map(|l| l.load1),
+    );
+    e.maybe(
+        "host_load5",
+        Gauge,
+        "5-minute load average.",
+        load.map(|l| l.load5),
+    );
+    e.maybe(
         "host_load15",
         Gauge,
         "15-minute load average.",
-        m.cpu.load15,
+        load.map(|l| l.load15),
     );
 
-    let mem = &m.memory;
-    e.single(
+    let mem = m.memory.as_ref();
+    e.maybe(
         "host_memory_total_bytes",
         Gauge,
         "MemTotal.",
-        mem.total_bytes,
+        mem.map(|m| m.total_bytes),
     );
-    e.single(
+    e.maybe(
         "host_memory_used_bytes",
         Gauge,
         "MemTotal - MemAvailable.",
-        mem.used_bytes(),
+        mem.map(|m| m.used_bytes()),
     );
-    e.single(
+    e.maybe(
         "host_memory_available_bytes",
         Gauge,
         "MemAvailable.",
-        mem.available_bytes,
+        mem.map(|m| m.available_bytes),
     );
-    e.single(
+    e.maybe(
         "host_swap_total_bytes",
         Gauge,
         "SwapTotal.",
-        mem.swap_total_bytes,
+        mem.map(|m| m.swap_total_bytes),
     );
-    e.single(
+    e.maybe(
         "host_swap_used_bytes",
         Gauge,
         "SwapTotal - SwapFree.",
-        mem.swap_used_bytes(),
+        mem.map(|m| m.swap_used_bytes()),
     );
-    e.single(
+    e.maybe(
         "host_swap_free_bytes",
         Gauge,
         "SwapFree.",
-        mem.swap_free_bytes,
+        mem.map(|m| m.swap_free_bytes),
     );
 
-    let mounts = &m.disk.mounts;
+    let mounts: &[crate::snapshot::MountUsage] = m.filesystems.as_deref().unwrap_or(&[]);
     let by_mount = |f: fn(&crate::snapshot::MountUsage) -> u64| {
         mounts
             .iter()
@@ -217,20 +236,22 @@ fn host_metrics(e: &mut Exposition, s: &Snapshot) {
         "Filesystem space available to unprivileged users (f_bavail).",
         by_mount(|u| u.avail_bytes),
     );
-    e.single(
+    let io = m.disk_io.as_ref();
+    e.maybe(
         "host_disk_read_bytes_per_second",
         Gauge,
         "Bytes read from whole block devices per second since the previous sample.",
-        m.disk.read_bytes_per_sec,
+        io.map(|d| d.read_bytes_per_sec),
     );
-    e.single(
+    e.maybe(
         "host_disk_write_bytes_per_second",
         Gauge,
         "Bytes written to whole block devices per second since the previous sample.",
-        m.disk.write_bytes_per_sec,
+        io.map(|d| d.write_bytes_per_sec),
     );
 
-    let ifaces = &m.network.interfaces;
+    let ifaces: &[crate::snapshot::InterfaceMetrics] =
+        m.network.as_ref().map_or(&[], |n| &n.interfaces);
     let by_iface = |f: fn(&crate::snapshot::InterfaceMetrics) -> Value| {
         ifaces
             .iter()
@@ -301,28 +322,33 @@ fn host_metrics(e: &mut Exposition, s: &Snapshot) {
     for (name, kind, help, f) in network {
         e.family(name, kind, help, by_iface(f));
     }
-    e.single(
+    e.maybe(
         "host_tcp_active_connections",
         Gauge,
         "TCP connections in ESTABLISHED or CLOSE-WAIT (CurrEstab).",
-        m.network.active_connections,
+        m.tcp.curr_estab,
     );
 
-    let p = &m.processes;
-    e.single("host_processes", Gauge, "Processes.", p.count);
-    e.single(
+    e.maybe(
+        "host_processes",
+        Gauge,
+        "Processes.",
+        m.processes.as_ref().map(|p| p.count),
+    );
+    let activity = m.activity.as_ref();
+    e.maybe(
         "host_processes_running",
         Gauge,
         "Runnable processes.",
-        p.running,
+        activity.map(|a| a.procs_running),
     );
-    e.single(
+    e.maybe(
         "host_processes_blocked",
         Gauge,
         "Processes blocked on I/O.",
-        p.blocked,
+        activity.map(|a| a.procs_blocked),
     );
-    e.single(
+    e.maybe(
         "host_uptime_seconds",
         Gauge,
         "Seconds since boot.",
@@ -421,23 +447,34 @@ fn daemon_metrics(e: &mut Exposition, st: &Status) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::snapshot::{InterfaceMetrics, Metrics, MountUsage};
+    use crate::snapshot::{
+        CpuMetrics, InterfaceMetrics, MemoryMetrics, Metrics, MountUsage, NetworkMetrics,
+    };
     use std::time::SystemTime;
 
     fn snapshot() -> Snapshot {
-        let mut metrics = Metrics::default();
-        metrics.cpu.per_core_percent = vec![1.5, 99.0];
-        metrics.disk.mounts.push(MountUsage {
-            mount: "/mnt/a \"q\"\\b\nc".into(),
-            total_bytes: 10,
-            used_bytes: 4,
-            avail_bytes: 6,
-        });
-        metrics.network.interfaces.push(InterfaceMetrics {
-            name: "eth0".into(),
-            rx_bytes: u64::MAX,
+        let metrics = Metrics {
+            cpu: Some(CpuMetrics {
+                per_core_percent: vec![1.5, 99.0],
+                ..Default::default()
+            }),
+            memory: Some(MemoryMetrics::default()),
+            filesystems: Some(vec![MountUsage {
+                mount: "/mnt/a \"q\"\\b\nc".into(),
+                total_bytes: 10,
+                used_bytes: 4,
+                avail_bytes: 6,
+                ..Default::default()
+            }]),
+            network: Some(NetworkMetrics {
+                interfaces: vec![InterfaceMetrics {
+                    name: "eth0".into(),
+                    rx_bytes: u64::MAX,
+                    ..Default::default()
+                }],
+            }),
             ..Default::default()
-        });
+        };
         Snapshot {
             timestamp: SystemTime::now(),
             node_id: "n".into(),
@@ -446,6 +483,7 @@ mod tests {
             seq: 3,
             interval_secs: 60,
             metrics,
+            collectors: Vec::new(),
         }
     }
 

@@ -5,9 +5,11 @@
 use metricsd::collect::cpu::{self, StatSample};
 use metricsd::collect::disk::{self, DiskCounters};
 use metricsd::collect::network::{self, IfCounters};
-use metricsd::collect::{load, memory, system, Collector, Filters, Roots};
+use metricsd::collect::{
+    filesystem, load, memory, pressure, processes, system, tcp, Collector, Filters, Roots,
+};
 use metricsd::config::{CollectConfig, Config};
-use metricsd::snapshot::{Metrics, Snapshot};
+use metricsd::snapshot::{Metrics, NetworkMetrics, Snapshot};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -66,6 +68,7 @@ fn snapshot(metrics: Metrics) -> Snapshot {
         seq: 1,
         interval_secs: 1,
         metrics,
+        collectors: Vec::new(),
     }
 }
 
@@ -74,12 +77,44 @@ fn snapshot(metrics: Metrics) -> Snapshot {
 #[test]
 fn stat_gives_total_cores_and_procs() {
     let s = stat("state1/proc/stat");
-    assert_eq!(s.total.0, [1000, 0, 500, 8000, 500, 0, 0, 0]);
+    assert_eq!(s.total.0, [1000, 0, 500, 8000, 500, 0, 0, 0, 0, 0]);
     assert_eq!(s.cores.len(), 2);
     assert_eq!(s.cores[0].0, 0);
     assert_eq!(s.cores[1].0, 1);
-    assert_eq!(s.cores[1].1 .0, [500, 0, 250, 4000, 250, 0, 0, 0]);
+    assert_eq!(s.cores[1].1 .0, [500, 0, 250, 4000, 250, 0, 0, 0, 0, 0]);
     assert_eq!((s.procs_running, s.procs_blocked), (3, 1));
+    assert_eq!((s.ctxt, s.intr, s.forks), (267_640, 243_087, 7616));
+    assert_eq!(s.btime, 1_795_426_522);
+    let s2 = stat("state2/proc/stat");
+    assert_eq!(s2.total.0, [1120, 10, 540, 8750, 550, 10, 10, 10, 20, 10]);
+}
+
+#[test]
+fn cpu_modes_between_states_sum_to_100() {
+    let m = cpu::mode_percentages(
+        &stat("state1/proc/stat").total,
+        &stat("state2/proc/stat").total,
+    );
+    let got: Vec<(&str, f64)> = m.named().to_vec();
+    assert_eq!(
+        got,
+        [
+            ("user", 10.0),
+            ("nice", 0.0),
+            ("system", 4.0),
+            ("idle", 75.0),
+            ("iowait", 5.0),
+            ("irq", 1.0),
+            ("softirq", 1.0),
+            ("steal", 1.0),
+            ("guest", 3.0)
+        ]
+    );
+    // Raw seconds per mode (USER_HZ ticks), guest taken out of user.
+    let hz = metricsd::procfs::clock_ticks_per_sec();
+    let secs = cpu::mode_seconds(&stat("state2/proc/stat").total, hz);
+    assert_eq!(secs.user, 1100.0 / hz);
+    assert_eq!(secs.guest, 30.0 / hz);
 }
 
 #[test]
@@ -99,8 +134,13 @@ fn meminfo_in_bytes_and_stream_units() {
     assert_eq!(m.available_bytes, 8159464 * 1024);
     assert_eq!(m.swap_total_bytes, 2097148 * 1024);
     assert_eq!(m.swap_free_bytes, 1048574 * 1024);
+    assert_eq!(m.free_bytes, 1234567 * 1024);
+    assert_eq!(m.buffers_bytes, 102400 * 1024);
+    assert_eq!(m.cached_bytes, 4096000 * 1024);
+    assert_eq!(m.shared_bytes, 65536 * 1024);
+    assert_eq!(m.slab_bytes, 262144 * 1024);
     let json = snapshot(Metrics {
-        memory: m,
+        memory: Some(m),
         ..Metrics::default()
     })
     .stream_json();
@@ -108,6 +148,104 @@ fn meminfo_in_bytes_and_stream_units() {
     assert_eq!(mem["memory_usage_percent"], 50.0);
     assert_eq!(mem["swap_usage_percent"], 50.0);
     assert_eq!(mem["memory_total_gb"], 15.56); // 16318928 KiB = 15.563 GiB
+    assert_eq!(mem["memory_slab_gb"], 0.25);
+    assert_eq!(mem["memory_shared_gb"], 0.06);
+    // vmstat failed in this snapshot: its figures are null, not 0.
+    assert_eq!(mem["major_faults_per_sec"], serde_json::Value::Null);
+}
+
+#[test]
+fn vmstat_swap_and_fault_counters() {
+    assert_eq!(
+        memory::parse_vmstat(&read("state1/proc/vmstat")).unwrap(),
+        (100, 200, 5000)
+    );
+    assert_eq!(
+        memory::parse_vmstat(&read("state2/proc/vmstat")).unwrap(),
+        (110, 300, 5050)
+    );
+    assert!(memory::parse_vmstat("pswpin 1\npswpout x\npgmajfault 2\n").is_err());
+}
+
+// ------------------------------------------------------------------ pressure
+
+#[test]
+fn pressure_with_and_without_the_full_line() {
+    let (some, full) = pressure::parse_pressure(&read("state1/proc/pressure/cpu")).unwrap();
+    assert_eq!((some.avg10, some.avg60, some.avg300), (1.5, 1.0, 0.5));
+    assert_eq!(some.total_us, 1_000_000);
+    assert!(full.is_none(), "cpu has no full line before 5.13");
+    let (some, full) = pressure::parse_pressure(&read("state1/proc/pressure/io")).unwrap();
+    assert_eq!(some.total_us, 3_000_000);
+    assert_eq!(full.unwrap().avg10, 2.0);
+    assert!(pressure::parse_pressure("full avg10=1 avg60=1 avg300=1 total=1\n").is_err());
+}
+
+// ------------------------------------------------------------- sockets, fds
+
+#[test]
+fn snmp_netstat_and_sockstat() {
+    assert_eq!(
+        tcp::parse_snmp(&read("state1/proc/net/snmp")).unwrap(),
+        (42, 0, 5)
+    );
+    assert_eq!(
+        tcp::parse_snmp(&read("state2/proc/net/snmp")).unwrap(),
+        (40, 30, 15)
+    );
+    assert_eq!(
+        tcp::parse_netstat(&read("state1/proc/net/netstat")).unwrap(),
+        (10, 12)
+    );
+    assert_eq!(
+        tcp::parse_netstat(&read("state2/proc/net/netstat")).unwrap(),
+        (15, 20)
+    );
+    assert_eq!(
+        tcp::parse_sockstat(&read("state1/proc/net/sockstat")).unwrap(),
+        (25, 2, 7)
+    );
+    assert_eq!(
+        tcp::parse_sockstat6(&read("state1/proc/net/sockstat6")).unwrap(),
+        6
+    );
+    assert!(tcp::parse_netstat("IpExt: A\nIpExt: 1\n").is_err());
+}
+
+#[test]
+fn file_nr_operstate_and_os_release() {
+    assert_eq!(
+        system::parse_file_nr(&read("state1/proc/sys/fs/file-nr")).unwrap(),
+        (1632, 9_223_372_036_854_775_807)
+    );
+    assert_eq!(
+        network::parse_operstate(&read("state1/sys/class/net/eth0/operstate")).unwrap(),
+        "up"
+    );
+    assert_eq!(
+        network::parse_operstate(&read("state1/sys/class/net/eth1/operstate")).unwrap(),
+        "down"
+    );
+    assert_eq!(
+        system::parse_os_release(&read("state1/etc/os-release")).unwrap(),
+        "Fixture Linux 1 (test)"
+    );
+}
+
+// ------------------------------------------------------------- /proc/<pid>/stat
+
+#[test]
+fn pid_stat_with_spaces_and_parentheses_in_the_name() {
+    let text = read("state1/proc/1000/stat");
+    let (name, s) = processes::parse_pid_stat(text.as_bytes()).unwrap();
+    assert_eq!(name, b"my (app) x");
+    assert_eq!(
+        (s.state, s.cpu_ticks, s.threads, s.start_ticks, s.rss_pages),
+        (b'R', 3000, 4, 600, 30000)
+    );
+    let text = read("state1/proc/666/stat");
+    let (name, s) = processes::parse_pid_stat(text.as_bytes()).unwrap();
+    assert_eq!((name, s.state), (&b"defunct) ("[..], b'Z'));
 }
 
 #[test]
@@ -174,10 +312,7 @@ fn network_rate_is_exact_for_a_known_delta_and_elapsed_time() {
     assert_eq!(m[1].rx_bytes, 1000);
 
     let json = snapshot(Metrics {
-        network: metricsd::snapshot::NetworkMetrics {
-            interfaces: m,
-            active_connections: 0,
-        },
+        network: Some(NetworkMetrics { interfaces: m }),
         ..Metrics::default()
     });
     let stream = json.stream_json();
@@ -199,11 +334,11 @@ fn network_rate_is_exact_for_a_known_delta_and_elapsed_time() {
 #[test]
 fn curr_estab_from_snmp() {
     assert_eq!(
-        network::parse_curr_estab(&read("state1/proc/net/snmp")).unwrap(),
+        tcp::parse_curr_estab(&read("state1/proc/net/snmp")).unwrap(),
         42
     );
     assert_eq!(
-        network::parse_curr_estab(&read("state2/proc/net/snmp")).unwrap(),
+        tcp::parse_curr_estab(&read("state2/proc/net/snmp")).unwrap(),
         40
     );
 }
@@ -225,16 +360,35 @@ fn disk_io_rate_in_bytes_with_a_reset_device() {
         diskstats("state2/proc/diskstats"),
     );
     // sda: +20480 and +4096 sectors of 512 bytes; nvme0n1 reset → 0.
-    let (read, write) = disk::io_rates(&before, &after, Duration::from_secs(1));
-    assert_eq!(read, 10_485_760.0);
-    assert_eq!(write, 2_097_152.0);
-    let (read, write) = disk::io_rates(&before, &after, Duration::from_secs(4));
-    assert_eq!((read, write), (2_621_440.0, 524_288.0));
+    let io = disk::io_metrics(&before, &after, Duration::from_secs(1));
+    assert_eq!(io.read_bytes_per_sec, 10_485_760.0);
+    assert_eq!(io.write_bytes_per_sec, 2_097_152.0);
+    let io4 = disk::io_metrics(&before, &after, Duration::from_secs(4));
+    assert_eq!(
+        (io4.read_bytes_per_sec, io4.write_bytes_per_sec),
+        (2_621_440.0, 524_288.0)
+    );
+    let names: Vec<&str> = io.devices.iter().map(|d| d.name.as_str()).collect();
+    assert_eq!(names, ["sda", "nvme0n1", "sr0", "vdb"]);
+    let sda = &io.devices[0];
+    assert_eq!((sda.reads_per_sec, sda.writes_per_sec), (200.0, 100.0));
+    // +100 ms of I/O in 1 s; 100 ms over 200 reads, 50 ms over 100 writes.
+    assert_eq!(sda.util_percent, 10.0);
+    assert_eq!((sda.read_await_ms, sda.write_await_ms), (0.5, 0.5));
+    assert_eq!(sda.in_flight, 2);
+    assert_eq!(sda.read_bytes_total, 120_480 * 512);
+    assert_eq!(sda.io_time_ms_total, 1100);
+    let nvme = &io.devices[1];
+    assert_eq!((nvme.util_percent, nvme.read_bytes_per_sec), (0.0, 0.0));
+    // vdb appeared between the samples: counters, but no rate yet.
+    let vdb = &io.devices[3];
+    assert_eq!((vdb.reads_total, vdb.in_flight), (50, 1));
+    assert_eq!((vdb.reads_per_sec, vdb.util_percent), (0.0, 0.0));
 }
 
 #[test]
 fn mountinfo_decodes_escapes_and_reads_devices() {
-    let entries = disk::parse_mountinfo(read("state1/proc/self/mountinfo").as_bytes());
+    let entries = filesystem::parse_mountinfo(read("state1/proc/self/mountinfo").as_bytes());
     assert_eq!(entries.len(), 19, "the malformed line is skipped");
     let spaced = entries.iter().find(|e| e.device == (8, 3)).expect("8:3");
     assert_eq!(spaced.mount_point, "/mnt/my disk");
@@ -242,6 +396,7 @@ fn mountinfo_decodes_escapes_and_reads_devices() {
     assert_eq!(spaced.fs_type, "xfs");
     let tab = entries.iter().find(|e| e.device == (8, 4)).expect("8:4");
     assert_eq!(tab.mount_point, "/tmp\ttab");
+    assert_eq!(spaced.source, "/dev/sda3");
     let nfs = entries.iter().find(|e| e.device == (0, 55)).expect("0:55");
     assert_eq!(
         (nfs.mount_point.as_str(), nfs.fs_type.as_str()),
@@ -251,8 +406,8 @@ fn mountinfo_decodes_escapes_and_reads_devices() {
 
 #[test]
 fn mount_selection_excludes_dedupes_and_drops_hidden_mounts() {
-    let entries = disk::parse_mountinfo(read("state1/proc/self/mountinfo").as_bytes());
-    let selected = disk::select_mounts(entries, &Filters::new(&default_collect()));
+    let entries = filesystem::parse_mountinfo(read("state1/proc/self/mountinfo").as_bytes());
+    let selected = filesystem::select_mounts(entries, &Filters::new(&default_collect()));
     let got: Vec<(&str, (u32, u32))> = selected
         .iter()
         .map(|e| (e.mount_point.as_str(), e.device))
@@ -270,13 +425,13 @@ fn mount_selection_excludes_dedupes_and_drops_hidden_mounts() {
     );
 
     // Custom filters: types are exact names, globs cross '/'.
-    let entries = disk::parse_mountinfo(read("state1/proc/self/mountinfo").as_bytes());
+    let entries = filesystem::parse_mountinfo(read("state1/proc/self/mountinfo").as_bytes());
     let filters = Filters::new(&CollectConfig {
         exclude_fs_types: vec!["nfs4".into(), "ext4".into()],
         exclude_mounts: vec!["/mnt/*".into()],
         ..default_collect()
     });
-    let points: Vec<String> = disk::select_mounts(entries, &filters)
+    let points: Vec<String> = filesystem::select_mounts(entries, &filters)
         .into_iter()
         .map(|e| e.mount_point)
         .collect();
@@ -306,10 +461,7 @@ fn copy_tree(from: &Path, to: &Path) {
 fn roots_copy_of_state1() -> (tempfile::TempDir, Roots) {
     let dir = tempfile::tempdir().unwrap();
     copy_tree(&fixture("state1"), dir.path());
-    let roots = Roots {
-        proc: dir.path().join("proc"),
-        sys: dir.path().join("sys"),
-    };
+    let roots = Roots::under(dir.path());
     (dir, roots)
 }
 
@@ -327,97 +479,181 @@ fn collector_over_two_fixture_states() {
     std::thread::sleep(Duration::from_millis(200));
     copy_tree(&fixture("state2"), dir.path());
     let before_collect = Instant::now();
-    let m = collector.collect();
+    let sample = collector.collect();
     let after_collect = Instant::now();
-
-    assert_eq!(m.cpu.usage_percent, 20.0);
-    assert_eq!(m.cpu.per_core_percent, vec![40.0, 0.0]);
-    assert_eq!((m.cpu.load1, m.cpu.load5, m.cpu.load15), (0.52, 1.25, 2.0));
-    assert_eq!(m.memory.total_bytes, MEM_TOTAL);
-    assert_eq!(m.network.active_connections, 40);
-    assert_eq!(m.system.uptime_seconds, 12346);
-    assert_eq!(m.system.boot_id, "4a3e7f4c-9d1b-4b8e-9c55-0f5e2b6a7d10");
-
-    // The rate uses the time between the two readings, which lies between
+    let m = &sample.metrics;
+    // The rates use the time between the two readings, which lies between
     // these bounds measured around them.
     let longest = (after_collect - before_new).as_secs_f64();
     let shortest = (before_collect - after_new).as_secs_f64();
-    let eth0 = m
-        .network
-        .interfaces
-        .iter()
-        .find(|i| i.name == "eth0")
-        .unwrap();
-    let rx = eth0.rx_bytes_per_sec;
-    assert!(
-        31_457_280.0 / longest <= rx && rx <= 31_457_280.0 / shortest,
-        "eth0 rx {rx} B/s outside [{}, {}]",
-        31_457_280.0 / longest,
-        31_457_280.0 / shortest
-    );
-    let eth1 = m
-        .network
-        .interfaces
-        .iter()
-        .find(|i| i.name == "eth1")
-        .unwrap();
-    assert_eq!(eth1.rx_bytes_per_sec, 0.0, "reset counter");
-    assert_eq!(m.network.interfaces.len(), 2);
-    let read = m.disk.read_bytes_per_sec;
-    assert!(10_485_760.0 / longest <= read && read <= 10_485_760.0 / shortest);
+    let within = |delta: f64, got: f64, what: &str| {
+        assert!(
+            delta / longest <= got && got <= delta / shortest,
+            "{what} {got}/s outside [{}, {}]",
+            delta / longest,
+            delta / shortest
+        );
+    };
 
-    assert_eq!(m.processes.count, 5);
-    assert_eq!((m.processes.running, m.processes.blocked), (5, 0));
-    let top: Vec<(u32, &str)> = m
-        .processes
+    let failed = collector.failed_collectors();
+    assert!(failed.is_empty(), "{failed:?}");
+    let names: Vec<&str> = sample.collectors.iter().map(|c| c.name.as_ref()).collect();
+    for name in [
+        "cpu",
+        "load",
+        "memory",
+        "pressure",
+        "filesystem",
+        "disk",
+        "network",
+        "tcp",
+        "processes",
+        "system",
+        "units",
+    ] {
+        assert!(names.contains(&name), "{name} not in {names:?}");
+    }
+    assert!(sample
+        .collectors
+        .iter()
+        .all(|c| c.ok && c.failures_total == 0));
+
+    let cpu = m.cpu.as_ref().unwrap();
+    assert_eq!(cpu.usage_percent, 20.0);
+    assert_eq!(cpu.per_core_percent, vec![40.0, 0.0]);
+    assert_eq!(
+        (cpu.modes_percent.user, cpu.modes_percent.guest),
+        (10.0, 3.0)
+    );
+    let activity = m.activity.as_ref().unwrap();
+    assert_eq!(activity.forks_total, 7620);
+    within(360.0, activity.context_switches_per_sec, "ctxt");
+    within(912.0, activity.interrupts_per_sec, "intr");
+    within(4.0, activity.forks_per_sec, "forks");
+    assert_eq!((activity.procs_running, activity.procs_blocked), (5, 0));
+    assert_eq!(activity.boot_time_unix, 1_795_426_522);
+    let load = m.load.unwrap();
+    assert_eq!((load.load1, load.load5, load.load15), (0.52, 1.25, 2.0));
+    assert_eq!(m.memory.as_ref().unwrap().total_bytes, MEM_TOTAL);
+    let vm = m.vmstat.as_ref().unwrap();
+    assert_eq!(vm.major_faults_total, 5050);
+    within(100.0, vm.swap_out_pages_per_sec, "pswpout");
+    within(50.0, vm.major_faults_per_sec, "pgmajfault");
+
+    let p = m.pressure.as_ref().unwrap();
+    assert!(p.cpu_full.is_none());
+    assert_eq!(p.cpu_some.unwrap().avg10, 2.5);
+    assert_eq!(p.io_full.unwrap().total_us, 2_500_000);
+    // 100000 us of stall = 100 ms, per second of wall time; 250 ms in
+    // about 0.2 s would be over 1000 ms/s, which cannot be: capped.
+    within(
+        100.0,
+        p.memory_some.unwrap().stall_ms_per_sec,
+        "memory stall ms",
+    );
+    assert!(shortest > 0.25 || p.cpu_some.unwrap().stall_ms_per_sec == 1000.0);
+    assert_eq!(p.memory_full.unwrap().stall_ms_per_sec, 0.0);
+
+    let tcp = &m.tcp;
+    assert_eq!(tcp.curr_estab, Some(40));
+    assert_eq!(
+        (tcp.in_use, tcp.orphan, tcp.time_wait),
+        (Some(31), Some(2), Some(7))
+    );
+    assert_eq!(tcp.retrans_segs_total, Some(30));
+    within(30.0, tcp.retrans_segs_per_sec.unwrap(), "retrans");
+    within(10.0, tcp.resets_sent_per_sec.unwrap(), "resets");
+    within(5.0, tcp.listen_overflows_per_sec.unwrap(), "overflows");
+    within(8.0, tcp.listen_drops_per_sec.unwrap(), "drops");
+
+    let sys = &m.system;
+    assert_eq!(sys.uptime_seconds, Some(12346));
+    assert_eq!(
+        sys.boot_id.as_deref(),
+        Some("4a3e7f4c-9d1b-4b8e-9c55-0f5e2b6a7d10")
+    );
+    assert_eq!(sys.file_descriptors_allocated, Some(1632));
+    assert_eq!(sys.os.as_deref(), Some("Fixture Linux 1 (test)"));
+    assert!(sys.kernel.is_some() && sys.clock_synced.is_some());
+
+    let net = m.network.as_ref().unwrap();
+    let eth0 = net.interfaces.iter().find(|i| i.name == "eth0").unwrap();
+    within(31_457_280.0, eth0.rx_bytes_per_sec, "eth0 rx");
+    assert_eq!(eth0.oper_state.as_deref(), Some("up"));
+    let eth1 = net.interfaces.iter().find(|i| i.name == "eth1").unwrap();
+    assert_eq!(eth1.rx_bytes_per_sec, 0.0, "reset counter");
+    assert_eq!(eth1.oper_state.as_deref(), Some("down"));
+    assert_eq!(net.interfaces.len(), 2);
+    let io = m.disk_io.as_ref().unwrap();
+    within(10_485_760.0, io.read_bytes_per_sec, "disk read");
+    let sda = &io.devices[0];
+    within(200.0, sda.reads_per_sec, "sda reads");
+    assert_eq!(sda.read_await_ms, 0.5);
+
+    let procs = m.processes.as_ref().unwrap();
+    assert_eq!(procs.count, 5, "77 has no stat: it exited during the scan");
+    assert_eq!(procs.threads, 15);
+    assert_eq!(procs.zombies, 1);
+    let top: Vec<(u32, &str)> = procs
         .top_memory
         .iter()
         .map(|p| (p.pid, p.name.as_str()))
         .collect();
-    // 77 has more memory than 1 but exits before its name is read.
-    assert_eq!(top, [(42, "postgres"), (1000, "my app"), (1, "systemd")]);
+    assert_eq!(
+        top,
+        [(42, "postgres"), (1000, "my (app) x"), (1, "systemd")]
+    );
     let expected = 40_000.0 * page_size() as f64 / MEM_TOTAL as f64 * 100.0;
-    assert!((m.processes.top_memory[0].memory_percent - expected).abs() < 1e-9);
+    assert!((procs.top_memory[0].memory_percent.unwrap() - expected).abs() < 1e-9);
+    let top_cpu: Vec<(u32, &str)> = procs
+        .top_cpu
+        .iter()
+        .map(|p| (p.pid, p.name.as_str()))
+        .collect();
+    assert_eq!(
+        top_cpu,
+        [(1000, "my (app) x"), (42, "postgres"), (1, "systemd")]
+    );
+    let hz = metricsd::procfs::clock_ticks_per_sec();
+    // 100 ticks of CPU: 100/hz seconds, per second of wall time, in percent.
+    within(
+        100.0 / hz * 100.0,
+        procs.top_cpu[0].cpu_percent,
+        "pid 1000 cpu %",
+    );
 
     // Mount points come from the fixture; statvfs runs on this host, where
     // "/" always exists and the others may not (those are left out).
-    let selected: Vec<&str> = [
+    let selected = [
         "/",
         "/home",
         "/mnt/my disk",
         "/data",
         "/tmp\ttab",
         "/var/lib/stuff",
-    ]
-    .to_vec();
-    assert!(m
-        .disk
-        .mounts
-        .iter()
-        .any(|u| u.mount == "/" && u.total_bytes > 0));
-    for u in &m.disk.mounts {
+    ];
+    let mounts = m.filesystems.as_ref().unwrap();
+    let root = mounts.iter().find(|u| u.mount == "/").unwrap();
+    assert!(root.total_bytes > 0);
+    assert_eq!(root.device, "/dev/sda1");
+    for u in mounts {
         assert!(
             selected.contains(&u.mount.as_str()),
             "unexpected {}",
             u.mount
         );
     }
-    assert!(
-        !collector.failed_areas().contains(&"memory"),
-        "{:?}",
-        collector.failed_areas()
-    );
 }
 
 #[test]
 fn reload_changes_exclusions_and_top_processes() {
     let (_dir, roots) = roots_copy_of_state1();
     let mut collector = Collector::new(roots, &default_collect());
-    let m = collector.collect();
+    let m = collector.collect().metrics;
     assert_eq!(
-        m.processes.top_memory.len(),
+        m.processes.unwrap().top_memory.len(),
         3,
-        "only 3 processes have a name and memory"
+        "only 3 processes have memory"
     );
     collector.set_config(&CollectConfig {
         top_processes: 0,
@@ -425,17 +661,20 @@ fn reload_changes_exclusions_and_top_processes() {
         exclude_mounts: vec!["/*".into()],
         ..default_collect()
     });
-    let m = collector.collect();
-    assert!(m.processes.top_memory.is_empty());
-    assert_eq!(m.processes.count, 5);
-    let names: Vec<&str> = m
+    let m = collector.collect().metrics;
+    let procs = m.processes.unwrap();
+    assert!(procs.top_memory.is_empty() && procs.top_cpu.is_empty());
+    assert_eq!((procs.count, procs.zombies), (5, 1));
+    let names: Vec<String> = m
         .network
+        .unwrap()
         .interfaces
-        .iter()
-        .map(|i| i.name.as_str())
+        .into_iter()
+        .map(|i| i.name)
         .collect();
     assert_eq!(names, ["lo", "veth1a2b"]);
-    assert!(m.disk.mounts.is_empty(), "{:?}", m.disk.mounts);
+    let mounts = m.filesystems.unwrap();
+    assert!(mounts.is_empty(), "{mounts:?}");
 }
 
 // ------------------------------------------------------- failing collectors
@@ -450,8 +689,17 @@ fn warnings_mentioning(text: &str) -> usize {
         .count()
 }
 
+fn failures(sample: &metricsd::collect::Sample, name: &str) -> u64 {
+    sample
+        .collectors
+        .iter()
+        .find(|c| c.name == name)
+        .unwrap_or_else(|| panic!("no collector {name}"))
+        .failures_total
+}
+
 #[test]
-fn a_missing_file_falls_back_logs_once_and_recovers() {
+fn a_missing_file_gives_null_is_counted_logs_once_and_recovers() {
     capture_logs();
     let (dir, roots) = roots_copy_of_state1();
     let meminfo = roots.proc.join("meminfo");
@@ -460,29 +708,42 @@ fn a_missing_file_falls_back_logs_once_and_recovers() {
     std::fs::remove_file(roots.proc.join("net/dev")).unwrap();
 
     let mut collector = Collector::new(roots.clone(), &default_collect());
-    for _ in 0..3 {
-        let m = collector.collect();
-        // The failing areas take their fallbacks...
-        assert_eq!(m.memory, Default::default());
-        assert_eq!(m.network.active_connections, 0);
-        assert!(m.network.interfaces.is_empty());
-        // ...and everything else is still measured.
-        assert_eq!((m.cpu.load1, m.cpu.load5, m.cpu.load15), (0.52, 1.25, 2.0));
-        assert_eq!(m.processes.count, 5);
-        assert_eq!(m.system.uptime_seconds, 12345);
-        assert_eq!(m.cpu.per_core_percent.len(), 2);
-        // Without MemTotal the top list still names processes, at 0 %.
-        assert!(m
-            .processes
-            .top_memory
-            .iter()
-            .all(|p| p.memory_percent == 0.0));
-        assert!(!m.processes.top_memory.is_empty());
-        let failed = collector.failed_areas();
-        for area in ["memory", "connections", "network"] {
-            assert!(failed.contains(&area), "{area} not in {failed:?}");
+    for round in 1..=3 {
+        let sample = collector.collect();
+        let m = &sample.metrics;
+        // The failing sources' figures are missing...
+        assert_eq!(m.memory, None);
+        assert_eq!(m.tcp.curr_estab, None);
+        assert_eq!(m.tcp.retrans_segs_per_sec, None);
+        assert_eq!(m.network, None);
+        // ...the same collector's other sources, and everything else, are still measured.
+        assert!(
+            m.vmstat.is_some(),
+            "vmstat is read by the memory collector too"
+        );
+        assert_eq!(m.tcp.in_use, Some(31));
+        assert_eq!(m.load.unwrap().load1, 0.52);
+        assert_eq!(m.processes.as_ref().unwrap().count, 5);
+        assert_eq!(m.system.uptime_seconds, Some(12345));
+        assert_eq!(m.cpu.as_ref().unwrap().per_core_percent.len(), 2);
+        // Without MemTotal the top list still names processes, without a percentage.
+        let top = &m.processes.as_ref().unwrap().top_memory;
+        assert!(!top.is_empty());
+        assert!(top.iter().all(|p| p.memory_percent.is_none()));
+        let failed = collector.failed_collectors();
+        for name in ["memory", "tcp", "network"] {
+            assert!(failed.contains(&name), "{name} not in {failed:?}");
+            assert_eq!(failures(&sample, name), round);
         }
         assert!(!failed.contains(&"cpu"));
+        assert_eq!(failures(&sample, "cpu"), 0);
+        // The stream form says null, never 0.
+        let stream = snapshot(m.clone()).stream_json();
+        assert!(stream["metrics"]["memory"]["memory_total_gb"].is_null());
+        assert!(stream["metrics"]["network"]["active_connections"].is_null());
+        let flat = snapshot(m.clone()).flat_json();
+        assert!(flat["memory_total_mb"].is_null() && flat["network_rx_bytes"].is_null());
+        assert_eq!(flat["load_avg_1m"], 0.52);
     }
     let meminfo_text = meminfo.display().to_string();
     assert_eq!(
@@ -495,70 +756,114 @@ fn a_missing_file_falls_back_logs_once_and_recovers() {
 
     // The file comes back: so do the figures.
     std::fs::copy(fixture("state1/proc/meminfo"), &meminfo).unwrap();
-    let m = collector.collect();
-    assert_eq!(m.memory.total_bytes, MEM_TOTAL);
-    assert!(!collector.failed_areas().contains(&"memory"));
+    let sample = collector.collect();
+    assert_eq!(
+        sample.metrics.memory.as_ref().unwrap().total_bytes,
+        MEM_TOTAL
+    );
+    assert!(!collector.failed_collectors().contains(&"memory"));
+    assert_eq!(failures(&sample, "memory"), 3, "a counter, not a gauge");
     drop(dir);
 }
 
 #[test]
-fn garbage_files_fall_back_without_panicking() {
+fn garbage_files_give_null_without_panicking() {
     capture_logs();
     let (_dir, roots) = roots_copy_of_state1();
     for rel in [
         "stat",
         "meminfo",
+        "vmstat",
         "loadavg",
         "uptime",
         "net/dev",
         "net/snmp",
+        "net/netstat",
+        "net/sockstat",
         "diskstats",
         "self/mountinfo",
+        "pressure/cpu",
+        "sys/fs/file-nr",
     ] {
         std::fs::write(roots.proc.join(rel), "garbage \u{0} \\777 ::: -1\n\n").unwrap();
     }
-    std::fs::write(roots.proc.join("42/statm"), "x y z").unwrap();
+    std::fs::write(roots.proc.join("42/stat"), "42 (x) y z").unwrap();
     let mut collector = Collector::new(roots, &default_collect());
-    let m = collector.collect();
-    assert_eq!(m.cpu, Default::default());
-    assert_eq!(m.memory, Default::default());
-    assert!(m.disk.mounts.is_empty());
-    assert_eq!(m.disk.read_bytes_per_sec, 0.0);
-    assert!(m.network.interfaces.is_empty());
-    assert_eq!(m.system.uptime_seconds, 0);
-    // The process scan does not depend on those files.
-    assert_eq!(m.processes.count, 5);
-    assert!(!m.processes.top_memory.iter().any(|p| p.pid == 42));
-    let failed = collector.failed_areas();
-    for area in [
+    let m = collector.collect().metrics;
+    assert_eq!(m.cpu, None);
+    assert_eq!(m.activity, None);
+    assert_eq!(m.memory, None);
+    assert_eq!(m.vmstat, None);
+    assert_eq!(m.load, None);
+    assert_eq!(m.pressure, None);
+    assert_eq!(m.filesystems, None);
+    assert_eq!(m.disk_io, None);
+    assert_eq!(m.network, None);
+    assert_eq!(m.tcp, Default::default());
+    assert_eq!(m.system.uptime_seconds, None);
+    assert_eq!(m.system.file_descriptors_allocated, None);
+    // The process scan does not depend on those files; a garbled stat is skipped.
+    let procs = m.processes.unwrap();
+    assert_eq!(procs.count, 4);
+    assert!(!procs.top_memory.iter().any(|p| p.pid == 42));
+    let failed = collector.failed_collectors();
+    for name in [
         "cpu",
         "load",
         "memory",
+        "pressure",
+        "filesystem",
         "disk",
-        "disk_io",
         "network",
-        "connections",
-        "uptime",
+        "tcp",
+        "system",
     ] {
-        assert!(failed.contains(&area), "{area} not in {failed:?}");
+        assert!(failed.contains(&name), "{name} not in {failed:?}");
     }
+}
+
+#[test]
+fn without_pressure_information_the_figures_are_null_and_not_a_failure() {
+    capture_logs();
+    let (_dir, roots) = roots_copy_of_state1();
+    std::fs::remove_dir_all(roots.proc.join("pressure")).unwrap();
+    let mut collector = Collector::new(roots, &default_collect());
+    let sample = collector.collect();
+    assert_eq!(sample.metrics.pressure, None);
+    assert!(!collector.failed_collectors().contains(&"pressure"));
+    let stream = snapshot(sample.metrics).stream_json();
+    let pressure = stream["metrics"]["pressure"].as_object().unwrap();
+    assert_eq!(pressure.len(), 20);
+    assert!(pressure.values().all(|v| v.is_null()));
+}
+
+#[test]
+fn without_ipv6_sockstat6_is_not_a_failure() {
+    let (_dir, roots) = roots_copy_of_state1();
+    std::fs::remove_file(roots.proc.join("net/sockstat6")).unwrap();
+    let mut collector = Collector::new(roots, &default_collect());
+    let sample = collector.collect();
+    assert_eq!(sample.metrics.tcp.in_use, Some(25));
+    assert!(!collector.failed_collectors().contains(&"tcp"));
 }
 
 #[test]
 fn a_missing_proc_root_gives_an_empty_sample() {
     capture_logs();
     let dir = tempfile::tempdir().unwrap();
-    let roots = Roots {
-        proc: dir.path().join("no-proc"),
-        sys: dir.path().join("no-sys"),
-    };
+    let roots = Roots::under(&dir.path().join("nothing"));
     let mut collector = Collector::new(roots, &default_collect());
-    let m = collector.collect();
-    assert_eq!(m, Metrics::default());
+    let sample = collector.collect();
+    let m = sample.metrics;
+    assert_eq!(
+        (m.cpu, m.memory, m.network, m.processes),
+        (None, None, None, None)
+    );
+    assert_eq!(m.system.uptime_seconds, None);
     assert!(
-        collector.failed_areas().len() >= 9,
+        collector.failed_collectors().len() >= 9,
         "{:?}",
-        collector.failed_areas()
+        collector.failed_collectors()
     );
 }
 

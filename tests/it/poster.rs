@@ -516,7 +516,8 @@ fn an_idle_poster_stops_at_once_on_shutdown() {
     h.start();
     wait_for("ok state", || h.status.backend_state() == BackendState::Ok);
     let took = h.stop();
-    assert!(took < Duration::from_millis(500), "{took:?}");
+    // Far below any wait it was in (a generous bound for a busy machine).
+    assert!(took < Duration::from_secs(2), "{took:?}");
 
     // And while waiting out a long backoff.
     let backend = Backend::start();
@@ -530,7 +531,8 @@ fn an_idle_poster_stops_at_once_on_shutdown() {
         h.status.backend_state() == BackendState::Failing
     });
     let took = h.stop();
-    assert!(took < Duration::from_millis(500), "{took:?}");
+    // Far below any wait it was in (a generous bound for a busy machine).
+    assert!(took < Duration::from_secs(2), "{took:?}");
     assert_eq!(h.stats().pending, 1);
 }
 

@@ -120,7 +120,14 @@ fn service_is_active_notify_dynamic_user(c: &Container) -> u32 {
     });
     let props = c.unit_properties(
         UNIT,
-        &["Type", "DynamicUser", "SubState", "MainPID", "NRestarts"],
+        &[
+            "Type",
+            "DynamicUser",
+            "SubState",
+            "MainPID",
+            "NRestarts",
+            "StatusText",
+        ],
     );
     let get = |k: &str| {
         props
@@ -133,6 +140,8 @@ fn service_is_active_notify_dynamic_user(c: &Container) -> u32 {
     assert_eq!(get("DynamicUser"), "yes");
     assert_eq!(get("SubState"), "running");
     assert_eq!(get("NRestarts"), "0");
+    // READY=1 came from the daemon with its status line (NotifyAccess=main).
+    assert_eq!(get("StatusText"), "sampling every 1s");
     let pid = get("MainPID");
     let status = c.ok(&["cat", &format!("/proc/{pid}/status")]);
     let uids: Vec<u32> = status
@@ -370,6 +379,10 @@ async fn reload_changes_the_cadence(c: &Container, addr: SocketAddr, port: u16) 
     });
     assert_eq!(c.unit_property(UNIT, "MainPID"), pid, "reload restarted it");
     assert_eq!(c.unit_property(UNIT, "ActiveState"), "active");
+    // RELOADING=1 was followed by READY=1 with the new status.
+    wait_for("the status after the reload", LONG, || {
+        c.unit_property(UNIT, "StatusText") == "sampling every 3s"
+    });
 
     let mut ws = connect(addr).await;
     let welcome = expect_welcome(&mut ws).await;

@@ -4,11 +4,15 @@
 #![allow(dead_code)]
 
 use futures_util::{SinkExt, StreamExt};
+use metricsd::collect::units::UnitMetrics;
 use metricsd::config::{Config, SharedConfig};
 use metricsd::hub::Hub;
 use metricsd::shutdown::Shutdown;
 use metricsd::snapshot::{
-    InterfaceMetrics, Metrics, MountUsage, Snapshot, SystemMetrics, TopProcess,
+    ActivityMetrics, CollectorRun, CpuMetrics, CpuModes, DeviceMetrics, DiskIoMetrics,
+    InterfaceMetrics, LoadMetrics, MemoryMetrics, Metrics, MountUsage, NetworkMetrics,
+    PressureMetrics, ProcessMetrics, PsiLine, Snapshot, SystemMetrics, TcpMetrics, TopCpuProcess,
+    TopProcess, VmstatMetrics,
 };
 use metricsd::status::Status;
 use metricsd::stream;
@@ -125,61 +129,201 @@ pub async fn wait_until_async(limit: Duration, mut condition: impl FnMut() -> bo
     }
 }
 
-/// A snapshot with realistic content: `cores` CPUs, a few mounts, `interfaces` NICs.
+/// A snapshot with realistic content in every group: 8 CPUs, a few mounts,
+/// `interfaces` NICs, one disk, two units.
 pub fn snapshot(seq: u64, interfaces: usize) -> Snapshot {
-    let mut metrics = Metrics::default();
-    metrics.cpu.usage_percent = 12.5;
-    metrics.cpu.per_core_percent = (0..8).map(|i| i as f64 * 3.25).collect();
-    metrics.cpu.load1 = 0.42;
-    metrics.cpu.load5 = 0.37;
-    metrics.cpu.load15 = 0.3;
-    metrics.memory.total_bytes = 16 << 30;
-    metrics.memory.available_bytes = 9 << 30;
-    metrics.memory.swap_total_bytes = 2 << 30;
-    metrics.memory.swap_free_bytes = 1 << 30;
-    for (mount, total) in [
-        ("/", 100u64 << 30),
-        ("/home", 400 << 30),
-        ("/var", 50 << 30),
-    ] {
-        metrics.disk.mounts.push(MountUsage {
-            mount: mount.to_string(),
-            total_bytes: total,
-            used_bytes: total / 3,
-            avail_bytes: total / 2,
-        });
+    let modes = |scale: f64| CpuModes {
+        user: 8.0 * scale,
+        nice: 0.5 * scale,
+        system: 3.0 * scale,
+        idle: 87.0 * scale,
+        iowait: 1.0 * scale,
+        irq: 0.1 * scale,
+        softirq: 0.3 * scale,
+        steal: 0.1 * scale,
+        guest: 0.0,
+    };
+    let psi = |avg10: f64| PsiLine {
+        avg10,
+        avg60: avg10 / 2.0,
+        avg300: avg10 / 4.0,
+        total_us: 1_000_000 + seq * 10_000,
+        stall_ms_per_sec: avg10 * 10.0,
+    };
+    let mut units = std::collections::BTreeMap::new();
+    for (name, cpu) in [("metricsd.service", 0.5), ("nginx.service", 12.0)] {
+        units.insert(
+            name.to_string(),
+            UnitMetrics {
+                cpu_percent: Some(cpu),
+                memory_mb: Some(12.5),
+                tasks: Some(3),
+                io_read_mb_per_sec: Some(0.0),
+                io_write_mb_per_sec: Some(0.25),
+                cpu_pressure_some_avg10: Some(0.0),
+                memory_pressure_some_avg10: Some(0.0),
+                io_pressure_some_avg10: Some(0.0),
+                cpu_usage_usec: Some(5_000_000 + seq),
+                memory_bytes: Some(13_107_200),
+                io_read_bytes: Some(0),
+                io_write_bytes: Some(1 << 20),
+            },
+        );
     }
-    metrics.disk.read_bytes_per_sec = 1_048_576.0;
-    metrics.disk.write_bytes_per_sec = 524_288.0;
-    for i in 0..interfaces {
-        metrics.network.interfaces.push(InterfaceMetrics {
-            name: format!("eth{i}"),
-            rx_bytes: 1_000_000 + seq * 1000 + i as u64,
-            tx_bytes: 2_000_000 + seq * 500,
-            rx_packets: 10_000 + seq,
-            tx_packets: 9_000 + seq,
-            rx_bytes_per_sec: 1500.5,
-            tx_bytes_per_sec: 700.25,
-            rx_errors: 1,
-            tx_errors: 0,
-            rx_dropped: 2,
-            tx_dropped: 0,
-        });
-    }
-    metrics.network.active_connections = 17;
-    metrics.processes.count = 312;
-    metrics.processes.running = 2;
-    metrics.processes.blocked = 0;
-    metrics.processes.top_memory = (0..5)
-        .map(|i| TopProcess {
-            pid: 1000 + i,
-            name: format!("proc{i}"),
-            memory_percent: 5.0 - i as f64,
-        })
-        .collect();
-    metrics.system = SystemMetrics {
-        uptime_seconds: 86_400 + seq,
-        boot_id: "0d5c6a3e-9f55-4c55-9b43-3f0c9b5d1e2a".to_string(),
+    let metrics = Metrics {
+        cpu: Some(CpuMetrics {
+            usage_percent: 12.5,
+            per_core_percent: (0..8).map(|i| i as f64 * 3.25).collect(),
+            modes_percent: modes(1.0),
+            seconds_total: modes(1000.0 + seq as f64),
+        }),
+        activity: Some(ActivityMetrics {
+            context_switches_total: 1_000_000 + seq * 100,
+            interrupts_total: 500_000 + seq * 50,
+            forks_total: 20_000 + seq,
+            context_switches_per_sec: 100.0,
+            interrupts_per_sec: 50.0,
+            forks_per_sec: 1.0,
+            procs_running: 2,
+            procs_blocked: 0,
+            boot_time_unix: 1_795_000_000,
+        }),
+        load: Some(LoadMetrics {
+            load1: 0.42,
+            load5: 0.37,
+            load15: 0.3,
+        }),
+        memory: Some(MemoryMetrics {
+            total_bytes: 16 << 30,
+            available_bytes: 9 << 30,
+            free_bytes: 4 << 30,
+            buffers_bytes: 1 << 28,
+            cached_bytes: 4 << 30,
+            shared_bytes: 1 << 27,
+            slab_bytes: 1 << 28,
+            swap_total_bytes: 2 << 30,
+            swap_free_bytes: 1 << 30,
+        }),
+        vmstat: Some(VmstatMetrics {
+            swap_in_pages_total: 100,
+            swap_out_pages_total: 200 + seq,
+            major_faults_total: 3_000 + seq,
+            swap_in_pages_per_sec: 0.0,
+            swap_out_pages_per_sec: 1.0,
+            major_faults_per_sec: 1.0,
+        }),
+        pressure: Some(PressureMetrics {
+            cpu_some: Some(psi(2.5)),
+            cpu_full: Some(psi(0.0)),
+            memory_some: Some(psi(0.5)),
+            memory_full: Some(psi(0.25)),
+            io_some: Some(psi(1.5)),
+            io_full: Some(psi(1.0)),
+        }),
+        filesystems: Some(
+            [
+                ("/", 100u64 << 30),
+                ("/home", 400 << 30),
+                ("/var", 50 << 30),
+            ]
+            .into_iter()
+            .map(|(mount, total)| MountUsage {
+                mount: mount.to_string(),
+                fs_type: "ext4".to_string(),
+                device: "/dev/sda1".to_string(),
+                total_bytes: total,
+                used_bytes: total / 3,
+                avail_bytes: total / 2,
+                inodes_total: 1_000_000,
+                inodes_free: 900_000,
+            })
+            .collect(),
+        ),
+        disk_io: Some(DiskIoMetrics {
+            read_bytes_per_sec: 1_048_576.0,
+            write_bytes_per_sec: 524_288.0,
+            devices: vec![DeviceMetrics {
+                name: "sda".to_string(),
+                reads_total: 10_000 + seq,
+                writes_total: 20_000 + seq,
+                read_bytes_total: 1 << 30,
+                written_bytes_total: 2 << 30,
+                read_time_ms_total: 5_000,
+                write_time_ms_total: 9_000,
+                io_time_ms_total: 12_000 + seq,
+                in_flight: 1,
+                read_bytes_per_sec: 1_048_576.0,
+                write_bytes_per_sec: 524_288.0,
+                reads_per_sec: 10.0,
+                writes_per_sec: 20.0,
+                util_percent: 3.5,
+                read_await_ms: 0.5,
+                write_await_ms: 1.25,
+            }],
+        }),
+        network: Some(NetworkMetrics {
+            interfaces: (0..interfaces)
+                .map(|i| InterfaceMetrics {
+                    name: format!("eth{i}"),
+                    rx_bytes: 1_000_000 + seq * 1000 + i as u64,
+                    tx_bytes: 2_000_000 + seq * 500,
+                    rx_packets: 10_000 + seq,
+                    tx_packets: 9_000 + seq,
+                    rx_bytes_per_sec: 1500.5,
+                    tx_bytes_per_sec: 700.25,
+                    rx_errors: 1,
+                    tx_errors: 0,
+                    rx_dropped: 2,
+                    tx_dropped: 0,
+                    oper_state: Some("up".to_string()),
+                })
+                .collect(),
+        }),
+        tcp: TcpMetrics {
+            curr_estab: Some(17),
+            retrans_segs_total: Some(40 + seq),
+            resets_sent_total: Some(7),
+            retrans_segs_per_sec: Some(0.5),
+            resets_sent_per_sec: Some(0.0),
+            listen_overflows_total: Some(0),
+            listen_drops_total: Some(0),
+            listen_overflows_per_sec: Some(0.0),
+            listen_drops_per_sec: Some(0.0),
+            in_use: Some(20),
+            time_wait: Some(3),
+            orphan: Some(0),
+        },
+        processes: Some(ProcessMetrics {
+            count: 312,
+            threads: 640,
+            zombies: 1,
+            top_memory: (0..5)
+                .map(|i| TopProcess {
+                    pid: 1000 + i,
+                    name: format!("proc{i}"),
+                    memory_bytes: (5 - i as u64) << 28,
+                    memory_percent: Some(5.0 - i as f64),
+                })
+                .collect(),
+            top_cpu: (0..5)
+                .map(|i| TopCpuProcess {
+                    pid: 2000 + i,
+                    name: format!("busy{i}"),
+                    cpu_percent: 100.0 - i as f64 * 10.0,
+                })
+                .collect(),
+        }),
+        system: SystemMetrics {
+            uptime_seconds: Some(86_400 + seq),
+            boot_id: Some("0d5c6a3e-9f55-4c55-9b43-3f0c9b5d1e2a".to_string()),
+            file_descriptors_allocated: Some(1_500),
+            file_descriptors_max: Some(1_000_000),
+            clock_synced: Some(true),
+            clock_max_error_ms: Some(12.5),
+            kernel: Some("6.1.0-test".to_string()),
+            os: Some("Debian GNU/Linux 12 (bookworm)".to_string()),
+        },
+        units: Some(units),
     };
     Snapshot {
         timestamp: SystemTime::now(),
@@ -189,6 +333,15 @@ pub fn snapshot(seq: u64, interfaces: usize) -> Snapshot {
         seq,
         interval_secs: 1,
         metrics,
+        collectors: ["cpu", "memory", "units"]
+            .into_iter()
+            .map(|name| CollectorRun {
+                name: name.into(),
+                duration: Duration::from_micros(20),
+                ok: true,
+                failures_total: 0,
+            })
+            .collect(),
     }
 }
 
@@ -580,4 +733,35 @@ fn parse_value(text: &str) -> Result<f64, String> {
     }
     text.parse::<f64>()
         .map_err(|_| format!("invalid value {text:?}"))
+}
+
+/// A WebSocket upgrade head with the given `Host` and `Sec-WebSocket-Key`.
+pub fn upgrade_head(host: &str, key: &str) -> String {
+    format!(
+        "GET / HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {key}\r\n\r\n"
+    )
+}
+
+/// The bytes waiting in the kernel's send queue of the TCP socket from
+/// `local` to `remote` (the `tx_queue` column of /proc/net/tcp), if found.
+pub fn send_queue_bytes(local: SocketAddr, remote: SocketAddr) -> Option<u64> {
+    let hex = |a: SocketAddr| match a {
+        SocketAddr::V4(v4) => format!(
+            "{:08X}:{:04X}",
+            u32::from_le_bytes(v4.ip().octets()),
+            v4.port()
+        ),
+        SocketAddr::V6(_) => String::new(),
+    };
+    let (local, remote) = (hex(local), hex(remote));
+    let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
+    table.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if fields.get(1) != Some(&local.as_str()) || fields.get(2) != Some(&remote.as_str()) {
+            return None;
+        }
+        let (tx, _rx) = fields.get(4)?.split_once(':')?;
+        u64::from_str_radix(tx, 16).ok()
+    })
 }
