@@ -648,3 +648,96 @@ fn state_changes_are_logged_once_each_and_the_token_never() {
     assert!(leaks.is_empty(), "{leaks:?}");
     assert!(h.status.last_error().iter().all(|e| !e.contains("tok-Zq8")));
 }
+
+#[test]
+fn a_receiver_that_rejects_everything_trips_the_breaker_after_five_rows() {
+    capture_logs();
+    let backend = Backend::start();
+    backend.set(Behaviour::Status(400));
+    let mut h = Harness::new(&backend.url(), |c| {
+        c.backend.max_attempts = 1;
+        c.backend.retry_backoff = vec![Duration::from_millis(50)];
+    });
+    let ids = h.insert(20);
+    h.start();
+    wait_for("failing", || {
+        h.status.backend_state() == BackendState::Failing
+    });
+    // Well past the trip: the breaker holds the rest back.
+    let seen = backend.request_count();
+    wait_for("more rejected tries", || backend.request_count() >= seen + 5);
+    let stats = h.stats();
+    assert_eq!(stats.dead, 4, "4 dead, the fifth stays: {stats:?}");
+    assert_eq!(stats.pending, 16);
+    assert_eq!(h.dead_ids(), ids[..4].to_vec());
+    let host = backend.addr().to_string();
+    let broken = logged(log::Level::Error, &format!("backend {host} rejected 5"));
+    assert_eq!(broken.len(), 1, "{broken:?}");
+    assert!(broken[0].contains("HTTP 400"), "{broken:?}");
+
+    // It accepts again: everything still pending is delivered, in order.
+    backend.set(Behaviour::Ok);
+    wait_for("deliveries", || backend.delivered_ids().len() == 16);
+    delivered_in_order(&backend, &ids[4..]);
+    wait_for("ok", || h.status.backend_state() == BackendState::Ok);
+    assert_eq!(h.stats().dead, 4);
+}
+
+#[test]
+fn rows_older_than_max_age_are_removed_unsent_and_counted() {
+    capture_logs();
+    let backend = Backend::start();
+    backend.down();
+    let mut h = Harness::new(&backend.url(), |c| {
+        c.backend.max_age = Duration::from_secs(3600);
+    });
+    let max_pending = h.config.get().queue.max_pending;
+    let old_at = crate::common::rows::timestamp(
+        std::time::SystemTime::now() - Duration::from_secs(7200),
+    );
+    let mut old = Vec::new();
+    for i in 0..3 {
+        let id = crate::common::rows::event_id();
+        let payload = crate::common::rows::flat_payload(&id, &old_at, i);
+        h.queue.insert(&id, &old_at, &payload, max_pending).unwrap();
+        old.push(id);
+    }
+    let fresh = h.insert(2);
+    backend.up();
+    h.start();
+    wait_for("fresh rows", || backend.delivered_ids().len() == 2);
+    delivered_in_order(&backend, &fresh);
+    for id in &old {
+        assert!(requests_for(&backend, id).is_empty(), "{id} was sent");
+    }
+    let sink = h.status.sink(metricsd::config::SinkKind::Backend);
+    wait_for("expired count", || sink.expired_total.load(Ordering::Relaxed) == 3);
+    assert_eq!(h.stats().pending, 0);
+    let warned = logged(log::Level::Warn, "older than max_age");
+    assert_eq!(warned.len(), 1, "{warned:?}");
+}
+
+#[test]
+fn a_fresh_row_waits_the_splay_when_caught_up_and_a_backlog_does_not() {
+    let backend = Backend::start();
+    let splay = Duration::from_millis(1500);
+    let mut h = Harness::new(&backend.url(), |c| {
+        c.backend.splay = metricsd::config::Splay::Fixed(splay);
+    });
+    // A backlog at start drains at once.
+    let backlog = h.insert(3);
+    let started = Instant::now();
+    h.start();
+    wait_for("backlog", || backend.delivered_ids().len() == 3);
+    assert!(started.elapsed() < splay, "{:?}", started.elapsed());
+    delivered_in_order(&backend, &backlog);
+    // Caught up: the next row waits the splay, counted from its time.
+    wait_for("idle", || h.stats().pending == 0);
+    std::thread::sleep(Duration::from_millis(100));
+    let inserted = Instant::now();
+    let fresh = h.insert(1);
+    wait_for("fresh row", || backend.delivered_ids().len() == 4);
+    let waited = inserted.elapsed();
+    assert!(waited >= splay - Duration::from_millis(50), "{waited:?}");
+    assert_eq!(backend.delivered_ids()[3], fresh[0]);
+}
