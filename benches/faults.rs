@@ -186,7 +186,9 @@ fn kill9_rounds() {
         let mut queue = Queue::open(&state.join("queue.db")).unwrap();
         for i in 0..backlog {
             let (id, at, payload) = rows::row(i);
-            queue.insert(&id, &at, &payload, 1_000_000).unwrap();
+            queue
+                .insert(&id, &at, &payload, &[], &["backend"], 1_000_000)
+                .unwrap();
             queued.insert(id);
         }
     }

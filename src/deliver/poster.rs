@@ -56,7 +56,7 @@ pub fn spawn(
     std::thread::Builder::new()
         .name(format!("poster-{}", kind.name()))
         .spawn(move || {
-            let alive = crate::liveness::register(&format!("poster {}", kind.name()));
+            let alive = crate::liveness::register(&format!("poster-{}", kind.name()));
             ctx.shutdown.register(&wake);
             let sink_status = ctx.status.sink(kind);
             sink_status.set_configured(true);
@@ -532,7 +532,7 @@ impl Poster {
     /// Publishes the sink's persisted counters for /health and /metrics.
     fn refresh_status(&mut self) {
         match self.rows.counts() {
-            Ok((c, expired_total)) => {
+            Ok(c) => {
                 self.queue_ok();
                 let s = &self.sink_status;
                 s.pending.store(c.pending, Ordering::Relaxed);
@@ -540,7 +540,7 @@ impl Poster {
                 s.dropped_total.store(c.dropped_total, Ordering::Relaxed);
                 s.delivered_total
                     .store(c.delivered_total, Ordering::Relaxed);
-                s.expired_total.store(expired_total, Ordering::Relaxed);
+                s.expired_total.store(c.expired_total, Ordering::Relaxed);
                 if self.kind == SinkKind::Backend {
                     let s = &self.status;
                     s.queue_pending.store(c.pending, Ordering::Relaxed);

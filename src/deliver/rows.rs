@@ -20,12 +20,11 @@ impl SinkRows {
     }
 
     pub fn oldest(&self, n: usize) -> Result<Vec<Row>, QueueError> {
-        let _ = self.sink;
-        self.queue.peek(n)
+        self.queue.oldest(self.sink, n)
     }
 
     pub fn delete_delivered(&mut self, ids: &[i64]) -> Result<u64, QueueError> {
-        self.queue.delete_delivered(ids)
+        self.queue.delete_delivered(self.sink, ids)
     }
 
     pub fn reject(
@@ -35,13 +34,14 @@ impl SinkRows {
         max_attempts: u32,
         max_dead: u64,
     ) -> Result<Rejected, QueueError> {
-        self.queue.reject(ids, error, max_attempts, max_dead)
+        self.queue
+            .reject(self.sink, ids, error, max_attempts, max_dead)
     }
 
     /// Moves rows that no receiver can take to the dead list at once.
     pub fn bury(&mut self, ids: &[i64], max_dead: u64) -> Result<Rejected, QueueError> {
-        let moved = self.queue.move_to_dead(ids)?;
-        let trimmed = self.queue.trim_dead(max_dead)?;
+        let moved = self.queue.move_to_dead(self.sink, ids)?;
+        let trimmed = self.queue.trim_dead(self.sink, max_dead)?;
         Ok(Rejected {
             moved_to_dead: moved,
             dead_trimmed: trimmed,
@@ -49,11 +49,11 @@ impl SinkRows {
     }
 
     /// Removes rows taken before `cutoff`, unsent; returns how many.
-    pub fn expire_older_than(&mut self, _cutoff: SystemTime) -> Result<u64, QueueError> {
-        Ok(0)
+    pub fn expire_older_than(&mut self, cutoff: SystemTime) -> Result<u64, QueueError> {
+        self.queue.expire_older_than(self.sink, cutoff)
     }
 
-    pub fn counts(&self) -> Result<(Counts, u64), QueueError> {
-        Ok((self.queue.counts()?, 0))
+    pub fn counts(&self) -> Result<Counts, QueueError> {
+        self.queue.counts(self.sink)
     }
 }

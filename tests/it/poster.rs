@@ -71,7 +71,9 @@ impl Harness {
         (0..n)
             .map(|i| {
                 let (id, at, payload) = row(i);
-                self.queue.insert(&id, &at, &payload, max_pending).unwrap();
+                self.queue
+                    .insert(&id, &at, &payload, &[], &["backend"], max_pending)
+                    .unwrap();
                 self.wake.notify();
                 id
             })
@@ -80,7 +82,7 @@ impl Harness {
 
     fn pending_ids(&self) -> Vec<String> {
         self.queue
-            .peek(usize::MAX)
+            .oldest("backend", usize::MAX)
             .unwrap()
             .into_iter()
             .map(|r| r.event_id)
@@ -89,7 +91,7 @@ impl Harness {
 
     fn dead_ids(&self) -> Vec<String> {
         self.queue
-            .peek_dead(usize::MAX)
+            .oldest_dead("backend", usize::MAX)
             .unwrap()
             .into_iter()
             .map(|r| r.event_id)
@@ -97,7 +99,7 @@ impl Harness {
     }
 
     fn stats(&self) -> metricsd::queue::Stats {
-        self.queue.stats().unwrap()
+        self.queue.stats(&["backend"]).unwrap()
     }
 
     /// Stops the poster as the daemon does; returns how long the join took.
@@ -259,7 +261,12 @@ fn server_errors_500_and_503_are_retried_until_accepted() {
         backend.request_count() >= seen + 2
     });
     assert_eq!(h.pending_ids(), ids);
-    assert!(h.queue.peek(10).unwrap().iter().all(|r| r.attempts == 0));
+    assert!(h
+        .queue
+        .oldest("backend", 10)
+        .unwrap()
+        .iter()
+        .all(|r| r.attempts == 0));
     assert_eq!(h.status.backend_state(), BackendState::Failing);
     backend.set(Behaviour::Ok);
     wait_for("deliveries", || backend.delivered_ids().len() == 3);
@@ -330,7 +337,12 @@ fn unauthorized_and_not_found_keep_rows_pending_and_recover() {
     // Even with max_attempts = 1, nothing went dead: these say nothing about the rows.
     assert_eq!(h.pending_ids(), ids);
     assert!(h.dead_ids().is_empty());
-    assert!(h.queue.peek(10).unwrap().iter().all(|r| r.attempts == 0));
+    assert!(h
+        .queue
+        .oldest("backend", 10)
+        .unwrap()
+        .iter()
+        .all(|r| r.attempts == 0));
     assert!(h.status.last_error().unwrap().contains("403"));
     backend.set(Behaviour::Ok);
     wait_for("deliveries", || backend.delivered_ids().len() == 4);
@@ -371,7 +383,7 @@ fn a_bad_row_goes_dead_after_max_attempts_and_later_rows_are_delivered() {
         "exactly max_attempts tries"
     );
     assert_eq!(h.dead_ids(), vec![bad.clone()]);
-    let dead = &h.queue.peek_dead(1).unwrap()[0];
+    let dead = &h.queue.oldest_dead("backend", 1).unwrap()[0];
     assert_eq!(dead.attempts, 3);
     assert!(
         dead.last_error.as_deref().unwrap().contains("400"),
@@ -385,7 +397,7 @@ fn a_bad_row_goes_dead_after_max_attempts_and_later_rows_are_delivered() {
 
     // Once the backend is fixed, retry-dead sends it.
     backend.set(Behaviour::Ok);
-    assert_eq!(h.queue.retry_dead().unwrap(), 1);
+    assert_eq!(h.queue.retry_dead("backend").unwrap(), 1);
     h.wake.notify();
     wait_for("the retried row", || backend.delivered_ids().len() == 6);
     assert_eq!(backend.delivered_ids()[5], bad);
@@ -428,8 +440,11 @@ fn a_rejected_batch_is_split_to_isolate_the_bad_row() {
     backend.set(Behaviour::Ok);
     let (mut out, mut err) = (Vec::new(), Vec::new());
     let code = metricsd::queue_cmd::run_to(
-        &metricsd::cli::QueueCommand::RetryDead,
+        &metricsd::cli::QueueCommand::RetryDead {
+            sink: "backend".into(),
+        },
         h.db.parent().unwrap(),
+        &["backend"],
         &mut out,
         &mut err,
     );
@@ -667,9 +682,11 @@ fn a_receiver_that_rejects_everything_trips_the_breaker_after_five_rows() {
     let seen = backend.request_count();
     wait_for("more rejected tries", || backend.request_count() >= seen + 5);
     let stats = h.stats();
-    assert_eq!(stats.dead, 4, "4 dead, the fifth stays: {stats:?}");
-    assert_eq!(stats.pending, 16);
-    assert_eq!(h.dead_ids(), ids[..4].to_vec());
+    // max_attempts = 1: each of the five is dead at its first rejection;
+    // the sixth and later stay pending.
+    assert_eq!(stats.dead, 5, "{stats:?}");
+    assert_eq!(stats.pending, 15);
+    assert_eq!(h.dead_ids(), ids[..5].to_vec());
     let host = backend.addr().to_string();
     let broken = logged(log::Level::Error, &format!("backend {host} rejected 5"));
     assert_eq!(broken.len(), 1, "{broken:?}");
@@ -677,10 +694,10 @@ fn a_receiver_that_rejects_everything_trips_the_breaker_after_five_rows() {
 
     // It accepts again: everything still pending is delivered, in order.
     backend.set(Behaviour::Ok);
-    wait_for("deliveries", || backend.delivered_ids().len() == 16);
-    delivered_in_order(&backend, &ids[4..]);
+    wait_for("deliveries", || backend.delivered_ids().len() == 15);
+    delivered_in_order(&backend, &ids[5..]);
     wait_for("ok", || h.status.backend_state() == BackendState::Ok);
-    assert_eq!(h.stats().dead, 4);
+    assert_eq!(h.stats().dead, 5);
 }
 
 #[test]
@@ -699,7 +716,9 @@ fn rows_older_than_max_age_are_removed_unsent_and_counted() {
     for i in 0..3 {
         let id = crate::common::rows::event_id();
         let payload = crate::common::rows::flat_payload(&id, &old_at, i);
-        h.queue.insert(&id, &old_at, &payload, max_pending).unwrap();
+        h.queue
+            .insert(&id, &old_at, &payload, &[], &["backend"], max_pending)
+            .unwrap();
         old.push(id);
     }
     let fresh = h.insert(2);
