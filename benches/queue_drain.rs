@@ -76,7 +76,9 @@ fn main() {
         }
         let took = started.elapsed();
         shutdown.trigger();
-        assert!(posters.join_by(Instant::now() + Duration::from_secs(10)).is_empty());
+        assert!(posters
+            .join_by(Instant::now() + Duration::from_secs(10))
+            .is_empty());
 
         let rate = BACKLOG as f64 / took.as_secs_f64();
         let stats = Queue::connect(&db).unwrap().stats(&["backend"]).unwrap();

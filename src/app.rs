@@ -3,6 +3,7 @@
 use crate::cli::{QueueCommand, RunArgs};
 use crate::collect::{Collector, Roots};
 use crate::config::{self, Config, SharedConfig};
+use crate::deliver::{PosterContext, Posters};
 use crate::error::Error;
 use crate::hub::Hub;
 use crate::identity;
@@ -13,7 +14,6 @@ use crate::os::lock::InstanceLock;
 use crate::os::notify;
 use crate::os::signals::{self, Request};
 use crate::os::statedir;
-use crate::deliver::{PosterContext, Posters};
 use crate::queue::Queue;
 use crate::queue_cmd;
 use crate::sampler::{self, SamplerContext};

@@ -37,7 +37,10 @@ impl Wake {
     /// Makes every `notify` of this `Wake` also notify `follower` (for as
     /// long as the follower exists).
     pub fn chain(&self, follower: &Arc<Wake>) {
-        self.followers.lock().unwrap().push(Arc::downgrade(follower));
+        self.followers
+            .lock()
+            .unwrap()
+            .push(Arc::downgrade(follower));
     }
 
     /// Sleeps until notified, until `timeout` passes, or until shutdown.

@@ -122,7 +122,8 @@ impl Client {
         if let Some(token) = self.backend.bearer_token() {
             request = request.header("Authorization", format!("Bearer {token}"));
         } else if let Some((user, password)) = self.backend.basic_auth() {
-            let pair = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+            let pair =
+                base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
             request = request.header("Authorization", format!("Basic {pair}"));
         }
         for (name, value) in &self.backend.headers {

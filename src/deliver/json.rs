@@ -71,6 +71,7 @@ mod tests {
             attempts: 0,
             last_error: None,
             payload: payload.to_string(),
+            model: Vec::new(),
         }
     }
 

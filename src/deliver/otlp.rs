@@ -290,9 +290,24 @@ fn add_metrics(out: &mut SnapshotMetrics, m: &Metrics) {
         );
     }
     if let Some(load) = &m.load {
-        out.one("system.cpu.load_average.1m", "{thread}", Gauge, Some(load.load1));
-        out.one("system.cpu.load_average.5m", "{thread}", Gauge, Some(load.load5));
-        out.one("system.cpu.load_average.15m", "{thread}", Gauge, Some(load.load15));
+        out.one(
+            "system.cpu.load_average.1m",
+            "{thread}",
+            Gauge,
+            Some(load.load1),
+        );
+        out.one(
+            "system.cpu.load_average.5m",
+            "{thread}",
+            Gauge,
+            Some(load.load5),
+        );
+        out.one(
+            "system.cpu.load_average.15m",
+            "{thread}",
+            Gauge,
+            Some(load.load15),
+        );
     }
     if let Some(mem) = &m.memory {
         let reclaimable = mem.free_bytes + mem.buffers_bytes + mem.cached_bytes + mem.slab_bytes;
@@ -378,7 +393,10 @@ fn add_metrics(out: &mut SnapshotMetrics, m: &Metrics) {
             "system.disk.io",
             "By",
             Counter,
-            per_direction(|d| d.read_bytes_total as f64, |d| d.written_bytes_total as f64),
+            per_direction(
+                |d| d.read_bytes_total as f64,
+                |d| d.written_bytes_total as f64,
+            ),
         );
         out.add(
             "system.disk.operations",
@@ -445,25 +463,39 @@ fn add_metrics(out: &mut SnapshotMetrics, m: &Metrics) {
         );
     }
     let tcp = &m.tcp;
-    let connections: Vec<Point> = [("established", tcp.curr_estab), ("time_wait", tcp.time_wait)]
-        .into_iter()
-        .filter_map(|(state, v)| {
-            v.map(|v| {
-                (
-                    vec![
-                        attr("network.transport", "tcp"),
-                        attr("network.connection.state", state),
-                    ],
-                    v as f64,
-                )
-            })
+    let connections: Vec<Point> = [
+        ("established", tcp.curr_estab),
+        ("time_wait", tcp.time_wait),
+    ]
+    .into_iter()
+    .filter_map(|(state, v)| {
+        v.map(|v| {
+            (
+                vec![
+                    attr("network.transport", "tcp"),
+                    attr("network.connection.state", state),
+                ],
+                v as f64,
+            )
         })
-        .collect();
-    out.add("system.network.connections", "{connection}", UpDown, connections);
+    })
+    .collect();
+    out.add(
+        "system.network.connections",
+        "{connection}",
+        UpDown,
+        connections,
+    );
     let mut processes = Vec::new();
     if let Some(a) = &m.activity {
-        processes.push((vec![attr("process.status", "running")], a.procs_running as f64));
-        processes.push((vec![attr("process.status", "blocked")], a.procs_blocked as f64));
+        processes.push((
+            vec![attr("process.status", "running")],
+            a.procs_running as f64,
+        ));
+        processes.push((
+            vec![attr("process.status", "blocked")],
+            a.procs_blocked as f64,
+        ));
     }
     if let Some(p) = &m.processes {
         processes.push((vec![attr("process.status", "defunct")], p.zombies as f64));

@@ -63,10 +63,13 @@ pub fn spawn(
             let Some(rows) = connect(kind, &ctx.db_path, &sink_status, &ctx.shutdown) else {
                 return;
             };
+            let Some(sink) = sink::for_kind(kind) else {
+                return;
+            };
             let mut poster = Poster {
                 kind,
                 rows,
-                sink: sink::for_kind(kind),
+                sink,
                 config: ctx.config,
                 status: ctx.status,
                 sink_status,
@@ -288,7 +291,12 @@ impl Poster {
     /// How long a fresh row still waits before its first send (splay is
     /// counted from the sample's time, which the whole fleet shares).
     fn splay_wait(&self, row: &Row, sink: &SinkConfig, config: &Config) -> Duration {
-        let delay = splay::delay(sink.splay, config.interval, &self.machine_id, &config.node_id);
+        let delay = splay::delay(
+            sink.splay,
+            config.interval,
+            &self.machine_id,
+            &config.node_id,
+        );
         if delay.is_zero() {
             return delay;
         }
@@ -430,12 +438,9 @@ impl Poster {
             return;
         }
         let row = &rows[0];
-        let result = self.rows.reject(
-            &[row.id],
-            &reason,
-            sink.max_attempts,
-            config.queue.max_dead,
-        );
+        let result = self
+            .rows
+            .reject(&[row.id], &reason, sink.max_attempts, config.queue.max_dead);
         let done = match result {
             Ok(done) => done,
             Err(e) => {

@@ -4,9 +4,6 @@
 //! time (a re-sent row writes the same samples again: a duplicate to the
 //! receiver), protobuf-encoded and snappy block-compressed.
 
-use super::sink::{BadRow, Request, Sink};
-use crate::config::SinkConfig;
-use crate::queue::Row;
 use std::collections::BTreeMap;
 
 /// The messages of remote write 1.0, from Prometheus' `prompb/remote.proto`
@@ -122,18 +119,6 @@ pub fn headers() -> Vec<(&'static str, String)> {
     ]
 }
 
-#[derive(Default)]
-pub struct RemoteWrite;
-
-impl Sink for RemoteWrite {
-    fn encode(&mut self, rows: &[Row], _config: &SinkConfig) -> Result<Request, BadRow> {
-        Err(BadRow {
-            index: 0,
-            reason: format!("{} row(s): no snapshot model to encode", rows.len()),
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -154,7 +139,11 @@ mod tests {
         ]
         .into();
         let mut s = SeriesOf::new(&mut request, "web-1", "abc", &extra, 1_700_000_000_123);
-        s.push("host_cpu_seconds_total", &[("mode", "idle".to_string())], 12.5);
+        s.push(
+            "host_cpu_seconds_total",
+            &[("mode", "idle".to_string())],
+            12.5,
+        );
         s.push("host_load1", &[], 0.25);
         let series = &request.timeseries;
         assert_eq!(

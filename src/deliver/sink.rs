@@ -40,11 +40,12 @@ pub trait Sink: Send {
     }
 }
 
-/// The encoder of each kind of sink.
-pub fn for_kind(kind: SinkKind) -> Box<dyn Sink> {
+/// The encoder of each kind of sink; None for one this build cannot
+/// encode yet (its rows stay queued).
+pub fn for_kind(kind: SinkKind) -> Option<Box<dyn Sink>> {
     match kind {
-        SinkKind::Backend => Box::new(super::json::Json),
-        SinkKind::RemoteWrite => Box::new(super::remote_write::RemoteWrite::default()),
-        SinkKind::Otlp => Box::new(super::otlp::Otlp::default()),
+        SinkKind::Backend => Some(Box::new(super::json::Json)),
+        SinkKind::RemoteWrite => None,
+        SinkKind::Otlp => Some(Box::new(super::otlp::Otlp)),
     }
 }

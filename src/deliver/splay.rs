@@ -62,7 +62,12 @@ mod tests {
         for i in 0..1000 {
             let d = delay(Splay::Auto, MINUTE, "same-machine-id", &format!("web-{i}"));
             assert!(d < Duration::from_secs(30), "{d:?}");
-            let d = delay(Splay::Auto, Duration::from_secs(10), "m", &format!("web-{i}"));
+            let d = delay(
+                Splay::Auto,
+                Duration::from_secs(10),
+                "m",
+                &format!("web-{i}"),
+            );
             assert!(d < Duration::from_secs(5), "{d:?}");
         }
     }
@@ -75,7 +80,10 @@ mod tests {
             let d = delay(Splay::Auto, MINUTE, "cloned-image-id", &format!("node-{i}"));
             buckets[(d.as_secs_f64() / 3.0) as usize] += 1;
         }
-        assert!(buckets.iter().all(|&n| (1..=25).contains(&n)), "{buckets:?}");
+        assert!(
+            buckets.iter().all(|&n| (1..=25).contains(&n)),
+            "{buckets:?}"
+        );
         // And the machine id matters too.
         assert_ne!(
             delay(Splay::Auto, MINUTE, "m1", "web"),

@@ -680,7 +680,9 @@ fn a_receiver_that_rejects_everything_trips_the_breaker_after_five_rows() {
     });
     // Well past the trip: the breaker holds the rest back.
     let seen = backend.request_count();
-    wait_for("more rejected tries", || backend.request_count() >= seen + 5);
+    wait_for("more rejected tries", || {
+        backend.request_count() >= seen + 5
+    });
     let stats = h.stats();
     // max_attempts = 1: each of the five is dead at its first rejection;
     // the sixth and later stay pending.
@@ -709,9 +711,8 @@ fn rows_older_than_max_age_are_removed_unsent_and_counted() {
         c.backend.max_age = Duration::from_secs(3600);
     });
     let max_pending = h.config.get().queue.max_pending;
-    let old_at = crate::common::rows::timestamp(
-        std::time::SystemTime::now() - Duration::from_secs(7200),
-    );
+    let old_at =
+        crate::common::rows::timestamp(std::time::SystemTime::now() - Duration::from_secs(7200));
     let mut old = Vec::new();
     for i in 0..3 {
         let id = crate::common::rows::event_id();
@@ -730,7 +731,9 @@ fn rows_older_than_max_age_are_removed_unsent_and_counted() {
         assert!(requests_for(&backend, id).is_empty(), "{id} was sent");
     }
     let sink = h.status.sink(metricsd::config::SinkKind::Backend);
-    wait_for("expired count", || sink.expired_total.load(Ordering::Relaxed) == 3);
+    wait_for("expired count", || {
+        sink.expired_total.load(Ordering::Relaxed) == 3
+    });
     assert_eq!(h.stats().pending, 0);
     let warned = logged(log::Level::Warn, "older than max_age");
     assert_eq!(warned.len(), 1, "{warned:?}");

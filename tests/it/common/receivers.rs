@@ -147,7 +147,12 @@ impl Receiver {
 
     /// `GET /api/v1/query_range`-free export of every sample of `selector`
     /// between `start_ms` and `end_ms`: (labels, [(timestamp_ms, value)]).
-    pub fn series(&self, selector: &str, start_ms: i64, end_ms: i64) -> Vec<(Value, Vec<(i64, f64)>)> {
+    pub fn series(
+        &self,
+        selector: &str,
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Vec<(Value, Vec<(i64, f64)>)> {
         self.flush();
         // A range query of the raw samples: `selector[range]` at `end`.
         let range_s = ((end_ms - start_ms) / 1000).max(1) + 1;
@@ -257,7 +262,10 @@ pub struct OtlpReceiver {
 /// Whether Python and the official OTLP package are there.
 pub fn otlp_available() -> bool {
     Command::new("python3")
-        .args(["-c", "import opentelemetry.proto.collector.metrics.v1.metrics_service_pb2"])
+        .args([
+            "-c",
+            "import opentelemetry.proto.collector.metrics.v1.metrics_service_pb2",
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
@@ -303,7 +311,8 @@ impl OtlpReceiver {
 
     /// Makes it answer `status`, with a partial success of `rejected` points.
     pub fn answer(&self, status: u16, rejected: i64, message: &str) {
-        let control = serde_json::json!({"status": status, "rejected": rejected, "message": message});
+        let control =
+            serde_json::json!({"status": status, "rejected": rejected, "message": message});
         std::fs::write(&self.control, control.to_string()).unwrap();
     }
 
