@@ -10,6 +10,7 @@ pub mod collect;
 pub mod config;
 pub mod deliver;
 pub mod error;
+pub mod export;
 pub mod fault;
 pub mod hub;
 pub mod identity;
