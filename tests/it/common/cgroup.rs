@@ -3,6 +3,7 @@
 
 use metricsd::collect::units;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 /// A real busy process in a cgroup of this host's v2 tree under
@@ -24,7 +25,13 @@ pub const IDLE: &str = "exec sleep 600";
 impl LiveUnit {
     /// Runs `sh -c <script>` in the unit.
     pub fn start(v2: &Path, script: &str) -> Result<LiveUnit, String> {
-        let name = format!("metricsd-it-{}.service", std::process::id());
+        // Unique per test: tests of one binary run at once.
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let name = format!(
+            "metricsd-it-{}-{}.service",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
         let cgroup = v2.join("system.slice").join(&name);
         if Path::new("/run/systemd/system").exists() {
             let ok = std::process::Command::new("systemd-run")
@@ -76,7 +83,7 @@ impl LiveUnit {
             )
         })?;
         let child = std::process::Command::new("sh")
-            .args(["-c", BUSY])
+            .args(["-c", script])
             .spawn()
             .unwrap();
         let pid = child.id();
