@@ -1,5 +1,7 @@
-//! Whole daemon at steady state: default configuration plus a backend and 10
-//! stream clients. Prints start-to-READY time and resident memory.
+//! Whole daemon at steady state: default configuration (but a 1 s interval,
+//! so that 30 samples take 30 s) plus a backend and 10 stream clients.
+//! Prints start-to-READY time, memory as the kernel counts it (RSS, PSS and
+//! anonymous memory from /proc/<pid>/smaps_rollup), and the stop time.
 //!
 //! cargo bench --bench daemon
 
@@ -23,6 +25,17 @@ fn free_port() -> u16 {
 
 fn rss_kib(pid: u32, field: &str) -> u64 {
     let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    text.lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// One field (KiB) of /proc/<pid>/smaps_rollup: the kernel's sums over all
+/// mappings, with PSS sharing each page among the processes that map it.
+fn rollup_kib(pid: u32, field: &str) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
     text.lines()
         .find_map(|l| l.strip_prefix(field))
         .and_then(|r| r.split_whitespace().next())
@@ -154,13 +167,17 @@ fn main() {
     while received.load(Ordering::Relaxed) < SAMPLES && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(200));
     }
-    let rss = rss_kib(pid, "VmRSS:");
+    let rss = rollup_kib(pid, "Rss:");
+    let pss = rollup_kib(pid, "Pss:");
+    let pss_anon = rollup_kib(pid, "Pss_Anon:");
     let anon = rss_kib(pid, "RssAnon:");
     let file = rss_kib(pid, "RssFile:");
     print_largest_mappings(pid);
     let hwm = rss_kib(pid, "VmHWM:");
+    let stop_sent = Instant::now();
     unsafe { libc::kill(pid as i32, libc::SIGTERM) };
     let status = child.wait().unwrap();
+    let stop_took = stop_sent.elapsed();
 
     println!(
         "daemon: start to READY=1            {:>8.1} ms",
@@ -171,16 +188,27 @@ fn main() {
         rss_at_ready
     );
     println!(
-        "daemon: RSS after {} samples, {CLIENTS} clients, backend: {:>6} KiB ({:.2} MiB), peak {} KiB",
-        received.load(Ordering::Relaxed),
-        rss,
-        rss as f64 / 1024.0,
-        hwm
+        "daemon: after {} samples, {CLIENTS} clients, backend:",
+        received.load(Ordering::Relaxed)
     );
-    println!("daemon: of which anonymous {anon} KiB, file-backed (code) {file} KiB");
+    println!(
+        "daemon:   RSS     {rss:>6} KiB ({:.2} MiB), peak {hwm} KiB",
+        rss as f64 / 1024.0
+    );
+    println!(
+        "daemon:   PSS     {pss:>6} KiB ({:.2} MiB), of which anonymous {pss_anon} KiB",
+        pss as f64 / 1024.0
+    );
+    println!(
+        "daemon:   RssAnon {anon:>6} KiB ({:.2} MiB; target <= 1.50 MiB), RssFile {file} KiB",
+        anon as f64 / 1024.0
+    );
     println!(
         "daemon: frames received by clients   {:>8}",
         frames.load(Ordering::Relaxed)
     );
-    println!("daemon: exit status after SIGTERM    {status}");
+    println!(
+        "daemon: exit status after SIGTERM    {status}, in {:.0} ms",
+        stop_took.as_secs_f64() * 1000.0
+    );
 }

@@ -34,7 +34,9 @@ fn main() {
         let mut queue = Queue::open(&backlog).unwrap();
         for i in 0..BACKLOG {
             let (id, at, payload) = rows::row(i);
-            queue.insert(&id, &at, &payload, BACKLOG).unwrap();
+            queue
+                .insert(&id, &at, &payload, &[], &["backend"], BACKLOG)
+                .unwrap();
         }
         queue.checkpoint().unwrap();
     }
@@ -74,7 +76,7 @@ fn main() {
         poster.join().unwrap();
 
         let rate = BACKLOG as f64 / took.as_secs_f64();
-        let stats = Queue::connect(&db).unwrap().stats().unwrap();
+        let stats = Queue::connect(&db).unwrap().stats(&["backend"]).unwrap();
         assert_eq!(stats.pending, 0);
         assert_eq!(server.served(), BACKLOG.div_ceil(batch_size as u64));
         println!(

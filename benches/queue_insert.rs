@@ -1,23 +1,34 @@
-//! Queue insert latency with synchronous=FULL, and the queue file's size
-//! with a full week of rows (10,080), after draining, and after a refill.
+//! Queue insert latency with synchronous=FULL (one transaction for three
+//! sinks), the queue file's size with a full week of snapshots (10,080)
+//! pending for each of three sinks, after draining, and after a refill, and
+//! the time to read a day of history (1,440 rows) for `/api/history`.
 //!
 //! Run: cargo bench --bench queue_insert
 //! The file lives under /var/tmp (or $METRICSD_BENCH_DIR): a real disk, not
-//! tmpfs, or the fsync figures would mean nothing.
+//! tmpfs, or the fsync figures would mean nothing. Each snapshot carries a
+//! model blob of $METRICSD_BENCH_MODEL_BYTES (default 1024) bytes.
 
 #[path = "../tests/it/common/rows.rs"]
 mod rows;
 
 use metricsd::queue::{file_bytes, Queue};
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 const TIMED_INSERTS: usize = 1_000;
 const WEEK_OF_ROWS: u64 = 10_080;
+const DAY_OF_ROWS: usize = 1_440;
+const SINKS: [&str; 3] = ["backend", "remote_write", "otlp"];
 const MIB: f64 = 1024.0 * 1024.0;
+const INTERVAL: Duration = Duration::from_secs(60);
 
 fn main() {
     let base = std::env::var_os("METRICSD_BENCH_DIR").unwrap_or_else(|| "/var/tmp".into());
+    let model_bytes: usize = std::env::var("METRICSD_BENCH_MODEL_BYTES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1024);
+    let model: Vec<u8> = (0..model_bytes).map(|_| fastrand::u8(..)).collect();
     let dir = tempfile::Builder::new()
         .prefix("metricsd-bench-")
         .tempdir_in(&base)
@@ -29,83 +40,177 @@ fn main() {
     );
     let path = dir.path().join("queue.db");
     let mut queue = Queue::open(&path).unwrap();
+    queue.set_history(Duration::from_secs(24 * 3600)).unwrap();
 
-    let payload_len = rows::row(0).2.len();
+    // A week of snapshots a minute apart, ending now: the last day of them
+    // is history, the rest only waits for the sinks.
+    let start = SystemTime::now() - INTERVAL * WEEK_OF_ROWS as u32;
+    let payload_len = snapshot(0, start).2.len();
     let mut latencies = Vec::with_capacity(TIMED_INSERTS);
-    for i in 0..TIMED_INSERTS {
-        let (id, at, payload) = rows::row(i as u64);
+    for i in 0..TIMED_INSERTS as u64 {
+        let (id, at, payload) = snapshot(i, start);
         let t = Instant::now();
-        queue.insert(&id, &at, &payload, WEEK_OF_ROWS).unwrap();
+        queue
+            .insert(&id, &at, &payload, &model, &SINKS, WEEK_OF_ROWS)
+            .unwrap();
         latencies.push(t.elapsed());
     }
     latencies.sort();
     let pct = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
     let mean = latencies.iter().sum::<Duration>() / latencies.len() as u32;
     println!(
-        "insert ({payload_len}-byte flat payload, synchronous=FULL, {TIMED_INSERTS} inserts): \
-         median {:?}, p99 {:?}, max {:?}, mean {mean:?}",
+        "insert ({payload_len}-byte flat form + {model_bytes}-byte model, 3 sinks, \
+         synchronous=FULL, {TIMED_INSERTS} inserts): median {:?}, p99 {:?}, max {:?}, mean {mean:?}",
         pct(0.5),
         pct(0.99),
         latencies[latencies.len() - 1]
     );
 
-    fill(&mut queue, WEEK_OF_ROWS - TIMED_INSERTS as u64);
-    report("with 10,080 pending rows", &queue, &path);
-    queue.checkpoint().unwrap();
+    fill(
+        &mut queue,
+        TIMED_INSERTS as u64..WEEK_OF_ROWS,
+        start,
+        &model,
+    );
     report(
-        "with 10,080 pending rows, after a checkpoint",
+        "with 10,080 snapshots pending for each of 3 sinks",
         &queue,
         &path,
     );
-
-    drain(&mut queue);
-    report("after draining", &queue, &path);
     queue.checkpoint().unwrap();
-    report("after draining and a checkpoint", &queue, &path);
-
-    fill(&mut queue, WEEK_OF_ROWS);
-    queue.checkpoint().unwrap();
-    report(
-        "after a second fill to 10,080 rows and a checkpoint",
+    let full = report(
+        "with 10,080 snapshots pending for each of 3 sinks, after a checkpoint",
         &queue,
         &path,
     );
-    let bytes = file_bytes(&path);
-    assert!(
-        bytes <= 10 * 1024 * 1024,
-        "queue file with a week of rows is {bytes} bytes, over 10 MiB"
+    println!(
+        "  = {:.0} bytes per snapshot (flat form, model, 3 pending rows, indexes)",
+        full as f64 / WEEK_OF_ROWS as f64
     );
-}
 
-fn fill(queue: &mut Queue, n: u64) {
-    let t = Instant::now();
-    for i in 0..n {
-        let (id, at, payload) = rows::row(i);
-        queue.insert(&id, &at, &payload, WEEK_OF_ROWS).unwrap();
+    history(&queue);
+
+    for sink in SINKS {
+        drain(&mut queue, sink);
     }
-    println!("  (filled {n} rows in {:?})", t.elapsed());
+    report(
+        "after draining every sink (a day of history stays)",
+        &queue,
+        &path,
+    );
+    queue.checkpoint().unwrap();
+    let drained = report("after draining and a checkpoint", &queue, &path);
+
+    // The next week: the space of the drained one is used again.
+    let next = start + INTERVAL * WEEK_OF_ROWS as u32;
+    fill(&mut queue, 0..WEEK_OF_ROWS, next, &model);
+    queue.checkpoint().unwrap();
+    let refilled = report(
+        "after a second week pending for 3 sinks and a checkpoint",
+        &queue,
+        &path,
+    );
+    println!(
+        "reuse: full {:.2} MiB, drained {:.2} MiB, refilled {:.2} MiB",
+        full as f64 / MIB,
+        drained as f64 / MIB,
+        refilled as f64 / MIB
+    );
+    let limit = 20 * 1024 * 1024;
+    assert!(
+        full <= limit && refilled <= limit,
+        "queue file with a week pending for 3 sinks is over 20 MiB ({full}, {refilled} bytes)"
+    );
+    assert!(
+        refilled <= full + full / 10,
+        "the drained space was not reused"
+    );
 }
 
-fn drain(queue: &mut Queue) {
+/// Snapshot `i` of a series a minute apart from `start`.
+fn snapshot(i: u64, start: SystemTime) -> (String, String, String) {
+    let id = rows::event_id();
+    let at = rows::timestamp(start + INTERVAL * i as u32);
+    let payload = rows::flat_payload(&id, &at, i);
+    (id, at, payload)
+}
+
+fn fill(queue: &mut Queue, range: std::ops::Range<u64>, start: SystemTime, model: &[u8]) {
+    let t = Instant::now();
+    let n = range.end - range.start;
+    for i in range {
+        let (id, at, payload) = snapshot(i, start);
+        queue
+            .insert(&id, &at, &payload, model, &SINKS, WEEK_OF_ROWS)
+            .unwrap();
+    }
+    println!("  (inserted {n} snapshots in {:?})", t.elapsed());
+}
+
+fn drain(queue: &mut Queue, sink: &str) {
+    let t = Instant::now();
     loop {
-        let ids: Vec<i64> = queue.peek(100).unwrap().iter().map(|r| r.id).collect();
+        let ids: Vec<i64> = queue
+            .oldest(sink, 100)
+            .unwrap()
+            .iter()
+            .map(|r| r.id)
+            .collect();
         if ids.is_empty() {
             break;
         }
-        queue.delete_delivered(&ids).unwrap();
+        queue.delete_delivered(sink, &ids).unwrap();
     }
+    println!("  (drained {sink} in {:?})", t.elapsed());
 }
 
-fn report(when: &str, queue: &Queue, path: &Path) {
-    let stats = queue.stats().unwrap();
-    let main = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+/// `/api/history` for a day: the rows, joined into the JSON array it serves.
+fn history(queue: &Queue) {
+    let since = metricsd_unix_ms(SystemTime::now() - Duration::from_secs(24 * 3600));
+    let mut times = Vec::new();
+    let mut body_len = 0;
+    let mut rows_read = 0;
+    for _ in 0..30 {
+        let t = Instant::now();
+        let rows = queue.history(since, DAY_OF_ROWS).unwrap();
+        let body = format!("[{}]", rows.join(","));
+        times.push(t.elapsed());
+        body_len = body.len();
+        rows_read = rows.len();
+    }
+    times.sort();
     println!(
-        "size {when}: {:.2} MiB (main file {:.2} MiB + WAL {:.2} MiB), {} pending",
-        stats.db_bytes as f64 / MIB,
-        main as f64 / MIB,
-        (stats.db_bytes - main) as f64 / MIB,
-        stats.pending
+        "history: {rows_read} rows ({:.0} KiB as a JSON array) in median {:?}, max {:?} (30 reads, target <= 20 ms)",
+        body_len as f64 / 1024.0,
+        times[times.len() / 2],
+        times[times.len() - 1]
     );
+    assert_eq!(rows_read, DAY_OF_ROWS, "a day of history");
+}
+
+fn metricsd_unix_ms(at: SystemTime) -> i64 {
+    at.duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+fn report(when: &str, queue: &Queue, path: &Path) -> u64 {
+    let stats = queue.stats(&SINKS).unwrap();
+    let main = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    let bytes = file_bytes(path);
+    let pending: Vec<String> = stats
+        .sinks
+        .iter()
+        .map(|(name, s)| format!("{name} {}", s.pending))
+        .collect();
+    println!(
+        "size {when}: {:.2} MiB (main file {:.2} MiB + WAL {:.2} MiB), pending: {}",
+        bytes as f64 / MIB,
+        main as f64 / MIB,
+        (bytes - main) as f64 / MIB,
+        pending.join(", ")
+    );
+    bytes
 }
 
 /// The file system type of `path`, to show the benchmark ran on a real disk.

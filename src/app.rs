@@ -87,7 +87,8 @@ pub fn once(cli_config: Option<&Path>, flat: bool) -> Result<(), Error> {
 /// `metricsd queue ...`: returns the exit code.
 pub fn queue(cli_config: Option<&Path>, command: &QueueCommand) -> Result<i32, Error> {
     let config = load_config(cli_config)?;
-    Ok(queue_cmd::run(command, &config.state_dir))
+    let sinks: Vec<&str> = config.sinks().iter().map(|(kind, _)| kind.name()).collect();
+    Ok(queue_cmd::run(command, &config.state_dir, &sinks))
 }
 
 /// Waits for `handle` until `deadline`; None if the thread is still running then.
@@ -196,7 +197,10 @@ impl Daemon {
 
         let db_path = config.state_dir.join("queue.db");
         let queue = Queue::open(&db_path).map_err(|e| Error::State(format!("queue {e}")))?;
-        let pending = queue.stats().map(|s| s.pending).unwrap_or(0);
+        let pending = queue
+            .counts(crate::queue::DEFAULT_SINK)
+            .map(|c| c.pending)
+            .unwrap_or(0);
 
         let listener = if config.stream.enabled {
             let addr = config.stream.listen;

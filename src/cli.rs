@@ -48,6 +48,9 @@ pub struct RunArgs {
     pub log_file: Option<PathBuf>,
 }
 
+/// The sinks a queue command can name (SPEC §1, §5.2).
+const SINK_NAMES: [&str; 3] = ["backend", "remote_write", "otlp"];
+
 #[derive(Debug, Subcommand, Clone)]
 pub enum QueueCommand {
     /// Counts and sizes as one JSON object
@@ -60,12 +63,22 @@ pub enum QueueCommand {
         /// Show the dead list instead of pending rows
         #[arg(long)]
         dead: bool,
+        /// The sink whose rows to show (backend, remote_write, otlp)
+        #[arg(long, value_name = "NAME", default_value = "backend", value_parser = SINK_NAMES)]
+        sink: String,
     },
     /// Move dead rows back to pending, in their original order
-    RetryDead,
+    RetryDead {
+        /// The sink whose dead rows to move
+        #[arg(long, value_name = "NAME", default_value = "backend", value_parser = SINK_NAMES)]
+        sink: String,
+    },
     /// Delete pending (or, with --dead, dead) rows
     Purge {
         #[arg(long)]
         dead: bool,
+        /// The sink whose rows to delete
+        #[arg(long, value_name = "NAME", default_value = "backend", value_parser = SINK_NAMES)]
+        sink: String,
     },
 }

@@ -9,6 +9,7 @@ pub mod cli;
 pub mod collect;
 pub mod config;
 pub mod error;
+pub mod export;
 pub mod fault;
 pub mod hub;
 pub mod identity;

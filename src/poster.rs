@@ -13,6 +13,9 @@ mod resolver;
 use crate::backoff;
 use crate::config::{BackendConfig, Config, SharedConfig};
 use crate::queue::{Queue, QueueError, Row};
+
+/// The sink this poster drains.
+const SINK: &str = crate::queue::DEFAULT_SINK;
 use crate::shutdown::{Shutdown, Wake};
 use crate::status::{BackendState, Status};
 use client::{without_body, Client, Outcome};
@@ -115,7 +118,7 @@ impl Poster {
                 continue;
             }
             let limit = self.batch_limit.min(backend.batch_size).max(1);
-            let rows = match self.queue.peek(limit) {
+            let rows = match self.queue.oldest(SINK, limit) {
                 Ok(rows) => rows,
                 Err(e) => {
                     self.queue_error("read pending rows", &e);
@@ -183,7 +186,7 @@ impl Poster {
 
     fn delivered(&mut self, rows: &[Row], limit: usize, config: &Arc<Config>) {
         let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
-        if let Err(e) = self.queue.delete_delivered(&ids) {
+        if let Err(e) = self.queue.delete_delivered(SINK, &ids) {
             // At-least-once: the rows will be sent again with the same event_ids.
             self.queue_error("delete delivered rows", &e);
             self.pause(QUEUE_ERROR_WAIT, config);
@@ -270,6 +273,7 @@ impl Poster {
         }
         let row = &rows[0];
         let result = self.queue.reject(
+            SINK,
             &[row.id],
             &reason,
             backend.max_attempts,
@@ -334,7 +338,7 @@ impl Poster {
 
     /// Publishes the queue's persisted counters for /health and /metrics.
     fn refresh_status(&mut self) {
-        match self.queue.counts() {
+        match self.queue.counts(SINK) {
             Ok(c) => {
                 self.queue_ok();
                 let s = &self.status;

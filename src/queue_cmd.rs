@@ -2,7 +2,7 @@
 //! safely while the daemon runs (WAL, short transactions, busy timeout).
 
 use crate::cli::QueueCommand;
-use crate::queue::{Queue, Row, Stats};
+use crate::queue::{Queue, Row, SinkStats, Stats};
 use std::io::{self, Write};
 use std::path::Path;
 
@@ -11,11 +11,13 @@ pub const QUEUE_FILE: &str = "queue.db";
 
 use crate::error::code::{CANT_CREATE as EXIT_CANT_OPEN, FAILURE as EXIT_FAILURE, OK as EXIT_OK};
 
-/// Runs one queue command against `<state_dir>/queue.db`; returns the exit code.
-pub fn run(command: &QueueCommand, state_dir: &Path) -> i32 {
+/// Runs one queue command against `<state_dir>/queue.db`; `sinks` are the
+/// configured sinks (`stats` shows one entry each). Returns the exit code.
+pub fn run(command: &QueueCommand, state_dir: &Path, sinks: &[&str]) -> i32 {
     run_to(
         command,
         state_dir,
+        sinks,
         &mut io::stdout().lock(),
         &mut io::stderr().lock(),
     )
@@ -25,6 +27,7 @@ pub fn run(command: &QueueCommand, state_dir: &Path) -> i32 {
 pub fn run_to(
     command: &QueueCommand,
     state_dir: &Path,
+    sinks: &[&str],
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> i32 {
@@ -37,32 +40,40 @@ pub fn run_to(
         }
     };
     let result = match (command, queue.as_mut()) {
-        (QueueCommand::Stats, Some(q)) => q.stats().map(|s| write_stats(out, &s)),
+        (QueueCommand::Stats, Some(q)) => q.stats(sinks).map(|s| write_stats(out, &s)),
         (QueueCommand::Stats, None) => Ok(write_stats(
             out,
             &Stats {
                 db_path: db_path.clone(),
+                sinks: sinks
+                    .iter()
+                    .map(|name| (name.to_string(), SinkStats::default()))
+                    .collect(),
                 ..Stats::default()
             },
         )),
-        (QueueCommand::Peek { n, dead }, Some(q)) => {
+        (QueueCommand::Peek { n, dead, sink }, Some(q)) => {
             let n = usize::try_from(*n).unwrap_or(usize::MAX);
-            let rows = if *dead { q.peek_dead(n) } else { q.peek(n) };
+            let rows = if *dead {
+                q.oldest_dead(sink, n)
+            } else {
+                q.oldest(sink, n)
+            };
             rows.map(|rows| {
                 rows.iter()
                     .try_for_each(|row| writeln!(out, "{}", row_json(row)))
             })
         }
         (QueueCommand::Peek { .. }, None) => Ok(Ok(())),
-        (QueueCommand::RetryDead, q) => q
-            .map_or(Ok(0), Queue::retry_dead)
+        (QueueCommand::RetryDead { sink }, q) => q
+            .map_or(Ok(0), |q| q.retry_dead(sink))
             .map(|n| writeln!(out, "{{\"moved\":{n}}}")),
-        (QueueCommand::Purge { dead }, q) => q
+        (QueueCommand::Purge { dead, sink }, q) => q
             .map_or(Ok(0), |q| {
                 if *dead {
-                    q.purge_dead()
+                    q.purge_dead(sink)
                 } else {
-                    q.purge_pending()
+                    q.purge_pending(sink)
                 }
             })
             .map(|n| writeln!(out, "{{\"purged\":{n}}}")),
@@ -112,18 +123,32 @@ fn open_existing(state_dir: &Path, db_path: &Path) -> Result<Option<Queue>, Stri
 }
 
 fn write_stats(out: &mut dyn Write, s: &Stats) -> io::Result<()> {
-    writeln!(
-        out,
-        "{{\"pending\":{},\"dead\":{},\"oldest_pending_age_s\":{},\"dropped_total\":{},\
-         \"delivered_total\":{},\"db_path\":{},\"db_bytes\":{}}}",
-        s.pending,
-        s.dead,
-        s.oldest_pending_age_s,
-        s.dropped_total,
-        s.delivered_total,
-        json_string(&s.db_path.to_string_lossy()),
-        s.db_bytes
-    )
+    let sinks: serde_json::Map<String, serde_json::Value> = s
+        .sinks
+        .iter()
+        .map(|(name, k)| {
+            let entry = serde_json::json!({
+                "pending": k.pending,
+                "dead": k.dead,
+                "oldest_pending_age_s": k.oldest_pending_age_s,
+                "dropped_total": k.dropped_total,
+                "delivered_total": k.delivered_total,
+                "expired_total": k.expired_total,
+            });
+            (name.clone(), entry)
+        })
+        .collect();
+    let stats = serde_json::json!({
+        "pending": s.pending,
+        "dead": s.dead,
+        "oldest_pending_age_s": s.oldest_pending_age_s,
+        "dropped_total": s.dropped_total,
+        "delivered_total": s.delivered_total,
+        "db_path": s.db_path.to_string_lossy(),
+        "db_bytes": s.db_bytes,
+        "sinks": sinks,
+    });
+    writeln!(out, "{stats}")
 }
 
 /// One `peek` line. The payload is embedded as the JSON object it is (not a
@@ -168,6 +193,7 @@ mod tests {
             attempts: 2,
             last_error: last_error.map(str::to_string),
             payload: payload.to_string(),
+            model: Vec::new(),
         }
     }
 

@@ -155,6 +155,11 @@ impl DropWarning {
     }
 }
 
+/// The sinks a snapshot is queued for: the configured ones (SPEC §5.2).
+fn configured_sinks(config: &crate::config::Config) -> Vec<&'static str> {
+    config.sinks().iter().map(|(kind, _)| kind.name()).collect()
+}
+
 /// Runs the sampling loop until shutdown. Returns the queue so the caller
 /// can checkpoint it.
 pub fn run(mut ctx: SamplerContext) -> Queue {
@@ -201,16 +206,24 @@ pub fn run(mut ctx: SamplerContext) -> Queue {
         let timestamp = snapshot.timestamp_string();
         let snapshot = Arc::new(snapshot);
         ctx.hub.publish(snapshot.clone(), stream_json);
-        match ctx
-            .queue
-            .insert(&event_id, &timestamp, &flat_json, config.queue.max_pending)
-        {
-            Ok(dropped) => {
+        let sinks = configured_sinks(&config);
+        let inserted = ctx.queue.set_history(config.queue.history).and_then(|()| {
+            ctx.queue.insert(
+                &event_id,
+                &timestamp,
+                &flat_json,
+                &[],
+                &sinks,
+                config.queue.max_pending,
+            )
+        });
+        match inserted {
+            Ok(report) => {
                 ctx.status.record_insert_ok();
-                drops.record(dropped, config.queue.max_pending);
+                drops.record(report.dropped_total(), config.queue.max_pending);
                 // The queue keeps its counts in the file: one small read, no
                 // table scan or file stat on the sampling path.
-                if let Ok(stats) = ctx.queue.counts() {
+                if let Ok(stats) = ctx.queue.counts(crate::queue::DEFAULT_SINK) {
                     ctx.status
                         .queue_pending
                         .store(stats.pending, Ordering::Relaxed);

@@ -336,6 +336,7 @@ mod tests {
             attempts: 0,
             last_error: None,
             payload: payload.to_string(),
+            model: Vec::new(),
         }
     }
 

@@ -9,7 +9,7 @@ use super::server::Server;
 use super::{access, page};
 use flate2::Compression;
 use std::path::Path;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::UNIX_EPOCH;
 
 /// Rows served when `limit` is not given: 24 h at the default 60 s interval.
 pub const DEFAULT_LIMIT: usize = 1440;
@@ -139,23 +139,8 @@ fn json_array(rows: &[String]) -> String {
 
 /// The rows kept in the queue file, oldest first.
 fn kept_rows(db_path: &Path, query: Query) -> Result<Vec<String>, String> {
-    use rusqlite::{Connection, OpenFlags};
-    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let conn = Connection::open_with_flags(db_path, flags).map_err(|e| e.to_string())?;
-    conn.busy_timeout(Duration::from_secs(2))
-        .map_err(|e| e.to_string())?;
-    let since = crate::snapshot::format_timestamp(
-        UNIX_EPOCH + Duration::from_millis(query.since_unix_ms.max(0) as u64),
-    );
-    let mut statement = conn
-        .prepare("SELECT payload FROM pending WHERE created_at >= ?1 ORDER BY id LIMIT ?2")
-        .map_err(|e| e.to_string())?;
-    let rows = statement
-        .query_map(rusqlite::params![since, query.limit as i64], |r| r.get(0))
-        .map_err(|e| e.to_string())?
-        .collect::<Result<Vec<String>, _>>()
-        .map_err(|e| e.to_string());
-    rows
+    crate::queue::Queue::read_history(db_path, query.since_unix_ms, query.limit)
+        .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

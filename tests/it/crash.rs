@@ -12,6 +12,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// The sink most tests use.
+const B: &str = "backend";
+
 struct Daemon {
     child: Child,
     log: PathBuf,
@@ -139,7 +142,7 @@ fn peek_ids(config: &Path) -> Vec<String> {
 fn pending(db: &Path) -> u64 {
     // Before the daemon has made its state directory there is nothing yet.
     Queue::connect(db)
-        .map(|q| q.stats().unwrap().pending)
+        .map(|q| q.stats(&[B]).unwrap().pending)
         .unwrap_or(0)
 }
 
@@ -215,7 +218,9 @@ fn kill_9_during_a_drain_loses_nothing() {
         let mut queue = Queue::open(&db).unwrap();
         for i in 0..BACKLOG {
             let (id, at, payload) = row(i);
-            queue.insert(&id, &at, &payload, 100_000).unwrap();
+            queue
+                .insert(&id, &at, &payload, &[], &[B], 100_000)
+                .unwrap();
             seen.insert(id);
         }
     }
@@ -240,7 +245,8 @@ fn kill_9_during_a_drain_loses_nothing() {
 
     // A last run drains what is left.
     let daemon = Daemon::start(&config);
-    daemon.wait_for("every row at the backend", Duration::from_secs(30), || {
+    // A generous bound: a debug build on two busy cores drains slowly.
+    daemon.wait_for("every row at the backend", Duration::from_secs(120), || {
         let delivered: HashSet<String> = backend.delivered_ids().into_iter().collect();
         seen.iter().all(|id| delivered.contains(id))
     });
@@ -256,4 +262,73 @@ fn kill_9_during_a_drain_loses_nothing() {
         delivered.len(),
         unique.len()
     );
+}
+
+/// One snapshot is one insert transaction for every sink: a kill -9 at any
+/// moment leaves each snapshot queued for all three sinks or for none. The
+/// test re-runs itself as the inserting child (by its full path).
+#[test]
+fn kill_9_never_leaves_a_snapshot_queued_for_some_sinks_only() {
+    const CHILD: &str = "METRICSD_TEST_INSERT_CHILD";
+    const SINKS: [&str; 3] = ["backend", "remote_write", "otlp"];
+    if let Some(db) = std::env::var_os(CHILD) {
+        // The child: insert until killed.
+        let mut queue = Queue::open(Path::new(&db)).unwrap();
+        for i in 0.. {
+            let (id, at, payload) = row(i);
+            queue
+                .insert(&id, &at, &payload, b"model", &SINKS, 1_000_000)
+                .unwrap();
+        }
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("queue.db");
+    drop(Queue::open(&db).unwrap());
+    let exe = std::env::current_exe().unwrap();
+    let pending = |sink: &str| Queue::connect(&db).unwrap().counts(sink).unwrap().pending;
+    for round in 0..20 {
+        let before = pending(B);
+        let mut child = Command::new(&exe)
+            .args([
+                "--exact",
+                "crash::kill_9_never_leaves_a_snapshot_queued_for_some_sinks_only",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(CHILD, &db)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        crate::common::wait_for(
+            &format!("round {round}: inserts"),
+            Duration::from_secs(20),
+            || pending(B) > before,
+        );
+        std::thread::sleep(Duration::from_millis(fastrand::u64(0..40)));
+        child.kill().unwrap();
+        child.wait().unwrap();
+
+        let queue = Queue::open(&db).unwrap();
+        let ids = |sink: &str| -> Vec<i64> {
+            queue
+                .oldest(sink, usize::MAX)
+                .unwrap()
+                .iter()
+                .map(|r| r.id)
+                .collect()
+        };
+        let backend = ids(B);
+        assert!(backend.len() as u64 > before, "round {round}");
+        for sink in SINKS {
+            assert_eq!(ids(sink), backend, "round {round}: {sink}");
+            assert_eq!(queue.counts(sink).unwrap().pending, backend.len() as u64);
+        }
+        assert_eq!(
+            queue.history(0, usize::MAX).unwrap().len(),
+            backend.len(),
+            "round {round}: every snapshot once"
+        );
+    }
 }

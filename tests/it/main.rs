@@ -11,6 +11,7 @@ mod crash;
 mod delivery_e2e;
 mod history_api;
 mod lifecycle;
+mod metrics;
 mod once_truth;
 mod packaging;
 mod page;

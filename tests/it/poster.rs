@@ -64,7 +64,9 @@ impl Harness {
         (0..n)
             .map(|i| {
                 let (id, at, payload) = row(i);
-                self.queue.insert(&id, &at, &payload, max_pending).unwrap();
+                self.queue
+                    .insert(&id, &at, &payload, &[], &["backend"], max_pending)
+                    .unwrap();
                 self.wake.notify();
                 id
             })
@@ -73,7 +75,7 @@ impl Harness {
 
     fn pending_ids(&self) -> Vec<String> {
         self.queue
-            .peek(usize::MAX)
+            .oldest("backend", usize::MAX)
             .unwrap()
             .into_iter()
             .map(|r| r.event_id)
@@ -82,7 +84,7 @@ impl Harness {
 
     fn dead_ids(&self) -> Vec<String> {
         self.queue
-            .peek_dead(usize::MAX)
+            .oldest_dead("backend", usize::MAX)
             .unwrap()
             .into_iter()
             .map(|r| r.event_id)
@@ -90,7 +92,7 @@ impl Harness {
     }
 
     fn stats(&self) -> metricsd::queue::Stats {
-        self.queue.stats().unwrap()
+        self.queue.stats(&["backend"]).unwrap()
     }
 
     /// Stops the poster as the daemon does; returns how long the join took.
@@ -251,7 +253,12 @@ fn server_errors_500_and_503_are_retried_until_accepted() {
         backend.request_count() >= seen + 2
     });
     assert_eq!(h.pending_ids(), ids);
-    assert!(h.queue.peek(10).unwrap().iter().all(|r| r.attempts == 0));
+    assert!(h
+        .queue
+        .oldest("backend", 10)
+        .unwrap()
+        .iter()
+        .all(|r| r.attempts == 0));
     assert_eq!(h.status.backend_state(), BackendState::Failing);
     backend.set(Behaviour::Ok);
     wait_for("deliveries", || backend.delivered_ids().len() == 3);
@@ -322,7 +329,12 @@ fn unauthorized_and_not_found_keep_rows_pending_and_recover() {
     // Even with max_attempts = 1, nothing went dead: these say nothing about the rows.
     assert_eq!(h.pending_ids(), ids);
     assert!(h.dead_ids().is_empty());
-    assert!(h.queue.peek(10).unwrap().iter().all(|r| r.attempts == 0));
+    assert!(h
+        .queue
+        .oldest("backend", 10)
+        .unwrap()
+        .iter()
+        .all(|r| r.attempts == 0));
     assert!(h.status.last_error().unwrap().contains("403"));
     backend.set(Behaviour::Ok);
     wait_for("deliveries", || backend.delivered_ids().len() == 4);
@@ -363,7 +375,7 @@ fn a_bad_row_goes_dead_after_max_attempts_and_later_rows_are_delivered() {
         "exactly max_attempts tries"
     );
     assert_eq!(h.dead_ids(), vec![bad.clone()]);
-    let dead = &h.queue.peek_dead(1).unwrap()[0];
+    let dead = &h.queue.oldest_dead("backend", 1).unwrap()[0];
     assert_eq!(dead.attempts, 3);
     assert!(
         dead.last_error.as_deref().unwrap().contains("400"),
@@ -377,7 +389,7 @@ fn a_bad_row_goes_dead_after_max_attempts_and_later_rows_are_delivered() {
 
     // Once the backend is fixed, retry-dead sends it.
     backend.set(Behaviour::Ok);
-    assert_eq!(h.queue.retry_dead().unwrap(), 1);
+    assert_eq!(h.queue.retry_dead("backend").unwrap(), 1);
     h.wake.notify();
     wait_for("the retried row", || backend.delivered_ids().len() == 6);
     assert_eq!(backend.delivered_ids()[5], bad);
@@ -420,8 +432,11 @@ fn a_rejected_batch_is_split_to_isolate_the_bad_row() {
     backend.set(Behaviour::Ok);
     let (mut out, mut err) = (Vec::new(), Vec::new());
     let code = metricsd::queue_cmd::run_to(
-        &metricsd::cli::QueueCommand::RetryDead,
+        &metricsd::cli::QueueCommand::RetryDead {
+            sink: "backend".into(),
+        },
         h.db.parent().unwrap(),
+        &["backend"],
         &mut out,
         &mut err,
     );
@@ -508,7 +523,8 @@ fn an_idle_poster_stops_at_once_on_shutdown() {
     h.start();
     wait_for("ok state", || h.status.backend_state() == BackendState::Ok);
     let took = h.stop();
-    assert!(took < Duration::from_millis(500), "{took:?}");
+    // Far below any wait it was in (a generous bound for a busy machine).
+    assert!(took < Duration::from_secs(2), "{took:?}");
 
     // And while waiting out a long backoff.
     let backend = Backend::start();
@@ -522,7 +538,8 @@ fn an_idle_poster_stops_at_once_on_shutdown() {
         h.status.backend_state() == BackendState::Failing
     });
     let took = h.stop();
-    assert!(took < Duration::from_millis(500), "{took:?}");
+    // Far below any wait it was in (a generous bound for a busy machine).
+    assert!(took < Duration::from_secs(2), "{took:?}");
     assert_eq!(h.stats().pending, 1);
 }
 

@@ -10,10 +10,13 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+/// The sink most tests use.
+const B: &str = "backend";
+
 /// Runs a queue command in-process: (exit code, stdout, stderr).
 fn run(command: QueueCommand, state_dir: &Path) -> (i32, String, String) {
     let (mut out, mut err) = (Vec::new(), Vec::new());
-    let code = run_to(&command, state_dir, &mut out, &mut err);
+    let code = run_to(&command, state_dir, &[B], &mut out, &mut err);
     (
         code,
         String::from_utf8(out).unwrap(),
@@ -22,7 +25,11 @@ fn run(command: QueueCommand, state_dir: &Path) -> (i32, String, String) {
 }
 
 fn peek(n: u64, dead: bool) -> QueueCommand {
-    QueueCommand::Peek { n, dead }
+    QueueCommand::Peek {
+        n,
+        dead,
+        sink: B.into(),
+    }
 }
 
 /// A queue with `n` rows; returns the open queue and the event_ids.
@@ -31,11 +38,22 @@ fn queue_with(dir: &Path, n: u64) -> (Queue, Vec<String>) {
     let ids = (0..n)
         .map(|i| {
             let (id, at, payload) = row(i);
-            queue.insert(&id, &at, &payload, 1000).unwrap();
+            queue.insert(&id, &at, &payload, &[], &[B], 1000).unwrap();
             id
         })
         .collect();
     (queue, ids)
+}
+
+fn retry_dead() -> QueueCommand {
+    QueueCommand::RetryDead { sink: B.into() }
+}
+
+fn purge(dead: bool) -> QueueCommand {
+    QueueCommand::Purge {
+        dead,
+        sink: B.into(),
+    }
 }
 
 fn json_lines(out: &str) -> Vec<Value> {
@@ -48,10 +66,10 @@ fn json_lines(out: &str) -> Vec<Value> {
 fn stats_prints_one_object_with_the_spec_fields() {
     let dir = tempfile::tempdir().unwrap();
     let (mut queue, _) = queue_with(dir.path(), 4);
-    let first = queue.peek(1).unwrap();
-    queue.delete_delivered(&[first[0].id]).unwrap();
-    let second = queue.peek(1).unwrap();
-    queue.move_to_dead(&[second[0].id]).unwrap();
+    let first = queue.oldest(B, 1).unwrap();
+    queue.delete_delivered(B, &[first[0].id]).unwrap();
+    let second = queue.oldest(B, 1).unwrap();
+    queue.move_to_dead(B, &[second[0].id]).unwrap();
 
     let (code, out, err) = run(QueueCommand::Stats, dir.path());
     assert_eq!(code, 0, "{err}");
@@ -68,6 +86,7 @@ fn stats_prints_one_object_with_the_spec_fields() {
         "delivered_total",
         "db_path",
         "db_bytes",
+        "sinks",
     ];
     assert_eq!(keys, expected);
     assert_eq!(v["delivered_total"], 1);
@@ -95,14 +114,8 @@ fn a_missing_queue_shows_zeros_and_creates_nothing() {
             state_dir.join("queue.db").to_string_lossy().as_ref()
         );
         assert_eq!(run(peek(10, false), &state_dir).1, "");
-        assert_eq!(
-            run(QueueCommand::RetryDead, &state_dir).1,
-            "{\"moved\":0}\n"
-        );
-        assert_eq!(
-            run(QueueCommand::Purge { dead: false }, &state_dir).1,
-            "{\"purged\":0}\n"
-        );
+        assert_eq!(run(retry_dead(), &state_dir).1, "{\"moved\":0}\n");
+        assert_eq!(run(purge(false), &state_dir).1, "{\"purged\":0}\n");
         assert!(!state_dir.join("queue.db").exists());
     }
     assert!(!dir.path().join("not-yet-made").exists());
@@ -152,7 +165,7 @@ fn peek_prints_the_oldest_rows_with_the_payload_as_an_object() {
     assert_eq!(code, 0);
     let lines = json_lines(&out);
     assert_eq!(lines.len(), 10);
-    let rows = queue.peek(10).unwrap();
+    let rows = queue.oldest(B, 10).unwrap();
     for ((line, id), row) in lines.iter().zip(&ids).zip(&rows) {
         let keys: Vec<&str> = line
             .as_object()
@@ -190,11 +203,11 @@ fn peek_prints_the_oldest_rows_with_the_payload_as_an_object() {
 fn dead_rows_can_be_peeked_retried_and_purged() {
     let dir = tempfile::tempdir().unwrap();
     let (mut queue, ids) = queue_with(dir.path(), 5);
-    let rows = queue.peek(5).unwrap();
+    let rows = queue.oldest(B, 5).unwrap();
     queue
-        .reject(&[rows[1].id], "HTTP 400: bad", 1, 100)
+        .reject(B, &[rows[1].id], "HTTP 400: bad", 1, 100)
         .unwrap();
-    queue.reject(&[rows[3].id], "HTTP 413", 1, 100).unwrap();
+    queue.reject(B, &[rows[3].id], "HTTP 413", 1, 100).unwrap();
 
     let dead = json_lines(&run(peek(10, true), dir.path()).1);
     assert_eq!(dead.len(), 2);
@@ -203,7 +216,7 @@ fn dead_rows_can_be_peeked_retried_and_purged() {
     assert_eq!(dead[0]["last_error"], "HTTP 400: bad");
     assert_eq!(dead[1]["event_id"], ids[3].as_str());
 
-    let (code, out, _) = run(QueueCommand::RetryDead, dir.path());
+    let (code, out, _) = run(retry_dead(), dir.path());
     assert_eq!((code, out.as_str()), (0, "{\"moved\":2}\n"));
     let pending: Vec<Value> = json_lines(&run(peek(10, false), dir.path()).1);
     let order: Vec<&str> = pending
@@ -212,12 +225,12 @@ fn dead_rows_can_be_peeked_retried_and_purged() {
         .collect();
     assert_eq!(order, ids.iter().map(String::as_str).collect::<Vec<_>>());
 
-    queue.reject(&[rows[0].id], "HTTP 400", 1, 100).unwrap();
-    let (code, out, _) = run(QueueCommand::Purge { dead: true }, dir.path());
+    queue.reject(B, &[rows[0].id], "HTTP 400", 1, 100).unwrap();
+    let (code, out, _) = run(purge(true), dir.path());
     assert_eq!((code, out.as_str()), (0, "{\"purged\":1}\n"));
-    let (code, out, _) = run(QueueCommand::Purge { dead: false }, dir.path());
+    let (code, out, _) = run(purge(false), dir.path());
     assert_eq!((code, out.as_str()), (0, "{\"purged\":4}\n"));
-    let stats = queue.stats().unwrap();
+    let stats = queue.stats(&[B]).unwrap();
     assert_eq!((stats.pending, stats.dead), (0, 0));
 }
 
@@ -236,9 +249,9 @@ fn commands_work_while_the_daemon_writes() {
             let mut n = 0u64;
             while !stop.load(std::sync::atomic::Ordering::SeqCst) && n < 100_000 {
                 let (id, at, payload) = row(n);
-                queue.insert(&id, &at, &payload, 50).unwrap();
-                let oldest = queue.peek(1).unwrap();
-                queue.delete_delivered(&[oldest[0].id]).unwrap();
+                queue.insert(&id, &at, &payload, &[], &[B], 50).unwrap();
+                let oldest = queue.oldest(B, 1).unwrap();
+                queue.delete_delivered(B, &[oldest[0].id]).unwrap();
                 n += 1;
                 // The daemon's writes are spaced by HTTP round trips and
                 // sample intervals; a writer that never lets go would starve
@@ -254,8 +267,8 @@ fn commands_work_while_the_daemon_writes() {
         for command in [
             QueueCommand::Stats,
             peek(20, false),
-            QueueCommand::RetryDead,
-            QueueCommand::Purge { dead: true },
+            retry_dead(),
+            purge(true),
         ] {
             let (code, _, err) = run(command, dir.path());
             assert_eq!(code, 0, "{err}");
@@ -283,7 +296,12 @@ fn config_file(dir: &Path, state_dir: &Path) -> std::path::PathBuf {
     let path = dir.join("metricsd.toml");
     std::fs::write(
         &path,
-        format!("state_dir = {:?}\n", state_dir.to_string_lossy()),
+        // A backend (never reached: no daemon runs) makes the top level of
+        // `queue stats` describe the backend sink's rows.
+        format!(
+            "state_dir = {:?}\n[backend]\nurl = \"http://127.0.0.1:9/\"\n",
+            state_dir.to_string_lossy()
+        ),
     )
     .unwrap();
     path
@@ -295,8 +313,8 @@ fn the_binary_runs_the_queue_commands() {
     let state = dir.path().join("state");
     std::fs::create_dir(&state).unwrap();
     let (mut queue, ids) = queue_with(&state, 3);
-    let first = queue.peek(1).unwrap();
-    queue.reject(&[first[0].id], "HTTP 400", 1, 10).unwrap();
+    let first = queue.oldest(B, 1).unwrap();
+    queue.reject(B, &[first[0].id], "HTTP 400", 1, 10).unwrap();
     let config = config_file(dir.path(), &state);
 
     let out = metricsd(&config, &["queue", "stats"]);
@@ -358,11 +376,11 @@ fn the_binary_never_cuts_off_a_running_daemons_connections() {
     for round in 0..5 {
         for i in 0..3 {
             let (id, at, payload) = row(round * 10 + i);
-            sampler.insert(&id, &at, &payload, 1000).unwrap();
+            sampler.insert(&id, &at, &payload, &[], &[B], 1000).unwrap();
             expected += 1;
         }
-        let oldest = poster.peek(1).unwrap();
-        poster.delete_delivered(&[oldest[0].id]).unwrap();
+        let oldest = poster.oldest(B, 1).unwrap();
+        poster.delete_delivered(B, &[oldest[0].id]).unwrap();
         expected -= 1;
         let out = metricsd(&config, &["queue", "stats"]);
         assert_eq!(
@@ -378,4 +396,260 @@ fn the_binary_never_cuts_off_a_running_daemons_connections() {
             "round {round}: WAL deleted"
         );
     }
+}
+
+// --- per sink ---------------------------------------------------------------------------
+
+fn run_for(command: QueueCommand, state_dir: &Path, sinks: &[&str]) -> (i32, String, String) {
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let code = run_to(&command, state_dir, sinks, &mut out, &mut err);
+    (
+        code,
+        String::from_utf8(out).unwrap(),
+        String::from_utf8(err).unwrap(),
+    )
+}
+
+/// Three snapshots for backend and otlp; otlp's oldest is dead, backend's
+/// oldest delivered.
+fn two_sinks(dir: &Path) -> (Queue, Vec<String>) {
+    let mut queue = Queue::open(&dir.join("queue.db")).unwrap();
+    let ids: Vec<String> = (0..3)
+        .map(|i| {
+            let (id, at, payload) = row(i);
+            queue
+                .insert(&id, &at, &payload, b"m", &[B, "otlp"], 1000)
+                .unwrap();
+            id
+        })
+        .collect();
+    let first = queue.oldest(B, 1).unwrap()[0].id;
+    queue.delete_delivered(B, &[first]).unwrap();
+    queue.reject("otlp", &[first], "HTTP 400", 1, 10).unwrap();
+    (queue, ids)
+}
+
+#[test]
+fn stats_has_one_entry_per_configured_sink() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_queue, _) = two_sinks(dir.path());
+    let (code, out, err) = run_for(
+        QueueCommand::Stats,
+        dir.path(),
+        &[B, "remote_write", "otlp"],
+    );
+    assert_eq!(code, 0, "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let sinks = v["sinks"].as_object().unwrap();
+    assert_eq!(
+        sinks.keys().map(String::as_str).collect::<Vec<_>>(),
+        vec!["backend", "otlp", "remote_write"]
+    );
+    let keys: Vec<&str> = sinks["otlp"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "pending",
+            "dead",
+            "oldest_pending_age_s",
+            "dropped_total",
+            "delivered_total",
+            "expired_total"
+        ]
+    );
+    assert_eq!(
+        (
+            sinks["otlp"]["pending"].as_u64(),
+            sinks["otlp"]["dead"].as_u64()
+        ),
+        (Some(2), Some(1))
+    );
+    assert_eq!(sinks["backend"]["delivered_total"], 1);
+    assert_eq!(sinks["remote_write"]["pending"], 0);
+    assert_eq!(
+        (v["pending"].as_u64(), v["delivered_total"].as_u64()),
+        (Some(2), Some(1))
+    );
+
+    // Only the configured ones are listed; with none, the top level is the history.
+    let (_, out, _) = run_for(QueueCommand::Stats, dir.path(), &[]);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["sinks"], serde_json::json!({}));
+    assert_eq!(
+        (v["pending"].as_u64(), v["dead"].as_u64()),
+        (Some(3), Some(0))
+    );
+}
+
+#[test]
+fn peek_retry_dead_and_purge_act_on_the_named_sink_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let (queue, ids) = two_sinks(dir.path());
+    let peek_of = |sink: &str, dead: bool| {
+        let command = QueueCommand::Peek {
+            n: 10,
+            dead,
+            sink: sink.into(),
+        };
+        let (code, out, err) = run_for(command, dir.path(), &[B]);
+        assert_eq!(code, 0, "{err}");
+        json_lines(&out)
+            .iter()
+            .map(|l| l["event_id"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(peek_of(B, false), ids[1..]);
+    assert_eq!(peek_of("otlp", false), ids[1..]);
+    assert_eq!(peek_of("otlp", true), ids[..1]);
+    assert!(peek_of(B, true).is_empty());
+    // Its own attempts and last_error; the payload is the flat form.
+    let (_, out, _) = run_for(
+        QueueCommand::Peek {
+            n: 1,
+            dead: true,
+            sink: "otlp".into(),
+        },
+        dir.path(),
+        &[B],
+    );
+    let line = &json_lines(&out)[0];
+    assert_eq!(
+        (line["attempts"].as_u64(), line["last_error"].as_str()),
+        (Some(1), Some("HTTP 400"))
+    );
+    assert_eq!(line["payload"]["event_id"], ids[0].as_str());
+
+    let retry = |sink: &str| QueueCommand::RetryDead { sink: sink.into() };
+    assert_eq!(run_for(retry(B), dir.path(), &[B]).1, "{\"moved\":0}\n");
+    assert_eq!(
+        run_for(retry("otlp"), dir.path(), &[B]).1,
+        "{\"moved\":1}\n"
+    );
+    assert_eq!(peek_of("otlp", false), ids);
+    let purge = |sink: &str| QueueCommand::Purge {
+        dead: false,
+        sink: sink.into(),
+    };
+    assert_eq!(
+        run_for(purge("otlp"), dir.path(), &[B]).1,
+        "{\"purged\":3}\n"
+    );
+    assert!(peek_of("otlp", false).is_empty());
+    assert_eq!(peek_of(B, false), ids[1..]);
+    // A sink the file never had is simply empty.
+    assert_eq!(
+        run_for(purge("remote_write"), dir.path(), &[B]).1,
+        "{\"purged\":0}\n"
+    );
+    drop(queue);
+}
+
+#[test]
+fn the_binary_takes_sink_and_refuses_an_unknown_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    let (_queue, ids) = two_sinks(&state);
+    let config = config_file(dir.path(), &state);
+    let out = metricsd(&config, &["queue", "peek", "--dead", "--sink", "otlp"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines = json_lines(&String::from_utf8(out.stdout).unwrap());
+    assert_eq!(lines.len(), 1);
+    assert_eq!(lines[0]["event_id"], ids[0].as_str());
+    let out = metricsd(&config, &["queue", "retry-dead", "--sink", "otlp"]);
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), "{\"moved\":1}\n");
+    let out = metricsd(&config, &["queue", "purge", "--sink", "otlp"]);
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), "{\"purged\":3}\n");
+    // stats lists the configured sinks: here the backend alone.
+    let out = metricsd(&config, &["queue", "stats"]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["sinks"].as_object().unwrap().len(), 1, "{v}");
+    assert_eq!(v["sinks"]["backend"]["pending"], 2);
+
+    let out = metricsd(&config, &["queue", "peek", "--sink", "prometheus"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("prometheus") && err.contains("remote_write"),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_daemon_exits_73_when_its_queue_file_cannot_be_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    let (queue, _) = queue_with(&state, 2);
+    drop(queue);
+    let db = state.join("queue.db");
+    let root = unsafe { libc::geteuid() } == 0;
+    let locked = if root {
+        Command::new("chattr")
+            .arg("+i")
+            .arg(&db)
+            .status()
+            .is_ok_and(|s| s.success())
+    } else {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o444)).is_ok()
+    };
+    if !locked {
+        eprintln!("cannot make {} unwritable here: not checked", db.display());
+        return;
+    }
+    let config = dir.path().join("metricsd.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "state_dir = {:?}\n[stream]\nenabled = false\n",
+            state.to_string_lossy()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_metricsd"))
+        .arg("--config")
+        .arg(&config)
+        .arg("run")
+        .env_remove("METRICSD_CONFIG")
+        .env_remove("NOTIFY_SOCKET")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // A daemon that started anyway would run forever: stop it by its pid.
+    let exited = crate::common::wait_until(Duration::from_secs(20), || {
+        child.try_wait().unwrap().is_some()
+    });
+    if !exited {
+        let _ = child.kill();
+    }
+    let out = child.wait_with_output().unwrap();
+    if root {
+        let _ = Command::new("chattr").arg("-i").arg(&db).status();
+    }
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(exited, "the daemon started with an unwritable queue: {err}");
+    assert_eq!(out.status.code(), Some(73), "{err}");
+    assert!(
+        err.contains(&*db.to_string_lossy()) && err.contains("cannot be written"),
+        "{err}"
+    );
+    // Nothing was set aside or made beside it.
+    let names: Vec<String> = std::fs::read_dir(&state)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .filter(|n| n.starts_with("queue.db"))
+        .collect();
+    assert_eq!(names, vec!["queue.db"]);
 }

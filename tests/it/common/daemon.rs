@@ -268,7 +268,8 @@ impl Daemon {
         Daemon::spawn_command(sh, journal)
     }
 
-    fn spawn_command(mut cmd: Command, journal: bool) -> Daemon {
+    /// Spawns a prepared command (e.g. with a working directory) as [`Daemon::spawn`] does.
+    pub fn spawn_command(mut cmd: Command, journal: bool) -> Daemon {
         let (err_read, err_write) = pipe();
         if journal {
             let meta = File::from(err_write.try_clone().unwrap())

@@ -3,6 +3,7 @@
 
 pub mod backend;
 pub mod browser;
+pub mod cgroup;
 pub mod daemon;
 pub mod logs;
 pub mod nspawn;
