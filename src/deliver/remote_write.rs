@@ -4,7 +4,13 @@
 //! time (a re-sent row writes the same samples again: a duplicate to the
 //! receiver), protobuf-encoded and snappy block-compressed.
 
+use super::sink::{BadRow, Request, Sink};
+use crate::config::SinkConfig;
+use crate::export::families::host_families;
+use crate::queue::Row;
+use crate::snapshot::Snapshot;
 use std::collections::BTreeMap;
+use std::time::UNIX_EPOCH;
 
 /// The messages of remote write 1.0, from Prometheus' `prompb/remote.proto`
 /// and `prompb/types.proto` (only the fields 1.0 senders fill).
@@ -117,6 +123,45 @@ pub fn headers() -> Vec<(&'static str, String)> {
         ("Content-Encoding", "snappy".to_string()),
         ("X-Prometheus-Remote-Write-Version", "0.1.0".to_string()),
     ]
+}
+
+/// Appends the `host_*` series of one snapshot (exactly the families of
+/// `/metrics`), stamped with the snapshot's time.
+pub fn append_snapshot(
+    request: &mut WriteRequest,
+    snapshot: &Snapshot,
+    extra: &BTreeMap<String, String>,
+) {
+    let ms = snapshot
+        .timestamp
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    let mut series = SeriesOf::new(request, &snapshot.node_id, &snapshot.machine_id, extra, ms);
+    for family in host_families(snapshot) {
+        for sample in &family.samples {
+            series.push(family.name, &sample.labels, sample.value);
+        }
+    }
+}
+
+pub struct RemoteWrite;
+
+impl Sink for RemoteWrite {
+    fn encode(&mut self, rows: &[Row], config: &SinkConfig) -> Result<Request, BadRow> {
+        let mut request = WriteRequest::default();
+        for (index, row) in rows.iter().enumerate() {
+            let snapshot = Snapshot::from_model_bytes(&row.model).map_err(|e| BadRow {
+                index,
+                reason: e.to_string(),
+            })?;
+            append_snapshot(&mut request, &snapshot, &config.labels);
+        }
+        Ok(Request {
+            body: body(&request),
+            headers: headers(),
+        })
+    }
 }
 
 #[cfg(test)]

@@ -45,7 +45,7 @@ pub trait Sink: Send {
 pub fn for_kind(kind: SinkKind) -> Option<Box<dyn Sink>> {
     match kind {
         SinkKind::Backend => Some(Box::new(super::json::Json)),
-        SinkKind::RemoteWrite => None,
+        SinkKind::RemoteWrite => Some(Box::new(super::remote_write::RemoteWrite)),
         SinkKind::Otlp => Some(Box::new(super::otlp::Otlp)),
     }
 }
