@@ -185,23 +185,32 @@ fn daemon_metrics(e: &mut Exposition, st: &Status) {
         "How long the last sample took.",
         st.last_sample_duration_us.load(Relaxed) as f64 / 1e6,
     );
-    e.single(
+    per_sink(
+        e,
+        st,
         "metricsd_queue_pending",
         Gauge,
         "Rows waiting to be posted.",
-        st.queue_pending.load(Relaxed),
+        Some(st.queue_pending.load(Relaxed)),
+        |s| &s.pending,
     );
-    e.single(
+    per_sink(
+        e,
+        st,
         "metricsd_queue_dead",
         Gauge,
         "Rows the backend rejected too often (queue peek --dead).",
-        st.queue_dead.load(Relaxed),
+        Some(st.queue_dead.load(Relaxed)),
+        |s| &s.dead,
     );
-    e.single(
+    per_sink(
+        e,
+        st,
         "metricsd_queue_dropped_total",
         Counter,
         "Oldest pending rows dropped because the queue was full (kept across restarts).",
-        st.queue_dropped_total.load(Relaxed),
+        Some(st.queue_dropped_total.load(Relaxed)),
+        |s| &s.dropped_total,
     );
     e.single(
         "metricsd_queue_insert_failures_total",
@@ -209,17 +218,23 @@ fn daemon_metrics(e: &mut Exposition, st: &Status) {
         "Snapshots that could not be queued since start.",
         st.queue_insert_failures_total.load(Relaxed),
     );
-    e.single(
+    per_sink(
+        e,
+        st,
         "metricsd_delivered_total",
         Counter,
         "Rows delivered to the backend (kept across restarts).",
-        st.delivered_total.load(Relaxed),
+        Some(st.delivered_total.load(Relaxed)),
+        |s| &s.delivered_total,
     );
-    e.single(
+    per_sink(
+        e,
+        st,
         "metricsd_post_failures_total",
         Counter,
         "Failed posts to the backend since start.",
-        st.post_failures_total.load(Relaxed),
+        Some(st.post_failures_total.load(Relaxed)),
+        |s| &s.post_failures_total,
     );
     e.single(
         "metricsd_backend_failing",
@@ -227,12 +242,58 @@ fn daemon_metrics(e: &mut Exposition, st: &Status) {
         "1 while posting to the backend fails, else 0.",
         u64::from(st.backend_state() == crate::status::BackendState::Failing),
     );
+    per_sink(
+        e,
+        st,
+        "metricsd_expired_total",
+        Counter,
+        "Rows older than max_age removed unsent (kept across restarts).",
+        None,
+        |s| &s.expired_total,
+    );
+    e.family(
+        "metricsd_sink_failing",
+        Gauge,
+        "1 while posting to the sink fails, else 0.",
+        st.configured_sinks().into_iter().map(|(kind, s)| {
+            let failing = s.state() == crate::status::BackendState::Failing;
+            ([("sink", kind.name())], Value::Int(u64::from(failing)))
+        }),
+    );
+    let otlp = st.sink(crate::config::SinkKind::Otlp);
+    if otlp.configured() {
+        e.single(
+            "metricsd_otlp_rejected_points_total",
+            Counter,
+            "Data points the OTLP receiver reported as rejected in partial successes since start.",
+            otlp.otlp_rejected_points_total.load(Relaxed),
+        );
+    }
     e.single(
         "metricsd_stream_clients",
         Gauge,
         "Connected WebSocket clients.",
         st.stream_clients.load(Relaxed),
     );
+}
+
+/// A daemon family with one sample per configured sink (`sink` label),
+/// after the unlabelled one of the backend (or local history) when given.
+fn per_sink(
+    e: &mut Exposition,
+    st: &Status,
+    name: &str,
+    kind: Kind,
+    help: &str,
+    unlabelled: Option<u64>,
+    field: impl Fn(&crate::status::SinkStatus) -> &std::sync::atomic::AtomicU64,
+) {
+    let sinks = st.configured_sinks();
+    let labelled = sinks
+        .iter()
+        .map(|(k, s)| (vec![("sink", k.name())], Value::Int(field(s).load(Relaxed))));
+    let plain = unlabelled.map(|v| (Vec::new(), Value::Int(v)));
+    e.family(name, kind, help, plain.into_iter().chain(labelled));
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@ mod page;
 mod poster;
 mod queue;
 mod queue_cli;
+mod remote_write;
 mod snapshot_forms;
 mod stream;
 mod systemd_boot;

@@ -501,3 +501,56 @@ fn live_unit_matches_an_independent_reading_of_its_cgroup() {
     assert!(m.is_empty(), "{m:?}");
     assert!(c.kept_open() < kept_running, "{} open", c.kept_open());
 }
+
+#[test]
+fn once_reports_a_live_unit_with_nulls_where_the_tree_has_no_controller() {
+    let Some(v2) = units::find_v2_root(Path::new("/sys")) else {
+        eprintln!("SKIP: this host has no cgroup v2 hierarchy");
+        return;
+    };
+    let unit = match LiveUnit::start(&v2, crate::common::cgroup::IDLE) {
+        Ok(unit) => unit,
+        Err(why) => {
+            eprintln!("SKIP: no unit cgroup can be made here: {why}");
+            return;
+        }
+    };
+    // Settled: the shell has become `sleep` and sleeps (its start-up CPU
+    // is behind it).
+    crate::common::wait_for(
+        "the unit's process to sleep",
+        Duration::from_secs(10),
+        || {
+            let stat = fs::read_to_string(format!("/proc/{}/stat", unit.pid)).unwrap_or_default();
+            stat.contains("(sleep) S ")
+        },
+    );
+    let setup = crate::common::daemon::Setup::new(
+        "1s",
+        "",
+        &format!("[collect]\nunits = [\"{}\"]\n", unit.name),
+    );
+    let out = setup.cli(&["once"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let units = json["metrics"]["units"].as_object().expect("units object");
+    assert_eq!(units.keys().collect::<Vec<_>>(), [&unit.name]);
+    let u = &units[&unit.name];
+    // An idle process: a measured 0-ish rate, not null.
+    let cpu = u["cpu_percent"].as_f64().expect("cpu_percent is a number");
+    assert!((0.0..5.0).contains(&cpu), "{cpu}");
+    for (field, file) in [("memory_mb", "memory.current"), ("tasks", "pids.current")] {
+        match unit.file(file) {
+            Some(_) => assert!(u[field].is_number(), "{field}: {u}"),
+            None => assert!(u[field].is_null(), "{field} without {file}: {u}"),
+        }
+    }
+    if let Some(text) = unit.file("pids.current") {
+        assert_eq!(u["tasks"].as_u64(), units::parse_single(&text));
+    }
+    assert!(u["cpu_pressure_some_avg10"].is_number(), "{u}");
+}

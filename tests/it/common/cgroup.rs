@@ -3,6 +3,11 @@
 
 use metricsd::collect::units;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+/// Units of this test process under a system.slice it may have made.
+static SLICE_USERS: Mutex<usize> = Mutex::new(0);
 use std::time::Duration;
 
 /// A real busy process in a cgroup of this host's v2 tree under
@@ -12,7 +17,7 @@ pub struct LiveUnit {
     pub name: String,
     pub cgroup: PathBuf,
     child: Option<std::process::Child>,
-    made_system_slice: bool,
+    counted_in_slice: bool,
     pub pid: u32,
 }
 
@@ -24,7 +29,13 @@ pub const IDLE: &str = "exec sleep 600";
 impl LiveUnit {
     /// Runs `sh -c <script>` in the unit.
     pub fn start(v2: &Path, script: &str) -> Result<LiveUnit, String> {
-        let name = format!("metricsd-it-{}.service", std::process::id());
+        // Unique per test: tests of one binary run at once.
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let name = format!(
+            "metricsd-it-{}-{}.service",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
         let cgroup = v2.join("system.slice").join(&name);
         if Path::new("/run/systemd/system").exists() {
             let ok = std::process::Command::new("systemd-run")
@@ -63,20 +74,23 @@ impl LiveUnit {
                 name,
                 cgroup,
                 child: None,
-                made_system_slice: false,
+                counted_in_slice: false,
                 pid,
             });
         }
-        let system_slice = v2.join("system.slice");
-        let made_system_slice = !system_slice.exists();
-        std::fs::create_dir_all(&cgroup).map_err(|e| {
-            format!(
-                "systemd is not running and {} cannot be made ({e})",
-                cgroup.display()
-            )
-        })?;
+        let counted_in_slice = {
+            let mut users = SLICE_USERS.lock().unwrap();
+            std::fs::create_dir_all(&cgroup).map_err(|e| {
+                format!(
+                    "systemd is not running and {} cannot be made ({e})",
+                    cgroup.display()
+                )
+            })?;
+            *users += 1;
+            true
+        };
         let child = std::process::Command::new("sh")
-            .args(["-c", BUSY])
+            .args(["-c", script])
             .spawn()
             .unwrap();
         let pid = child.id();
@@ -84,7 +98,7 @@ impl LiveUnit {
             name,
             cgroup,
             child: Some(child),
-            made_system_slice,
+            counted_in_slice,
             pid,
         };
         std::fs::write(unit.cgroup.join("cgroup.procs"), pid.to_string()).map_err(|e| {
@@ -126,8 +140,14 @@ impl LiveUnit {
                     .is_none_or(|p| p.trim().is_empty())
             });
             let _ = std::fs::remove_dir(&self.cgroup);
-            if self.made_system_slice {
-                let _ = std::fs::remove_dir(self.cgroup.parent().unwrap());
+            if self.counted_in_slice {
+                // The last unit of this process removes system.slice if
+                // it is empty (on a host without systemd nothing else uses it).
+                let mut users = SLICE_USERS.lock().unwrap();
+                *users -= 1;
+                if *users == 0 {
+                    let _ = std::fs::remove_dir(self.cgroup.parent().unwrap());
+                }
             }
         } else if !self.name.is_empty() {
             let _ = std::process::Command::new("systemctl")

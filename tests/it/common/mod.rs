@@ -7,6 +7,7 @@ pub mod cgroup;
 pub mod daemon;
 pub mod logs;
 pub mod nspawn;
+pub mod receivers;
 pub mod rows;
 pub mod stream_client;
 
