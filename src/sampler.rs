@@ -207,12 +207,19 @@ pub fn run(mut ctx: SamplerContext) -> Queue {
         let snapshot = Arc::new(snapshot);
         ctx.hub.publish(snapshot.clone(), stream_json);
         let sinks = configured_sinks(&config);
+        // The protocol sinks encode the whole snapshot when they send it;
+        // the flat form is all the backend and the history need.
+        let model = if config.remote_write.enabled() || config.otlp.enabled() {
+            snapshot.to_model_bytes()
+        } else {
+            Vec::new()
+        };
         let inserted = ctx.queue.set_history(config.queue.history).and_then(|()| {
             ctx.queue.insert(
                 &event_id,
                 &timestamp,
                 &flat_json,
-                &[],
+                &model,
                 &sinks,
                 config.queue.max_pending,
             )

@@ -641,7 +641,7 @@ fn assert_panic_ends_the_process(fault: &str, thread: &str, watchdog: bool) {
 
 #[test]
 fn a_panic_in_the_poster_ends_the_process_non_zero() {
-    assert_panic_ends_the_process("poster:panic", "poster", false);
+    assert_panic_ends_the_process("poster:panic", "poster-backend", false);
 }
 
 #[test]
@@ -690,7 +690,7 @@ fn assert_watchdog_stops_for(fault: &str, thread: &str) {
 
 #[test]
 fn the_watchdog_stops_when_the_poster_hangs_outside_a_network_wait() {
-    assert_watchdog_stops_for("poster:hang", "poster");
+    assert_watchdog_stops_for("poster:hang", "poster-backend");
 }
 
 #[test]
