@@ -5,8 +5,9 @@
 //!
 //! Run: cargo bench --bench queue_insert
 //! The file lives under /var/tmp (or $METRICSD_BENCH_DIR): a real disk, not
-//! tmpfs, or the fsync figures would mean nothing. Each snapshot carries a
-//! model blob of $METRICSD_BENCH_MODEL_BYTES (default 1024) bytes.
+//! tmpfs, or the fsync figures would mean nothing. Each snapshot carries the
+//! model blob of a real snapshot of this host (`Snapshot::to_model_bytes`),
+//! or $METRICSD_BENCH_MODEL_BYTES random bytes when set.
 
 #[path = "../tests/it/common/rows.rs"]
 mod rows;
@@ -24,11 +25,14 @@ const INTERVAL: Duration = Duration::from_secs(60);
 
 fn main() {
     let base = std::env::var_os("METRICSD_BENCH_DIR").unwrap_or_else(|| "/var/tmp".into());
-    let model_bytes: usize = std::env::var("METRICSD_BENCH_MODEL_BYTES")
+    let model = match std::env::var("METRICSD_BENCH_MODEL_BYTES")
         .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1024);
-    let model: Vec<u8> = (0..model_bytes).map(|_| fastrand::u8(..)).collect();
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        Some(n) => (0..n).map(|_| fastrand::u8(..)).collect(),
+        None => host_model(),
+    };
+    let model_bytes = model.len();
     let dir = tempfile::Builder::new()
         .prefix("metricsd-bench-")
         .tempdir_in(&base)
@@ -125,6 +129,21 @@ fn main() {
         refilled <= full + full / 10,
         "the drained space was not reused"
     );
+}
+
+/// The model of a real snapshot of this host (a second one, so rates and
+/// percentages are filled in as in the daemon).
+fn host_model() -> Vec<u8> {
+    use metricsd::collect::{Collector, Roots};
+    let config = metricsd::config::Config::default();
+    let mut collector = Collector::new(Roots::default(), &config.collect);
+    std::thread::sleep(Duration::from_millis(200));
+    let take = |collector: &mut Collector, seq| {
+        metricsd::sampler::take_snapshot(collector, "bench-host", "bench-machine", seq, INTERVAL)
+    };
+    take(&mut collector, 1);
+    std::thread::sleep(Duration::from_millis(200));
+    take(&mut collector, 2).to_model_bytes()
 }
 
 /// Snapshot `i` of a series a minute apart from `start`.

@@ -207,12 +207,19 @@ pub fn run(mut ctx: SamplerContext) -> Queue {
         let snapshot = Arc::new(snapshot);
         ctx.hub.publish(snapshot.clone(), stream_json);
         let sinks = configured_sinks(&config);
+        // Only the protocol sinks encode from the model; the JSON backend
+        // and the history use the flat form, so without them none is stored.
+        let model = if sinks.iter().any(|s| *s != crate::queue::DEFAULT_SINK) {
+            snapshot.to_model_bytes()
+        } else {
+            Vec::new()
+        };
         let inserted = ctx.queue.set_history(config.queue.history).and_then(|()| {
             ctx.queue.insert(
                 &event_id,
                 &timestamp,
                 &flat_json,
-                &[],
+                &model,
                 &sinks,
                 config.queue.max_pending,
             )
