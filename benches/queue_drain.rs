@@ -58,11 +58,14 @@ fn main() {
         let wake = Wake::new();
 
         let started = Instant::now();
-        let poster = metricsd::poster::spawn(
-            db.clone(),
-            metricsd::config::SharedConfig::new(config),
-            status.clone(),
-            shutdown.clone(),
+        let posters = metricsd::deliver::Posters::start(
+            metricsd::deliver::PosterContext {
+                db_path: db.clone(),
+                config: metricsd::config::SharedConfig::new(config),
+                status: status.clone(),
+                shutdown: shutdown.clone(),
+                machine_id: "bench".to_string(),
+            },
             wake,
         )
         .unwrap();
@@ -73,7 +76,9 @@ fn main() {
         }
         let took = started.elapsed();
         shutdown.trigger();
-        poster.join().unwrap();
+        assert!(posters
+            .join_by(Instant::now() + Duration::from_secs(10))
+            .is_empty());
 
         let rate = BACKLOG as f64 / took.as_secs_f64();
         let stats = Queue::connect(&db).unwrap().stats(&["backend"]).unwrap();

@@ -1,14 +1,18 @@
 //! One sample's cost: 1,000 samples back to back on this host, CPU time
 //! (user + system, from getrusage, so the kernel's work producing /proc
-//! files counts) and wall time per sample, with top_processes = 5 and 0.
-//! For comparison it also times the process scan alone and sysinfo's
-//! process refresh (which the scan does not use; see collect/processes.rs).
+//! files counts) and wall time per sample, with every collector and
+//! top_processes = 5 and 0; then each collector alone (1,000 calls each),
+//! the resident set before and after 1,000 samples (no per-sample growth),
+//! and the size of one snapshot in the model form the queue keeps and in
+//! the JSON forms. For comparison it also times the process scan alone and
+//! sysinfo's process refresh (which the scan does not use).
 //!
 //! Run: cargo bench --bench sample
 
 use metricsd::collect::processes::ProcessScanner;
-use metricsd::collect::{Collector, Roots};
+use metricsd::collect::{build, Collector, Roots};
 use metricsd::config::Config;
+use metricsd::snapshot::Metrics;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -59,6 +63,16 @@ fn report(label: &str, figures: &Figures, target: Option<Duration>) {
     );
 }
 
+/// VmRSS of this process, in KiB.
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
 fn main() {
     let processes = std::fs::read_dir("/proc")
         .map(|d| {
@@ -76,7 +90,7 @@ fn main() {
     println!("{SAMPLES} samples back to back; host: {processes} processes, {cores} CPUs");
 
     let defaults = Config::default().collect;
-    for (top, target_us) in [(5usize, 1000u64), (0, 400)] {
+    for (top, target_us) in [(5usize, 200u64), (0, 120)] {
         let config = metricsd::config::CollectConfig {
             top_processes: top,
             ..defaults.clone()
@@ -100,6 +114,57 @@ fn main() {
             Some(Duration::from_micros(target_us)),
         );
     }
+
+    // Each collector alone, in the order the loop runs them.
+    println!("per collector (top_processes = 5):");
+    let mut metrics = Metrics::default();
+    for mut collector in build(&Roots::default(), &defaults) {
+        let name = collector.name();
+        let figures = measure(|| {
+            // Memory first would give the process scan its MemTotal; the
+            // cost is the same without it.
+            let _ = collector.collect(Instant::now(), &mut metrics);
+        });
+        report(&format!("  {name}"), &figures, None);
+    }
+
+    // Resident set over 1,000 samples, after a warm-up (buffers grown,
+    // files opened): a per-sample allocation that is never given back
+    // would show here.
+    let mut collector = Collector::new(Roots::default(), &defaults);
+    for _ in 0..WARM_UP {
+        collector.collect();
+    }
+    let before = rss_kib();
+    for _ in 0..SAMPLES {
+        collector.collect();
+    }
+    let after = rss_kib();
+    println!(
+        "resident set: {before} KiB before {SAMPLES} samples, {after} KiB after ({:+} KiB)",
+        after as i64 - before as i64
+    );
+
+    // One snapshot's size in each form.
+    let snapshot = metricsd::sampler::take_snapshot(
+        &mut collector,
+        "bench-node",
+        "3d1219c7-c4c5-404a-aa1f-6d2a48adfda4",
+        1,
+        Duration::from_secs(60),
+    );
+    let model = snapshot.to_model_bytes();
+    let figures = measure(|| {
+        assert!(!snapshot.to_model_bytes().is_empty());
+    });
+    report("to_model_bytes", &figures, None);
+    let units = snapshot.metrics.units.as_ref().map_or(0, |u| u.len());
+    println!(
+        "snapshot size: model {} bytes (target <= 2048), stream JSON {} bytes, flat JSON {} bytes ({units} units)",
+        model.len(),
+        snapshot.stream_json().to_string().len(),
+        snapshot.flat_json().to_string().len(),
+    );
 
     // Cold: a new Collector each time, so nothing is kept open yet (the
     // cost of the first sample, and an upper bound for hosts whose processes

@@ -3,6 +3,7 @@
 use crate::cli::{QueueCommand, RunArgs};
 use crate::collect::{Collector, Roots};
 use crate::config::{self, Config, SharedConfig};
+use crate::deliver::{PosterContext, Posters};
 use crate::error::Error;
 use crate::hub::Hub;
 use crate::identity;
@@ -13,12 +14,11 @@ use crate::os::lock::InstanceLock;
 use crate::os::notify;
 use crate::os::signals::{self, Request};
 use crate::os::statedir;
-use crate::poster;
 use crate::queue::Queue;
 use crate::queue_cmd;
 use crate::sampler::{self, SamplerContext};
 use crate::shutdown::{Shutdown, Wake};
-use crate::status::{BackendState, Status};
+use crate::status::Status;
 use crate::stream;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -170,7 +170,7 @@ struct Daemon {
     reload_wake: Arc<Wake>,
     sampler: JoinHandle<Queue>,
     stream: Option<JoinHandle<()>>,
-    posters: Vec<JoinHandle<()>>,
+    posters: Posters,
     _lock: InstanceLock,
 }
 
@@ -214,11 +214,6 @@ impl Daemon {
 
         let machine_id = identity::machine_id(Path::new(ETC_MACHINE_ID), &config.state_dir, true);
         let status = Arc::new(Status::default());
-        status.set_backend_state(if config.backend.enabled() {
-            BackendState::Ok
-        } else {
-            BackendState::Disabled
-        });
         let shared = SharedConfig::new(config.clone());
         let hub = Hub::new();
         let poster_wake = Wake::new();
@@ -238,11 +233,14 @@ impl Daemon {
             ),
             None => None,
         };
-        let poster = poster::spawn(
-            db_path.clone(),
-            shared.clone(),
-            status.clone(),
-            shutdown.clone(),
+        let posters = Posters::start(
+            PosterContext {
+                db_path: db_path.clone(),
+                config: shared.clone(),
+                status: status.clone(),
+                shutdown: shutdown.clone(),
+                machine_id: machine_id.clone(),
+            },
             poster_wake.clone(),
         )
         .map_err(|e| spawn_err("poster", e))?;
@@ -267,13 +265,18 @@ impl Daemon {
         } else {
             "disabled".to_string()
         };
-        let backend = if config.backend.enabled() {
-            backend_host(&config.backend.url)
+        let sinks: Vec<String> = config
+            .sinks()
+            .into_iter()
+            .map(|(kind, sink)| format!("{kind} {}", backend_host(&sink.url)))
+            .collect();
+        let backend = if sinks.is_empty() {
+            "backend disabled".to_string()
         } else {
-            "disabled".to_string()
+            sinks.join(", ")
         };
         log::info!(
-            "metricsd {} starting: interval {}, listen {listen}, queue {} ({pending} pending), backend {backend}",
+            "metricsd {} starting: interval {}, listen {listen}, queue {} ({pending} pending), {backend}",
             env!("CARGO_PKG_VERSION"),
             config::format_duration(config.interval),
             db_path.display(),
@@ -293,13 +296,13 @@ impl Daemon {
             reload_wake,
             sampler,
             stream,
-            posters: vec![poster],
+            posters,
             _lock: lock,
         })
     }
 
     /// Serves reloads until a stop is requested, then stops.
-    fn run(self) {
+    fn run(mut self) {
         let alive = liveness::register("main");
         // Reloads requested during start-up were queued and come first; a
         // stop request (or the signal thread's end) ends the loop.
@@ -310,7 +313,7 @@ impl Daemon {
         self.stop();
     }
 
-    fn reload(&self) {
+    fn reload(&mut self) {
         notify::reloading();
         if let Some(files) = &self.files {
             if let Err(e) = logging::redirect_stderr(&files.log_file) {
@@ -338,6 +341,9 @@ impl Daemon {
                 );
                 self.shared.set(new);
                 self.reload_wake.notify();
+                if let Err(e) = self.posters.reconcile() {
+                    log::error!("reload: cannot start a poster thread: {e}");
+                }
                 self.poster_wake.notify();
             }
         }
@@ -365,10 +371,8 @@ impl Daemon {
                 log::warn!("the stream server did not stop in time");
             }
         }
-        for poster in self.posters {
-            if join_by(poster, joins_by).is_none() {
-                log::warn!("abandoning an in-flight POST; its rows stay queued");
-            }
+        for sink in self.posters.join_by(joins_by) {
+            log::warn!("abandoning an in-flight POST of {sink}; its rows stay queued");
         }
         checkpoint(queue, &self.db_path, exit_by);
         if let Some(files) = &self.files {

@@ -21,6 +21,8 @@ pub struct Beat {
     /// Nesting depth of waits in progress (a wait may wrap another).
     waits: AtomicU32,
     ended: AtomicBool,
+    /// Ended on purpose (see [`Registration::retire`]): no longer watched.
+    retired: AtomicBool,
 }
 
 impl Beat {
@@ -35,6 +37,9 @@ impl Beat {
 
     /// Why this thread is not healthy, if it is not.
     fn trouble(&self, limit: Duration) -> Option<String> {
+        if self.retired.load(Ordering::Relaxed) {
+            return None;
+        }
         if self.ended.load(Ordering::Relaxed) {
             return Some(format!("thread {} has ended", self.name));
         }
@@ -75,6 +80,14 @@ pub struct Registration {
     beat: Arc<Beat>,
 }
 
+impl Registration {
+    /// The thread ends on purpose (the poster of a sink that a reload
+    /// removed): it stops being watched instead of counting as dead.
+    pub fn retire(self) {
+        self.beat.retired.store(true, Ordering::Relaxed);
+    }
+}
+
 impl Drop for Registration {
     fn drop(&mut self) {
         self.beat.ended.store(true, Ordering::Relaxed);
@@ -92,8 +105,12 @@ impl Registry {
             busy_since_ms: AtomicU64::new(0),
             waits: AtomicU32::new(0),
             ended: AtomicBool::new(false),
+            retired: AtomicBool::new(false),
         });
-        self.beats.lock().unwrap().push(beat.clone());
+        let mut beats = self.beats.lock().unwrap();
+        beats.retain(|b| !b.retired.load(Ordering::Relaxed));
+        beats.push(beat.clone());
+        drop(beats);
         CURRENT.with(|c| *c.borrow_mut() = Some(beat.clone()));
         Registration { beat }
     }
@@ -166,7 +183,8 @@ pub async fn keep_ticking(period: Duration) {
 mod tests {
     use super::*;
 
-    const LIMIT: Duration = Duration::from_millis(200);
+    // Long enough that a descheduled test thread does not look stuck.
+    const LIMIT: Duration = Duration::from_secs(1);
 
     #[test]
     fn a_busy_thread_is_stuck_once_past_the_limit_and_well_after_progress() {
@@ -208,5 +226,15 @@ mod tests {
         .unwrap();
         let troubles = registry.troubles(LIMIT);
         assert_eq!(troubles, vec!["thread sampler has ended".to_string()]);
+    }
+
+    #[test]
+    fn a_retired_thread_is_not_reported() {
+        let registry = Arc::new(Registry::default());
+        let r = registry.clone();
+        std::thread::spawn(move || r.register("poster remote_write").retire())
+            .join()
+            .unwrap();
+        assert!(registry.troubles(LIMIT).is_empty());
     }
 }

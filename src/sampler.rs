@@ -207,9 +207,9 @@ pub fn run(mut ctx: SamplerContext) -> Queue {
         let snapshot = Arc::new(snapshot);
         ctx.hub.publish(snapshot.clone(), stream_json);
         let sinks = configured_sinks(&config);
-        // Only the protocol sinks encode from the model; the JSON backend
-        // and the history use the flat form, so without them none is stored.
-        let model = if sinks.iter().any(|s| *s != crate::queue::DEFAULT_SINK) {
+        // The protocol sinks encode the whole snapshot when they send it;
+        // the flat form is all the backend and the history need.
+        let model = if config.remote_write.enabled() || config.otlp.enabled() {
             snapshot.to_model_bytes()
         } else {
             Vec::new()

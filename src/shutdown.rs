@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 pub struct Wake {
     pending: Mutex<bool>,
     cv: Condvar,
+    /// Rung along with this one (one insert wakes every sink's poster).
+    followers: Mutex<Vec<Weak<Wake>>>,
 }
 
 impl Wake {
@@ -22,6 +24,23 @@ impl Wake {
     pub fn notify(&self) {
         *self.pending.lock().unwrap() = true;
         self.cv.notify_all();
+        let mut followers = self.followers.lock().unwrap();
+        followers.retain(|f| match f.upgrade() {
+            Some(f) => {
+                f.notify();
+                true
+            }
+            None => false,
+        });
+    }
+
+    /// Makes every `notify` of this `Wake` also notify `follower` (for as
+    /// long as the follower exists).
+    pub fn chain(&self, follower: &Arc<Wake>) {
+        self.followers
+            .lock()
+            .unwrap()
+            .push(Arc::downgrade(follower));
     }
 
     /// Sleeps until notified, until `timeout` passes, or until shutdown.

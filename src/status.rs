@@ -1,8 +1,10 @@
 //! Counters and state shared between the sampler, the poster and the stream
 //! server, read by `/health` and `/metrics`.
 
+use crate::config::SinkKind;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicU8, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// What `/health` reports about the backend.
@@ -45,6 +47,78 @@ pub struct Status {
     pub stream_clients: AtomicU64,
     backend_state: AtomicU8,
     last_error: Mutex<Option<String>>,
+    /// One entry per sink that has had a poster since start (SPEC §4.4, §4.5).
+    sinks: Mutex<BTreeMap<SinkKind, Arc<SinkStatus>>>,
+}
+
+/// One sink's figures for `/health` (`sinks`) and `/metrics` (`sink` label),
+/// published by its poster.
+pub struct SinkStatus {
+    /// Whether the sink is configured now (a removed sink keeps its figures
+    /// here but is left out of `/health` and `/metrics`).
+    configured: AtomicBool,
+    state: AtomicU8,
+    pub pending: AtomicU64,
+    pub dead: AtomicU64,
+    pub dropped_total: AtomicU64,
+    pub delivered_total: AtomicU64,
+    pub expired_total: AtomicU64,
+    pub post_failures_total: AtomicU64,
+    /// OTLP only: data points the receiver reported as rejected in a partial success.
+    pub otlp_rejected_points_total: AtomicU64,
+    last_error: Mutex<Option<String>>,
+}
+
+impl Default for SinkStatus {
+    fn default() -> Self {
+        SinkStatus {
+            configured: AtomicBool::new(false),
+            state: AtomicU8::new(BackendState::Disabled as u8),
+            pending: AtomicU64::new(0),
+            dead: AtomicU64::new(0),
+            dropped_total: AtomicU64::new(0),
+            delivered_total: AtomicU64::new(0),
+            expired_total: AtomicU64::new(0),
+            post_failures_total: AtomicU64::new(0),
+            otlp_rejected_points_total: AtomicU64::new(0),
+            last_error: Mutex::new(None),
+        }
+    }
+}
+
+impl SinkStatus {
+    pub fn state(&self) -> BackendState {
+        state_of(self.state.load(Ordering::Relaxed))
+    }
+
+    pub fn set_state(&self, state: BackendState) {
+        self.state.store(state as u8, Ordering::Relaxed);
+    }
+
+    pub fn configured(&self) -> bool {
+        self.configured.load(Ordering::Relaxed)
+    }
+
+    pub fn set_configured(&self, configured: bool) {
+        self.configured.store(configured, Ordering::Relaxed);
+    }
+
+    /// What failed last (a status code, a timeout; never a response body).
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error.lock().unwrap().clone()
+    }
+
+    pub fn set_last_error(&self, error: Option<String>) {
+        *self.last_error.lock().unwrap() = error;
+    }
+}
+
+fn state_of(value: u8) -> BackendState {
+    match value {
+        1 => BackendState::Ok,
+        2 => BackendState::Failing,
+        _ => BackendState::Disabled,
+    }
 }
 
 impl Default for Status {
@@ -66,17 +140,30 @@ impl Default for Status {
             stream_clients: AtomicU64::new(0),
             backend_state: AtomicU8::new(BackendState::Disabled as u8),
             last_error: Mutex::new(None),
+            sinks: Mutex::new(BTreeMap::new()),
         }
     }
 }
 
 impl Status {
     pub fn backend_state(&self) -> BackendState {
-        match self.backend_state.load(Ordering::Relaxed) {
-            1 => BackendState::Ok,
-            2 => BackendState::Failing,
-            _ => BackendState::Disabled,
-        }
+        state_of(self.backend_state.load(Ordering::Relaxed))
+    }
+
+    /// The figures of one sink (made on first use).
+    pub fn sink(&self, kind: SinkKind) -> Arc<SinkStatus> {
+        self.sinks.lock().unwrap().entry(kind).or_default().clone()
+    }
+
+    /// The configured sinks' figures, in [`SinkKind::ALL`] order.
+    pub fn configured_sinks(&self) -> Vec<(SinkKind, Arc<SinkStatus>)> {
+        self.sinks
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, s)| s.configured())
+            .map(|(k, s)| (*k, s.clone()))
+            .collect()
     }
 
     pub fn set_backend_state(&self, state: BackendState) {

@@ -37,8 +37,27 @@ pub fn report(status: &Status, interval: Duration) -> (u16, String) {
         "queue_dead": status.queue_dead.load(Relaxed),
         "backend": status.backend_state().as_str(),
         "last_error": status.last_error(),
+        "sinks": sinks(status),
     });
     (if state == "stale" { 503 } else { 200 }, body.to_string())
+}
+
+/// One object per configured sink (SPEC §4.4); errors never carry body text.
+fn sinks(status: &Status) -> serde_json::Value {
+    let map: serde_json::Map<String, serde_json::Value> = status
+        .configured_sinks()
+        .into_iter()
+        .map(|(kind, s)| {
+            let v = json!({
+                "state": s.state().as_str(),
+                "pending": s.pending.load(Relaxed),
+                "dead": s.dead.load(Relaxed),
+                "last_error": s.last_error(),
+            });
+            (kind.name().to_string(), v)
+        })
+        .collect();
+    serde_json::Value::Object(map)
 }
 
 #[cfg(test)]

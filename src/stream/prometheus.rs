@@ -1,6 +1,7 @@
 //! `GET /metrics` (SPEC §4.5): Prometheus text exposition 0.0.4 of the
 //! latest snapshot (`host_*`) and of the daemon itself (`metricsd_*`).
 
+use crate::export::families;
 use crate::snapshot::Snapshot;
 use crate::status::Status;
 use std::fmt::Write as _;
@@ -47,14 +48,6 @@ impl Exposition {
             help,
             [(Vec::<(&str, &str)>::new(), value.into())],
         );
-    }
-
-    /// A family with one unlabelled sample, left out when the value is
-    /// missing (its collector failed in this sample).
-    fn maybe<V: Into<Value>>(&mut self, name: &str, kind: Kind, help: &str, value: Option<V>) {
-        if let Some(value) = value {
-            self.single(name, kind, help, value);
-        }
     }
 
     /// A family whose samples are told apart by labels; skipped when empty.
@@ -121,7 +114,7 @@ fn format_value(out: &mut String, value: Value) {
 /// Renders the exposition: host metrics when a snapshot exists, daemon metrics always.
 pub fn render(snapshot: Option<&Snapshot>, status: &Status) -> String {
     let mut e = Exposition {
-        out: String::with_capacity(8 * 1024),
+        out: String::with_capacity(16 * 1024),
     };
     if let Some(s) = snapshot {
         host_metrics(&mut e, s);
@@ -130,230 +123,28 @@ pub fn render(snapshot: Option<&Snapshot>, status: &Status) -> String {
     e.out
 }
 
-/// Reads one per-interface figure.
-type InterfaceValue = fn(&crate::snapshot::InterfaceMetrics) -> Value;
-
+/// The snapshot's families (the same list remote write encodes), then
+/// which snapshot they come from.
 fn host_metrics(e: &mut Exposition, s: &Snapshot) {
-    use Kind::{Counter, Gauge};
-    let m = &s.metrics;
-    let cpu = m.cpu.as_ref();
-    e.maybe(
-        "host_cpu_usage_percent",
-        Gauge,
-        "CPU busy time since the previous sample, 0-100.",
-        cpu.map(|c| c.usage_percent),
-    );
-    let per_core: &[f64] = cpu.map_or(&[], |c| &c.per_core_percent);
-    let cores: Vec<String> = (0..per_core.len()).map(|i| i.to_string()).collect();
-    e.family(
-        "host_cpu_core_usage_percent",
-        Gauge,
-        "Per-core busy time since the previous sample, 0-100.",
-        cores
-            .iter()
-            .zip(per_core)
-            .map(|(core, v)| ([("core", core.as_str())], Value::Float(*v))),
-    );
-    let load = m.load.as_ref();
-    e.maybe(
-        "host_load1",
-        Gauge,
-        "1-minute load average.",
-        load.map(|l| l.load1),
-    );
-    e.maybe(
-        "host_load5",
-        Gauge,
-        "5-minute load average.",
-        load.map(|l| l.load5),
-    );
-    e.maybe(
-        "host_load15",
-        Gauge,
-        "15-minute load average.",
-        load.map(|l| l.load15),
-    );
-
-    let mem = m.memory.as_ref();
-    e.maybe(
-        "host_memory_total_bytes",
-        Gauge,
-        "MemTotal.",
-        mem.map(|m| m.total_bytes),
-    );
-    e.maybe(
-        "host_memory_used_bytes",
-        Gauge,
-        "MemTotal - MemAvailable.",
-        mem.map(|m| m.used_bytes()),
-    );
-    e.maybe(
-        "host_memory_available_bytes",
-        Gauge,
-        "MemAvailable.",
-        mem.map(|m| m.available_bytes),
-    );
-    e.maybe(
-        "host_swap_total_bytes",
-        Gauge,
-        "SwapTotal.",
-        mem.map(|m| m.swap_total_bytes),
-    );
-    e.maybe(
-        "host_swap_used_bytes",
-        Gauge,
-        "SwapTotal - SwapFree.",
-        mem.map(|m| m.swap_used_bytes()),
-    );
-    e.maybe(
-        "host_swap_free_bytes",
-        Gauge,
-        "SwapFree.",
-        mem.map(|m| m.swap_free_bytes),
-    );
-
-    let mounts: &[crate::snapshot::MountUsage] = m.filesystems.as_deref().unwrap_or(&[]);
-    let by_mount = |f: fn(&crate::snapshot::MountUsage) -> u64| {
-        mounts
-            .iter()
-            .map(move |u| ([("mount", u.mount.as_str())], Value::Int(f(u))))
-    };
-    e.family(
-        "host_filesystem_size_bytes",
-        Gauge,
-        "Filesystem size (statvfs f_blocks).",
-        by_mount(|u| u.total_bytes),
-    );
-    e.family(
-        "host_filesystem_used_bytes",
-        Gauge,
-        "Filesystem space used (f_blocks - f_bfree).",
-        by_mount(|u| u.used_bytes),
-    );
-    e.family(
-        "host_filesystem_avail_bytes",
-        Gauge,
-        "Filesystem space available to unprivileged users (f_bavail).",
-        by_mount(|u| u.avail_bytes),
-    );
-    let io = m.disk_io.as_ref();
-    e.maybe(
-        "host_disk_read_bytes_per_second",
-        Gauge,
-        "Bytes read from whole block devices per second since the previous sample.",
-        io.map(|d| d.read_bytes_per_sec),
-    );
-    e.maybe(
-        "host_disk_write_bytes_per_second",
-        Gauge,
-        "Bytes written to whole block devices per second since the previous sample.",
-        io.map(|d| d.write_bytes_per_sec),
-    );
-
-    let ifaces: &[crate::snapshot::InterfaceMetrics] =
-        m.network.as_ref().map_or(&[], |n| &n.interfaces);
-    let by_iface = |f: fn(&crate::snapshot::InterfaceMetrics) -> Value| {
-        ifaces
-            .iter()
-            .map(move |i| ([("interface", i.name.as_str())], f(i)))
-    };
-    let network: [(&str, Kind, &str, InterfaceValue); 10] = [
-        (
-            "host_network_receive_bytes_total",
-            Counter,
-            "Bytes received since boot.",
-            |i| Value::Int(i.rx_bytes),
-        ),
-        (
-            "host_network_transmit_bytes_total",
-            Counter,
-            "Bytes sent since boot.",
-            |i| Value::Int(i.tx_bytes),
-        ),
-        (
-            "host_network_receive_packets_total",
-            Counter,
-            "Packets received since boot.",
-            |i| Value::Int(i.rx_packets),
-        ),
-        (
-            "host_network_transmit_packets_total",
-            Counter,
-            "Packets sent since boot.",
-            |i| Value::Int(i.tx_packets),
-        ),
-        (
-            "host_network_receive_errors_total",
-            Counter,
-            "Receive errors since boot.",
-            |i| Value::Int(i.rx_errors),
-        ),
-        (
-            "host_network_transmit_errors_total",
-            Counter,
-            "Transmit errors since boot.",
-            |i| Value::Int(i.tx_errors),
-        ),
-        (
-            "host_network_receive_drop_total",
-            Counter,
-            "Received packets dropped since boot.",
-            |i| Value::Int(i.rx_dropped),
-        ),
-        (
-            "host_network_transmit_drop_total",
-            Counter,
-            "Transmitted packets dropped since boot.",
-            |i| Value::Int(i.tx_dropped),
-        ),
-        (
-            "host_network_receive_bytes_per_second",
-            Gauge,
-            "Bytes received per second since the previous sample.",
-            |i| Value::Float(i.rx_bytes_per_sec),
-        ),
-        (
-            "host_network_transmit_bytes_per_second",
-            Gauge,
-            "Bytes sent per second since the previous sample.",
-            |i| Value::Float(i.tx_bytes_per_sec),
-        ),
-    ];
-    for (name, kind, help, f) in network {
-        e.family(name, kind, help, by_iface(f));
+    for family in families::host_families(s)
+        .iter()
+        .chain(&families::collector_families(s))
+    {
+        e.family(
+            family.name,
+            match family.kind {
+                families::Kind::Gauge => Kind::Gauge,
+                families::Kind::Counter => Kind::Counter,
+            },
+            family.help,
+            family.samples.iter().map(|sample| {
+                (
+                    sample.labels.iter().map(|(k, v)| (*k, v.as_str())),
+                    Value::Float(sample.value),
+                )
+            }),
+        );
     }
-    e.maybe(
-        "host_tcp_active_connections",
-        Gauge,
-        "TCP connections in ESTABLISHED or CLOSE-WAIT (CurrEstab).",
-        m.tcp.curr_estab,
-    );
-
-    e.maybe(
-        "host_processes",
-        Gauge,
-        "Processes.",
-        m.processes.as_ref().map(|p| p.count),
-    );
-    let activity = m.activity.as_ref();
-    e.maybe(
-        "host_processes_running",
-        Gauge,
-        "Runnable processes.",
-        activity.map(|a| a.procs_running),
-    );
-    e.maybe(
-        "host_processes_blocked",
-        Gauge,
-        "Processes blocked on I/O.",
-        activity.map(|a| a.procs_blocked),
-    );
-    e.maybe(
-        "host_uptime_seconds",
-        Gauge,
-        "Seconds since boot.",
-        m.system.uptime_seconds,
-    );
     let sampled_at = s
         .timestamp
         .duration_since(std::time::UNIX_EPOCH)
@@ -361,13 +152,13 @@ fn host_metrics(e: &mut Exposition, s: &Snapshot) {
         .unwrap_or(0.0);
     e.single(
         "metricsd_last_sample_timestamp_seconds",
-        Gauge,
+        Kind::Gauge,
         "Wall-clock time of the snapshot these host metrics come from (Unix seconds).",
         sampled_at,
     );
     e.single(
         "metricsd_last_sample_seq",
-        Gauge,
+        Kind::Gauge,
         "Sequence number of the snapshot these host metrics come from.",
         s.seq,
     );
@@ -394,23 +185,32 @@ fn daemon_metrics(e: &mut Exposition, st: &Status) {
         "How long the last sample took.",
         st.last_sample_duration_us.load(Relaxed) as f64 / 1e6,
     );
-    e.single(
+    per_sink(
+        e,
+        st,
         "metricsd_queue_pending",
         Gauge,
         "Rows waiting to be posted.",
-        st.queue_pending.load(Relaxed),
+        Some(st.queue_pending.load(Relaxed)),
+        |s| &s.pending,
     );
-    e.single(
+    per_sink(
+        e,
+        st,
         "metricsd_queue_dead",
         Gauge,
         "Rows the backend rejected too often (queue peek --dead).",
-        st.queue_dead.load(Relaxed),
+        Some(st.queue_dead.load(Relaxed)),
+        |s| &s.dead,
     );
-    e.single(
+    per_sink(
+        e,
+        st,
         "metricsd_queue_dropped_total",
         Counter,
         "Oldest pending rows dropped because the queue was full (kept across restarts).",
-        st.queue_dropped_total.load(Relaxed),
+        Some(st.queue_dropped_total.load(Relaxed)),
+        |s| &s.dropped_total,
     );
     e.single(
         "metricsd_queue_insert_failures_total",
@@ -418,17 +218,23 @@ fn daemon_metrics(e: &mut Exposition, st: &Status) {
         "Snapshots that could not be queued since start.",
         st.queue_insert_failures_total.load(Relaxed),
     );
-    e.single(
+    per_sink(
+        e,
+        st,
         "metricsd_delivered_total",
         Counter,
         "Rows delivered to the backend (kept across restarts).",
-        st.delivered_total.load(Relaxed),
+        Some(st.delivered_total.load(Relaxed)),
+        |s| &s.delivered_total,
     );
-    e.single(
+    per_sink(
+        e,
+        st,
         "metricsd_post_failures_total",
         Counter,
         "Failed posts to the backend since start.",
-        st.post_failures_total.load(Relaxed),
+        Some(st.post_failures_total.load(Relaxed)),
+        |s| &s.post_failures_total,
     );
     e.single(
         "metricsd_backend_failing",
@@ -436,12 +242,58 @@ fn daemon_metrics(e: &mut Exposition, st: &Status) {
         "1 while posting to the backend fails, else 0.",
         u64::from(st.backend_state() == crate::status::BackendState::Failing),
     );
+    per_sink(
+        e,
+        st,
+        "metricsd_expired_total",
+        Counter,
+        "Rows older than max_age removed unsent (kept across restarts).",
+        None,
+        |s| &s.expired_total,
+    );
+    e.family(
+        "metricsd_sink_failing",
+        Gauge,
+        "1 while posting to the sink fails, else 0.",
+        st.configured_sinks().into_iter().map(|(kind, s)| {
+            let failing = s.state() == crate::status::BackendState::Failing;
+            ([("sink", kind.name())], Value::Int(u64::from(failing)))
+        }),
+    );
+    let otlp = st.sink(crate::config::SinkKind::Otlp);
+    if otlp.configured() {
+        e.single(
+            "metricsd_otlp_rejected_points_total",
+            Counter,
+            "Data points the OTLP receiver reported as rejected in partial successes since start.",
+            otlp.otlp_rejected_points_total.load(Relaxed),
+        );
+    }
     e.single(
         "metricsd_stream_clients",
         Gauge,
         "Connected WebSocket clients.",
         st.stream_clients.load(Relaxed),
     );
+}
+
+/// A daemon family with one sample per configured sink (`sink` label),
+/// after the unlabelled one of the backend (or local history) when given.
+fn per_sink(
+    e: &mut Exposition,
+    st: &Status,
+    name: &str,
+    kind: Kind,
+    help: &str,
+    unlabelled: Option<u64>,
+    field: impl Fn(&crate::status::SinkStatus) -> &std::sync::atomic::AtomicU64,
+) {
+    let sinks = st.configured_sinks();
+    let labelled = sinks
+        .iter()
+        .map(|(k, s)| (vec![("sink", k.name())], Value::Int(field(s).load(Relaxed))));
+    let plain = unlabelled.map(|v| (Vec::new(), Value::Int(v)));
+    e.family(name, kind, help, plain.into_iter().chain(labelled));
 }
 
 #[cfg(test)]
@@ -469,7 +321,7 @@ mod tests {
             network: Some(NetworkMetrics {
                 interfaces: vec![InterfaceMetrics {
                     name: "eth0".into(),
-                    rx_bytes: u64::MAX,
+                    rx_bytes: 123_456_789_012,
                     ..Default::default()
                 }],
             }),
@@ -488,15 +340,14 @@ mod tests {
     }
 
     #[test]
-    fn labels_are_escaped_and_counters_exact() {
+    fn labels_are_escaped_and_counters_whole() {
         let text = render(Some(&snapshot()), &Status::default());
         assert!(
             text.contains("host_filesystem_used_bytes{mount=\"/mnt/a \\\"q\\\"\\\\b\\nc\"} 4\n")
         );
-        assert!(text.contains(&format!(
-            "host_network_receive_bytes_total{{interface=\"eth0\"}} {}\n",
-            u64::MAX
-        )));
+        assert!(
+            text.contains("host_network_receive_bytes_total{interface=\"eth0\"} 123456789012\n")
+        );
         assert!(text.contains("host_cpu_core_usage_percent{core=\"1\"} 99\n"));
         assert!(text.contains("# TYPE metricsd_delivered_total counter\n"));
         assert!(text.contains("# TYPE host_memory_used_bytes gauge\n"));

@@ -641,7 +641,7 @@ fn assert_panic_ends_the_process(fault: &str, thread: &str, watchdog: bool) {
 
 #[test]
 fn a_panic_in_the_poster_ends_the_process_non_zero() {
-    assert_panic_ends_the_process("poster:panic", "poster", false);
+    assert_panic_ends_the_process("poster:panic", "poster-backend", false);
 }
 
 #[test]
@@ -690,7 +690,7 @@ fn assert_watchdog_stops_for(fault: &str, thread: &str) {
 
 #[test]
 fn the_watchdog_stops_when_the_poster_hangs_outside_a_network_wait() {
-    assert_watchdog_stops_for("poster:hang", "poster");
+    assert_watchdog_stops_for("poster:hang", "poster-backend");
 }
 
 #[test]
@@ -849,6 +849,20 @@ fn daemon_mode_reports_a_configuration_error_with_78() {
 }
 
 #[test]
+fn daemon_mode_reports_a_state_directory_it_cannot_create_with_73() {
+    let setup = Setup::new("1s", "", "");
+    // A regular file where the state directory's parent should be.
+    let blocker = setup.dir.path().join("not-a-dir");
+    std::fs::write(&blocker, "").unwrap();
+    let state = blocker.join("state");
+    let text = crate::common::daemon::config_toml(&state, setup.port, "1s", "", "");
+    std::fs::write(&setup.config, text).unwrap();
+    let (code, err, _) = launch_daemon(setup.dir.path(), setup.config_str());
+    assert_eq!(code, 73, "stderr: {err}");
+    assert!(err.contains(state.to_str().unwrap()), "{err}");
+}
+
+#[test]
 fn daemon_mode_reports_an_unopenable_queue_with_73() {
     let setup = Setup::new("1s", "", "");
     // A directory where the queue file should be: the state directory is
@@ -964,12 +978,12 @@ fn daemon_mode_exits_0_once_serving_and_relative_paths_survive_the_detach_and_a_
 
 // --- signals from the first instant --------------------------------------------------------
 
-#[test]
-fn a_sighup_during_start_up_is_queued_not_fatal() {
+/// Starts the daemon with its queue file locked by the test, so start-up
+/// waits in the queue's opening (after the lock file names the daemon,
+/// before anything is served); sends `sig` then, and lets start-up go on.
+fn signal_during_start_up(sig: i32) -> (Setup, Daemon) {
     let setup = Setup::new("1s", "", "");
     std::fs::create_dir_all(&setup.state_dir).unwrap();
-    // Hold the queue file locked: start-up waits in the queue's opening,
-    // after the lock file names the daemon, before anything is served.
     let db = rusqlite::Connection::open(setup.state_dir.join("queue.db")).unwrap();
     db.execute_batch("CREATE TABLE hold(x); BEGIN EXCLUSIVE; INSERT INTO hold VALUES (1);")
         .unwrap();
@@ -984,14 +998,33 @@ fn a_sighup_during_start_up_is_queued_not_fatal() {
         daemon.log()
     );
     assert!(!daemon.log().contains(STARTED), "start-up already finished");
-    daemon.signal(libc::SIGHUP);
+    daemon.signal(sig);
     thread::sleep(Duration::from_millis(100)); // let the signal land during start-up
     assert!(
         daemon.try_exit().is_none(),
-        "SIGHUP during start-up killed it"
+        "signal {sig} during start-up killed it"
     );
     db.execute_batch("COMMIT;").unwrap();
     drop(db);
+    (setup, daemon)
+}
+
+#[test]
+fn a_sigterm_during_start_up_is_honoured_with_a_clean_stop() {
+    let (setup, mut daemon) = signal_during_start_up(libc::SIGTERM);
+    assert_eq!(
+        daemon.exit_code(Duration::from_secs(15)),
+        0,
+        "log:\n{}",
+        daemon.log()
+    );
+    let wal = setup.state_dir.join("queue.db-wal");
+    assert_eq!(std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0), 0);
+}
+
+#[test]
+fn a_sighup_during_start_up_is_queued_not_fatal() {
+    let (_setup, mut daemon) = signal_during_start_up(libc::SIGHUP);
 
     // The queued reload is honoured once the daemon is up.
     let (started, _) = daemon.wait_for_line_from(0, STARTED, START);

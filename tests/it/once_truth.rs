@@ -4,6 +4,7 @@
 use serde_json::Value;
 use std::path::Path;
 use std::process::Command;
+use std::time::SystemTime;
 
 const GIB: f64 = (1u64 << 30) as f64;
 
@@ -378,4 +379,121 @@ fn df_agrees_on_the_root_filesystem() {
         "df avail",
     );
     assert!(Path::new("/").exists());
+}
+
+/// Every field of SPEC §3.3 is in `once`'s stream form, and on this host
+/// (which has every source) none is null.
+#[test]
+fn every_depth_field_is_present_and_measured() {
+    let s = once(false);
+    let m = &s["metrics"];
+    let present = |v: &Value, path: &str| {
+        let mut at = v;
+        for key in path.split('.') {
+            at = at
+                .get(key)
+                .unwrap_or_else(|| panic!("{path}: no {key} in {at}"));
+        }
+        assert!(!at.is_null(), "{path} is null");
+        at.clone()
+    };
+    let modes = present(m, "cpu.cpu_modes_percent");
+    let sum: f64 = [
+        "user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal", "guest",
+    ]
+    .iter()
+    .map(|k| modes[*k].as_f64().unwrap())
+    .sum();
+    assert!((sum - 100.0).abs() <= 0.1, "modes sum to {sum}");
+    for key in [
+        "memory_free_gb",
+        "memory_buffers_gb",
+        "memory_cached_gb",
+        "memory_shared_gb",
+        "memory_slab_gb",
+        "swap_in_pages_per_sec",
+        "swap_out_pages_per_sec",
+        "major_faults_per_sec",
+    ] {
+        present(&m["memory"], key);
+    }
+    if std::path::Path::new("/proc/pressure/cpu").exists() {
+        for resource in [
+            "cpu_some",
+            "memory_some",
+            "memory_full",
+            "io_some",
+            "io_full",
+        ] {
+            for field in ["avg10", "avg60", "avg300", "stall_ms_per_sec"] {
+                present(&m["pressure"], &format!("{resource}_{field}"));
+            }
+        }
+    }
+    let root = &m["disk"]["disk_usage"]["/"];
+    for key in ["fs_type", "device", "inodes_total", "inodes_used"] {
+        present(root, key);
+    }
+    let devices = present(m, "disk.disk_io.devices");
+    for (name, d) in devices.as_object().unwrap() {
+        for key in [
+            "read_mb_per_sec",
+            "write_mb_per_sec",
+            "reads_per_sec",
+            "writes_per_sec",
+            "util_percent",
+            "read_await_ms",
+            "write_await_ms",
+            "in_flight",
+        ] {
+            present(d, key);
+        }
+        let util = d["util_percent"].as_f64().unwrap();
+        assert!((0.0..=100.0).contains(&util), "{name} util {util}");
+    }
+    for key in [
+        "in_use",
+        "time_wait",
+        "orphan",
+        "retrans_segs_per_sec",
+        "listen_overflows_per_sec",
+        "listen_drops_per_sec",
+        "resets_sent_per_sec",
+    ] {
+        present(&m["network"]["tcp"], key);
+    }
+    for (_, i) in m["network"]["interfaces"].as_object().unwrap() {
+        for key in ["rx_packets", "tx_packets", "oper_state"] {
+            present(i, key);
+        }
+    }
+    for key in ["threads", "zombies", "top_cpu_processes"] {
+        present(&m["processes"], key);
+    }
+    for key in [
+        "context_switches_per_sec",
+        "interrupts_per_sec",
+        "forks_per_sec",
+        "file_descriptors_allocated",
+        "file_descriptors_max",
+        "clock_synced",
+        "clock_max_error_ms",
+        "kernel",
+        "os",
+        "boot_time",
+    ] {
+        present(&m["system"], key);
+    }
+    let boot = present(&m["system"], "boot_time");
+    let boot = humantime::parse_rfc3339(boot.as_str().unwrap()).expect("RFC 3339");
+    let up = m["system"]["uptime_seconds"].as_f64().unwrap();
+    let since_boot = SystemTime::now()
+        .duration_since(boot)
+        .unwrap()
+        .as_secs_f64();
+    assert!((since_boot - up).abs() <= 5.0, "boot_time vs uptime");
+    assert!(
+        m["units"].is_object(),
+        "units is an object (empty without cgroup v2)"
+    );
 }

@@ -78,6 +78,10 @@ fn unit_security_keeps_what_the_collectors_need() {
         "ProtectHome=yes",
         "ProtectHome=tmpfs",
         "PrivateNetwork=yes",
+        // A cgroup namespace of its own: the units collector would see only
+        // the daemon's own cgroup, not its neighbours' units.
+        "ProtectControlGroups=private",
+        "ProtectControlGroups=strict",
     ] {
         assert!(
             !settings.contains(&forbidden),

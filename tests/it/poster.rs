@@ -4,13 +4,13 @@
 use crate::common::backend::{Backend, Behaviour, Request};
 use crate::common::rows::{config, row};
 use metricsd::config::{Config, SharedConfig};
+use metricsd::deliver::{PosterContext, Posters};
 use metricsd::queue::Queue;
 use metricsd::shutdown::{Shutdown, Wake};
 use metricsd::status::{BackendState, Status};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -24,7 +24,7 @@ struct Harness {
     status: Arc<Status>,
     shutdown: Shutdown,
     wake: Arc<Wake>,
-    poster: Option<JoinHandle<()>>,
+    posters: Option<Posters>,
 }
 
 impl Harness {
@@ -41,21 +41,28 @@ impl Harness {
             status: Arc::new(Status::default()),
             shutdown: Shutdown::new(),
             wake: Wake::new(),
-            poster: None,
+            posters: None,
         }
     }
 
     fn start(&mut self) {
-        self.poster = Some(
-            metricsd::poster::spawn(
-                self.db.clone(),
-                self.config.clone(),
-                self.status.clone(),
-                self.shutdown.clone(),
-                self.wake.clone(),
-            )
-            .unwrap(),
-        );
+        let ctx = PosterContext {
+            db_path: self.db.clone(),
+            config: self.config.clone(),
+            status: self.status.clone(),
+            shutdown: self.shutdown.clone(),
+            machine_id: "test-machine".to_string(),
+        };
+        self.posters = Some(Posters::start(ctx, self.wake.clone()).unwrap());
+    }
+
+    /// Applies a new configuration as a reload does.
+    fn reload(&mut self, config: Config) {
+        self.config.set(config);
+        if let Some(posters) = self.posters.as_mut() {
+            posters.reconcile().unwrap();
+        }
+        self.wake.notify();
     }
 
     /// Queues `n` rows as the sampler does (insert, then wake the poster).
@@ -99,8 +106,9 @@ impl Harness {
     fn stop(&mut self) -> Duration {
         let started = Instant::now();
         self.shutdown.trigger();
-        if let Some(poster) = self.poster.take() {
-            poster.join().unwrap();
+        if let Some(posters) = self.posters.take() {
+            let late = posters.join_by(Instant::now() + WAIT);
+            assert!(late.is_empty(), "{late:?}");
         }
         started.elapsed()
     }
@@ -109,8 +117,8 @@ impl Harness {
 impl Drop for Harness {
     fn drop(&mut self) {
         self.shutdown.trigger();
-        if let Some(poster) = self.poster.take() {
-            let _ = poster.join();
+        if let Some(posters) = self.posters.take() {
+            posters.join_by(Instant::now() + WAIT);
         }
     }
 }
@@ -549,32 +557,39 @@ fn no_url_posts_nothing_until_a_reload_sets_one() {
     let mut h = Harness::new("", |_| {});
     let ids = h.insert(3);
     h.start();
-    wait_for("status counters", || {
-        h.status.queue_pending.load(Ordering::Relaxed) == 3
-    });
     assert_eq!(h.status.backend_state(), BackendState::Disabled);
-    assert_eq!(backend.request_count(), 0);
-    assert_eq!(h.pending_ids(), ids);
+    assert!(h.status.configured_sinks().is_empty());
 
-    // A reload sets the URL (no wake: the poster notices by itself).
+    // A reload sets the URL: the backend's poster starts.
     let mut c = (*h.config.get()).clone();
     c.backend.url = backend.url();
-    h.config.set(c);
+    h.reload(c);
     wait_for("deliveries", || backend.delivered_ids().len() == 3);
     delivered_in_order(&backend, &ids);
     assert_eq!(h.status.backend_state(), BackendState::Ok);
+    wait_for("status counters", || {
+        h.status.delivered_total.load(Ordering::Relaxed) == 3
+    });
+    assert_eq!(h.status.configured_sinks().len(), 1);
 
-    // And a reload that clears it again stops posting.
+    // And a reload that clears it again stops its poster; rows stay queued.
     let mut c = (*h.config.get()).clone();
     c.backend.url = String::new();
-    h.config.set(c);
+    h.reload(c);
     wait_for("disabled", || {
         h.status.backend_state() == BackendState::Disabled
     });
+    wait_for("poster ended", || h.status.configured_sinks().is_empty());
     h.insert(1);
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(backend.request_count(), 3);
     assert_eq!(h.stats().pending, 1);
+
+    // Configured again, its poster comes back and sends the row.
+    let mut c = (*h.config.get()).clone();
+    c.backend.url = backend.url();
+    h.reload(c);
+    wait_for("the queued row", || backend.request_count() == 4);
 }
 
 #[test]
@@ -593,7 +608,7 @@ fn a_reload_with_a_new_url_and_token_cuts_a_long_backoff_short() {
     let mut c = (*h.config.get()).clone();
     c.backend.url = fixed.url();
     c.backend.token = "new-token".to_string();
-    h.config.set(c);
+    h.reload(c);
     wait_for("deliveries", || fixed.delivered_ids().len() == 2);
     delivered_in_order(&fixed, &ids);
     assert_eq!(
@@ -647,4 +662,104 @@ fn state_changes_are_logged_once_each_and_the_token_never() {
         .collect();
     assert!(leaks.is_empty(), "{leaks:?}");
     assert!(h.status.last_error().iter().all(|e| !e.contains("tok-Zq8")));
+}
+
+#[test]
+fn a_receiver_that_rejects_everything_trips_the_breaker_after_five_rows() {
+    capture_logs();
+    let backend = Backend::start();
+    backend.set(Behaviour::Status(400));
+    let mut h = Harness::new(&backend.url(), |c| {
+        c.backend.max_attempts = 1;
+        c.backend.retry_backoff = vec![Duration::from_millis(50)];
+    });
+    let ids = h.insert(20);
+    h.start();
+    wait_for("failing", || {
+        h.status.backend_state() == BackendState::Failing
+    });
+    // Well past the trip: the breaker holds the rest back.
+    let seen = backend.request_count();
+    wait_for("more rejected tries", || {
+        backend.request_count() >= seen + 5
+    });
+    let stats = h.stats();
+    // max_attempts = 1: each of the five is dead at its first rejection;
+    // the sixth and later stay pending.
+    assert_eq!(stats.dead, 5, "{stats:?}");
+    assert_eq!(stats.pending, 15);
+    assert_eq!(h.dead_ids(), ids[..5].to_vec());
+    let host = backend.addr().to_string();
+    let broken = logged(log::Level::Error, &format!("backend {host} rejected 5"));
+    assert_eq!(broken.len(), 1, "{broken:?}");
+    assert!(broken[0].contains("HTTP 400"), "{broken:?}");
+
+    // It accepts again: everything still pending is delivered, in order.
+    backend.set(Behaviour::Ok);
+    wait_for("deliveries", || backend.delivered_ids().len() == 15);
+    delivered_in_order(&backend, &ids[5..]);
+    wait_for("ok", || h.status.backend_state() == BackendState::Ok);
+    assert_eq!(h.stats().dead, 5);
+}
+
+#[test]
+fn rows_older_than_max_age_are_removed_unsent_and_counted() {
+    capture_logs();
+    let backend = Backend::start();
+    backend.down();
+    let mut h = Harness::new(&backend.url(), |c| {
+        c.backend.max_age = Duration::from_secs(3600);
+    });
+    let max_pending = h.config.get().queue.max_pending;
+    let old_at =
+        crate::common::rows::timestamp(std::time::SystemTime::now() - Duration::from_secs(7200));
+    let mut old = Vec::new();
+    for i in 0..3 {
+        let id = crate::common::rows::event_id();
+        let payload = crate::common::rows::flat_payload(&id, &old_at, i);
+        h.queue
+            .insert(&id, &old_at, &payload, &[], &["backend"], max_pending)
+            .unwrap();
+        old.push(id);
+    }
+    let fresh = h.insert(2);
+    backend.up();
+    h.start();
+    wait_for("fresh rows", || backend.delivered_ids().len() == 2);
+    delivered_in_order(&backend, &fresh);
+    for id in &old {
+        assert!(requests_for(&backend, id).is_empty(), "{id} was sent");
+    }
+    let sink = h.status.sink(metricsd::config::SinkKind::Backend);
+    wait_for("expired count", || {
+        sink.expired_total.load(Ordering::Relaxed) == 3
+    });
+    assert_eq!(h.stats().pending, 0);
+    let warned = logged(log::Level::Warn, "older than max_age");
+    assert_eq!(warned.len(), 1, "{warned:?}");
+}
+
+#[test]
+fn a_fresh_row_waits_the_splay_when_caught_up_and_a_backlog_does_not() {
+    let backend = Backend::start();
+    let splay = Duration::from_millis(1500);
+    let mut h = Harness::new(&backend.url(), |c| {
+        c.backend.splay = metricsd::config::Splay::Fixed(splay);
+    });
+    // A backlog at start drains at once.
+    let backlog = h.insert(3);
+    let started = Instant::now();
+    h.start();
+    wait_for("backlog", || backend.delivered_ids().len() == 3);
+    assert!(started.elapsed() < splay, "{:?}", started.elapsed());
+    delivered_in_order(&backend, &backlog);
+    // Caught up: the next row waits the splay, counted from its time.
+    wait_for("idle", || h.stats().pending == 0);
+    std::thread::sleep(Duration::from_millis(100));
+    let inserted = Instant::now();
+    let fresh = h.insert(1);
+    wait_for("fresh row", || backend.delivered_ids().len() == 4);
+    let waited = inserted.elapsed();
+    assert!(waited >= splay - Duration::from_millis(50), "{waited:?}");
+    assert_eq!(backend.delivered_ids()[3], fresh[0]);
 }

@@ -453,8 +453,8 @@ const PROMISED_LABELLED: &[&str] = &[
     "host_network_transmit_bytes_total",
     "host_network_receive_errors_total",
     "host_network_transmit_errors_total",
-    "host_network_receive_drop_total",
-    "host_network_transmit_drop_total",
+    "host_network_receive_drops_total",
+    "host_network_transmit_drops_total",
 ];
 
 fn value(

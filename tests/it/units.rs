@@ -2,6 +2,7 @@
 //! (tests/fixtures/cgroup-unified, cgroup-hybrid: see the README there),
 //! and on this host's own cgroup v2 tree with a real busy process.
 
+use crate::common::cgroup::{LiveUnit, BUSY};
 use metricsd::collect::units::{self, UnitMetrics, UnitsCollector};
 use metricsd::collect::Roots;
 use std::collections::BTreeMap;
@@ -385,149 +386,13 @@ fn malformed_files_give_null_fields_not_zeros() {
 
 // ------------------------------------------------------------- live host
 
-/// A real busy process in a cgroup of this host's v2 tree under
-/// system.slice: a transient unit when systemd runs this host, else a
-/// cgroup made by the test (root only) with the process moved into it.
-struct LiveUnit {
-    name: String,
-    cgroup: PathBuf,
-    child: Option<std::process::Child>,
-    made_system_slice: bool,
-    pid: u32,
-}
-
-const BUSY: &str = "while :; do :; done";
-
-impl LiveUnit {
-    fn start(v2: &Path) -> Result<LiveUnit, String> {
-        let name = format!("metricsd-it-{}.service", std::process::id());
-        let cgroup = v2.join("system.slice").join(&name);
-        if Path::new("/run/systemd/system").exists() {
-            let ok = std::process::Command::new("systemd-run")
-                .args(["--quiet", "--collect", "--unit", &name])
-                .args([
-                    "-p",
-                    "CPUAccounting=yes",
-                    "-p",
-                    "MemoryAccounting=yes",
-                    "-p",
-                    "TasksAccounting=yes",
-                ])
-                .args(["sh", "-c", BUSY])
-                .status()
-                .map_err(|e| format!("systemd-run: {e}"))?;
-            if !ok.success() {
-                return Err(format!("systemd-run failed: {ok}"));
-            }
-            let mut pid = 0;
-            crate::common::wait_for(
-                "the transient unit's main pid",
-                Duration::from_secs(10),
-                || {
-                    let out = std::process::Command::new("systemctl")
-                        .args(["show", "-p", "MainPID", "--value", &name])
-                        .output()
-                        .unwrap();
-                    pid = String::from_utf8_lossy(&out.stdout)
-                        .trim()
-                        .parse()
-                        .unwrap_or(0);
-                    pid != 0 && cgroup.is_dir()
-                },
-            );
-            return Ok(LiveUnit {
-                name,
-                cgroup,
-                child: None,
-                made_system_slice: false,
-                pid,
-            });
-        }
-        let system_slice = v2.join("system.slice");
-        let made_system_slice = !system_slice.exists();
-        fs::create_dir_all(&cgroup).map_err(|e| {
-            format!(
-                "systemd is not running and {} cannot be made ({e})",
-                cgroup.display()
-            )
-        })?;
-        let child = std::process::Command::new("sh")
-            .args(["-c", BUSY])
-            .spawn()
-            .unwrap();
-        let pid = child.id();
-        let unit = LiveUnit {
-            name,
-            cgroup,
-            child: Some(child),
-            made_system_slice,
-            pid,
-        };
-        fs::write(unit.cgroup.join("cgroup.procs"), pid.to_string()).map_err(|e| {
-            format!(
-                "cannot move the busy child into {} ({e})",
-                unit.cgroup.display()
-            )
-        })?;
-        Ok(unit)
-    }
-
-    fn file(&self, name: &str) -> Option<String> {
-        fs::read_to_string(self.cgroup.join(name)).ok()
-    }
-
-    fn usage(&self) -> u64 {
-        units::parse_cpu_usage_usec(&self.file("cpu.stat").unwrap()).unwrap()
-    }
-
-    /// The busy process's own CPU time (utime + stime) in seconds, from
-    /// /proc/<pid>/stat: the kernel's per-task accounting, not the cgroup's.
-    fn task_cpu_secs(&self) -> f64 {
-        let stat = fs::read_to_string(format!("/proc/{}/stat", self.pid)).unwrap();
-        let after_comm = &stat[stat.rfind(')').unwrap() + 2..];
-        let f: Vec<&str> = after_comm.split_whitespace().collect();
-        // Fields 14 and 15 of stat; after comm, state is index 0 (field 3).
-        let ticks: u64 = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
-        // SAFETY: sysconf has no preconditions.
-        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-        ticks as f64 / hz
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-            crate::common::wait_until(Duration::from_secs(5), || {
-                self.file("cgroup.procs")
-                    .is_none_or(|p| p.trim().is_empty())
-            });
-            let _ = fs::remove_dir(&self.cgroup);
-            if self.made_system_slice {
-                let _ = fs::remove_dir(self.cgroup.parent().unwrap());
-            }
-        } else if !self.name.is_empty() {
-            let _ = std::process::Command::new("systemctl")
-                .args(["stop", &self.name])
-                .status();
-            crate::common::wait_until(Duration::from_secs(10), || !self.cgroup.exists());
-        }
-        self.name.clear();
-    }
-}
-
-impl Drop for LiveUnit {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
 #[test]
 fn live_unit_matches_an_independent_reading_of_its_cgroup() {
     let Some(v2) = units::find_v2_root(Path::new("/sys")) else {
         eprintln!("SKIP: this host has no cgroup v2 hierarchy (neither /sys/fs/cgroup nor /sys/fs/cgroup/unified)");
         return;
     };
-    let mut unit = match LiveUnit::start(&v2) {
+    let mut unit = match LiveUnit::start(&v2, BUSY) {
         Ok(unit) => unit,
         Err(why) => {
             eprintln!("SKIP: no unit cgroup with a busy process can be made here: {why}");
@@ -635,4 +500,57 @@ fn live_unit_matches_an_independent_reading_of_its_cgroup() {
     let m = c.read(Instant::now()).unwrap();
     assert!(m.is_empty(), "{m:?}");
     assert!(c.kept_open() < kept_running, "{} open", c.kept_open());
+}
+
+#[test]
+fn once_reports_a_live_unit_with_nulls_where_the_tree_has_no_controller() {
+    let Some(v2) = units::find_v2_root(Path::new("/sys")) else {
+        eprintln!("SKIP: this host has no cgroup v2 hierarchy");
+        return;
+    };
+    let unit = match LiveUnit::start(&v2, crate::common::cgroup::IDLE) {
+        Ok(unit) => unit,
+        Err(why) => {
+            eprintln!("SKIP: no unit cgroup can be made here: {why}");
+            return;
+        }
+    };
+    // Settled: the shell has become `sleep` and sleeps (its start-up CPU
+    // is behind it).
+    crate::common::wait_for(
+        "the unit's process to sleep",
+        Duration::from_secs(10),
+        || {
+            let stat = fs::read_to_string(format!("/proc/{}/stat", unit.pid)).unwrap_or_default();
+            stat.contains("(sleep) S ")
+        },
+    );
+    let setup = crate::common::daemon::Setup::new(
+        "1s",
+        "",
+        &format!("[collect]\nunits = [\"{}\"]\n", unit.name),
+    );
+    let out = setup.cli(&["once"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let units = json["metrics"]["units"].as_object().expect("units object");
+    assert_eq!(units.keys().collect::<Vec<_>>(), [&unit.name]);
+    let u = &units[&unit.name];
+    // An idle process: a measured 0-ish rate, not null.
+    let cpu = u["cpu_percent"].as_f64().expect("cpu_percent is a number");
+    assert!((0.0..5.0).contains(&cpu), "{cpu}");
+    for (field, file) in [("memory_mb", "memory.current"), ("tasks", "pids.current")] {
+        match unit.file(file) {
+            Some(_) => assert!(u[field].is_number(), "{field}: {u}"),
+            None => assert!(u[field].is_null(), "{field} without {file}: {u}"),
+        }
+    }
+    if let Some(text) = unit.file("pids.current") {
+        assert_eq!(u["tasks"].as_u64(), units::parse_single(&text));
+    }
+    assert!(u["cpu_pressure_some_avg10"].is_number(), "{u}");
 }

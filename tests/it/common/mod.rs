@@ -3,9 +3,11 @@
 
 pub mod backend;
 pub mod browser;
+pub mod cgroup;
 pub mod daemon;
 pub mod logs;
 pub mod nspawn;
+pub mod receivers;
 pub mod rows;
 pub mod stream_client;
 

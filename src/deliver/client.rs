@@ -1,9 +1,11 @@
-//! One HTTP exchange with the backend: the request (body, headers, TLS
-//! roots) and the classification of its answer (SPEC §5.3).
+//! One HTTP exchange with a sink's receiver: the request (body, headers,
+//! credentials, TLS roots) and the classification of its answer (SPEC §5.3).
+//! What the body is comes from the sink (`super::sink`).
 
 use super::resolver::CachingResolver;
-use crate::config::BackendConfig;
-use crate::queue::Row;
+use super::sink::Request;
+use crate::config::SinkConfig;
+use base64::Engine as _;
 use flate2::write::GzEncoder;
 use std::io::{Read, Write};
 use std::path::Path;
@@ -55,6 +57,8 @@ pub fn classify(status: u16) -> Class {
 pub enum Outcome {
     Delivered {
         status: u16,
+        /// The (bounded) response body, for a sink that reads it (OTLP partial success).
+        body: Vec<u8>,
     },
     Retry {
         reason: String,
@@ -66,16 +70,16 @@ pub enum Outcome {
     },
 }
 
-/// A keep-alive agent built for one backend configuration.
+/// A keep-alive agent built for one sink configuration.
 pub struct Client {
     agent: Agent,
     resolver: CachingResolver,
-    backend: BackendConfig,
+    backend: SinkConfig,
     host: String,
 }
 
 impl Client {
-    pub fn new(backend: &BackendConfig) -> Result<Client, String> {
+    pub fn new(backend: &SinkConfig) -> Result<Client, String> {
         let roots = match &backend.ca_file {
             None => RootCerts::PlatformVerifier,
             Some(path) => RootCerts::from(roots_with(path)?),
@@ -98,7 +102,7 @@ impl Client {
     }
 
     /// The configuration this client was built for.
-    pub fn backend(&self) -> &BackendConfig {
+    pub fn backend(&self) -> &SinkConfig {
         &self.backend
     }
 
@@ -107,22 +111,25 @@ impl Client {
         &self.host
     }
 
-    /// POSTs `rows` (oldest first) and says what became of them.
-    pub fn post(&self, rows: &[Row]) -> Outcome {
-        let batch = self.backend.batch_size > 1;
-        let mut body = request_body(rows, batch);
-        let mut request = self
-            .agent
-            .post(&self.backend.url)
-            .header("Content-Type", "application/json")
-            .header("Idempotency-Key", idempotency_key(rows, batch));
-        if self.backend.gzip {
-            body = gzip(&body);
-            request = request.header("Content-Encoding", "gzip");
+    /// POSTs one encoded batch and says what became of its rows. The
+    /// credentials and extra headers of the configuration are added here,
+    /// the same for every sink.
+    pub fn post(&self, encoded: &Request) -> Outcome {
+        let mut request = self.agent.post(&self.backend.url);
+        for (name, value) in &encoded.headers {
+            request = request.header(*name, value);
         }
         if let Some(token) = self.backend.bearer_token() {
             request = request.header("Authorization", format!("Bearer {token}"));
+        } else if let Some((user, password)) = self.backend.basic_auth() {
+            let pair =
+                base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+            request = request.header("Authorization", format!("Basic {pair}"));
         }
+        for (name, value) in &self.backend.headers {
+            request = request.header(name.as_str(), value.as_str());
+        }
+        let body = &encoded.body;
         let mut response = match request.send(&body[..]) {
             Ok(response) => response,
             Err(e) => {
@@ -140,65 +147,37 @@ impl Client {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| crate::backoff::parse_retry_after(v, SystemTime::now()));
         // Read (a bounded amount of) the body so the connection can be reused.
-        let text = response
+        let bytes = response
             .body_mut()
             .with_config()
             .limit(MAX_RESPONSE_BODY)
             .read_to_vec()
-            .map(|b| snippet(&b))
             .unwrap_or_default();
+        let class = classify(status);
+        if class == Class::Delivered {
+            return Outcome::Delivered {
+                status,
+                body: bytes,
+            };
+        }
+        let text = snippet(&bytes);
         let reason = if text.is_empty() {
             format!("HTTP {status}")
         } else {
             format!("HTTP {status}: {text}")
         };
-        match classify(status) {
-            Class::Delivered => Outcome::Delivered { status },
+        match class {
             Class::Retry => Outcome::Retry {
                 reason,
                 retry_after,
             },
-            Class::Rejected => Outcome::Rejected { status, reason },
+            _ => Outcome::Rejected { status, reason },
         }
     }
 }
 
-/// The request body: the stored flat object itself, or (batch mode) a JSON
-/// array of them, even of one. Rows hold JSON already, so no re-encoding.
-pub fn request_body(rows: &[Row], batch: bool) -> Vec<u8> {
-    if !batch {
-        return rows
-            .first()
-            .map(|r| r.payload.as_bytes().to_vec())
-            .unwrap_or_default();
-    }
-    let len = rows.iter().map(|r| r.payload.len() + 1).sum::<usize>() + 2;
-    let mut body = Vec::with_capacity(len);
-    body.push(b'[');
-    for (i, row) in rows.iter().enumerate() {
-        if i > 0 {
-            body.push(b',');
-        }
-        body.extend_from_slice(row.payload.as_bytes());
-    }
-    body.push(b']');
-    body
-}
-
-/// The event_id, or for a batch the first and last joined by `..`. Only
-/// visible ASCII is kept, so a damaged row cannot make the header invalid.
-pub fn idempotency_key(rows: &[Row], batch: bool) -> String {
-    let clean = |s: &str| -> String { s.chars().filter(|c| c.is_ascii_graphic()).collect() };
-    match (rows.first(), rows.last()) {
-        (Some(first), Some(last)) if batch => {
-            format!("{}..{}", clean(&first.event_id), clean(&last.event_id))
-        }
-        (Some(first), _) => clean(&first.event_id),
-        _ => String::new(),
-    }
-}
-
-fn gzip(body: &[u8]) -> Vec<u8> {
+/// Gzip of a request body (`Content-Encoding: gzip`).
+pub fn gzip(body: &[u8]) -> Vec<u8> {
     let mut encoder = GzEncoder::new(
         Vec::with_capacity(body.len() / 3 + 64),
         flate2::Compression::fast(),
@@ -328,18 +307,6 @@ mod tests {
         );
     }
 
-    fn row(id: i64, event_id: &str, payload: &str) -> Row {
-        Row {
-            id,
-            event_id: event_id.to_string(),
-            created_at: "2026-01-01T00:00:00.000Z".to_string(),
-            attempts: 0,
-            last_error: None,
-            payload: payload.to_string(),
-            model: Vec::new(),
-        }
-    }
-
     #[test]
     fn classes_follow_the_spec() {
         for s in [200, 201, 202, 204, 299, 409] {
@@ -353,27 +320,6 @@ mod tests {
         for s in [400, 402, 410, 411, 413, 415, 422, 451, 499] {
             assert_eq!(classify(s), Class::Rejected, "{s}");
         }
-    }
-
-    #[test]
-    fn single_body_is_the_object_and_batch_body_an_array() {
-        let rows = [
-            row(1, "a", r#"{"event_id":"a"}"#),
-            row(2, "b", r#"{"event_id":"b"}"#),
-        ];
-        assert_eq!(request_body(&rows[..1], false), br#"{"event_id":"a"}"#);
-        assert_eq!(request_body(&rows[..1], true), br#"[{"event_id":"a"}]"#);
-        let both: serde_json::Value = serde_json::from_slice(&request_body(&rows, true)).unwrap();
-        assert_eq!(both[1]["event_id"], "b");
-    }
-
-    #[test]
-    fn idempotency_keys() {
-        let rows = [row(1, "a", "{}"), row(2, "b", "{}"), row(3, "c", "{}")];
-        assert_eq!(idempotency_key(&rows[..1], false), "a");
-        assert_eq!(idempotency_key(&rows, true), "a..c");
-        assert_eq!(idempotency_key(&rows[..1], true), "a..a");
-        assert_eq!(idempotency_key(&[row(1, "x\r\ny z", "{}")], false), "xyz");
     }
 
     #[test]

@@ -1,0 +1,127 @@
+//! Delivery (SPEC §5): one poster per configured sink, each draining that
+//! sink's rows of the shared queue file with the one loop of `poster`;
+//! the sinks (`json`, `remote_write`, `otlp`) only encode.
+//!
+//! [`Posters`] keeps one thread per configured sink: a reload that adds a
+//! sink starts its poster, one that removes a sink lets its poster end
+//! (its rows stay in the file until purged or configured again).
+
+pub mod breaker;
+pub mod client;
+pub mod json;
+pub mod otlp;
+pub mod poster;
+pub mod remote_write;
+mod resolver;
+mod rows;
+pub mod sink;
+pub mod splay;
+
+pub use poster::PosterContext;
+
+use crate::config::SinkKind;
+use crate::shutdown::Wake;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+struct Running {
+    handle: JoinHandle<()>,
+    /// Kept alive here: `bell` rings it while it exists.
+    _wake: Arc<Wake>,
+}
+
+/// The posters of the daemon.
+pub struct Posters {
+    ctx: PosterContext,
+    /// Rung after every insert; rings every poster's own wake.
+    bell: Arc<Wake>,
+    running: BTreeMap<SinkKind, Running>,
+    /// Posters of removed sinks that may still be finishing a request.
+    ending: Vec<JoinHandle<()>>,
+    unavailable_logged: Vec<SinkKind>,
+}
+
+impl Posters {
+    /// Starts a poster for each sink configured now.
+    pub fn start(ctx: PosterContext, bell: Arc<Wake>) -> std::io::Result<Posters> {
+        let mut posters = Posters {
+            ctx,
+            bell,
+            running: BTreeMap::new(),
+            ending: Vec::new(),
+            unavailable_logged: Vec::new(),
+        };
+        posters.reconcile()?;
+        Ok(posters)
+    }
+
+    /// After a reload: starts the posters of sinks that have none; the
+    /// posters of removed sinks notice by themselves and end (rung here so
+    /// they do at once).
+    pub fn reconcile(&mut self) -> std::io::Result<()> {
+        let config = self.ctx.config.get();
+        for kind in SinkKind::ALL {
+            let configured = config.sink(kind).enabled();
+            let finished = self
+                .running
+                .get(&kind)
+                .is_some_and(|r| r.handle.is_finished());
+            if finished || !configured {
+                if let Some(old) = self.running.remove(&kind) {
+                    old._wake.notify();
+                    self.ending.push(old.handle);
+                }
+            }
+            if configured && !self.running.contains_key(&kind) {
+                if sink::for_kind(kind).is_none() {
+                    if !self.unavailable_logged.contains(&kind) {
+                        log::error!("{kind}: not available in this build; its rows stay queued");
+                        self.unavailable_logged.push(kind);
+                    }
+                    continue;
+                }
+                let wake = Wake::new();
+                self.bell.chain(&wake);
+                let handle = poster::spawn(kind, self.ctx.clone(), wake.clone())?;
+                self.running.insert(
+                    kind,
+                    Running {
+                        handle,
+                        _wake: wake,
+                    },
+                );
+            }
+        }
+        self.ending.retain(|h| !h.is_finished());
+        Ok(())
+    }
+
+    /// Which sinks have a poster now.
+    pub fn sinks(&self) -> Vec<SinkKind> {
+        self.running.keys().copied().collect()
+    }
+
+    /// Joins every poster until `deadline`; returns the sinks of those still
+    /// running then (an in-flight request given up: its rows stay queued).
+    pub fn join_by(self, deadline: Instant) -> Vec<String> {
+        let mut late = Vec::new();
+        let all = self
+            .running
+            .into_iter()
+            .map(|(k, r)| (k.name().to_string(), r.handle))
+            .chain(self.ending.into_iter().map(|h| ("removed".to_string(), h)));
+        for (name, handle) in all {
+            while !handle.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if handle.is_finished() {
+                let _ = handle.join();
+            } else {
+                late.push(name);
+            }
+        }
+        late
+    }
+}

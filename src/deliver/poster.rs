@@ -1,0 +1,580 @@
+//! The delivery loop of SPEC §5.2-5.3, the same for every sink: oldest rows
+//! → encode (the sink) → POST → delete / back off / dead list.
+//!
+//! One std thread per sink with its own queue connection and keep-alive
+//! HTTP agent, so a sink that is down, hangs or rejects never delays
+//! another. It drains without pausing while rows are pending, sleeps on its
+//! `wake` (rung after each insert) when none are, and every wait also ends
+//! on shutdown. Rows are deleted only after a 2xx or 409 for them, so a
+//! crash or shutdown at any moment loses nothing (at worst a row is sent
+//! twice, with the same event_id and the same sample timestamps).
+
+use super::breaker::Breaker;
+use super::client::{without_body, Client, Outcome};
+use super::rows::SinkRows;
+use super::sink::{self, Sink};
+use super::splay;
+use crate::backoff;
+use crate::config::{Config, SharedConfig, SinkConfig, SinkKind};
+use crate::queue::{QueueError, Row};
+use crate::shutdown::{Shutdown, Wake};
+use crate::status::{BackendState, SinkStatus, Status};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime};
+
+/// How often an idle poster looks at the configuration even without a wake
+/// (a reload may have changed or removed its sink).
+const IDLE_RECHECK: Duration = Duration::from_secs(2);
+/// Wait after a queue error (busy beyond its timeout, disk trouble).
+const QUEUE_ERROR_WAIT: Duration = Duration::from_secs(2);
+/// Backoff waits are cut into slices this long to notice a reload.
+const PAUSE_SLICE: Duration = Duration::from_millis(250);
+/// Repeated warnings (expired rows, partial successes) at most this often.
+const WARN_EVERY: Duration = Duration::from_secs(60);
+
+/// What every poster shares with the daemon.
+#[derive(Clone)]
+pub struct PosterContext {
+    pub db_path: PathBuf,
+    pub config: SharedConfig,
+    pub status: Arc<Status>,
+    pub shutdown: Shutdown,
+    /// For `splay = "auto"`.
+    pub machine_id: String,
+}
+
+/// Starts the poster of one sink. It returns by itself once the sink is no
+/// longer configured (its rows stay in the file), or on shutdown.
+pub fn spawn(
+    kind: SinkKind,
+    ctx: PosterContext,
+    wake: Arc<Wake>,
+) -> std::io::Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name(format!("poster-{}", kind.name()))
+        .spawn(move || {
+            let alive = crate::liveness::register(&format!("poster-{}", kind.name()));
+            ctx.shutdown.register(&wake);
+            let sink_status = ctx.status.sink(kind);
+            sink_status.set_configured(true);
+            let Some(rows) = connect(kind, &ctx.db_path, &sink_status, &ctx.shutdown) else {
+                return;
+            };
+            let Some(sink) = sink::for_kind(kind) else {
+                return;
+            };
+            let mut poster = Poster {
+                kind,
+                rows,
+                sink,
+                config: ctx.config,
+                status: ctx.status,
+                sink_status,
+                shutdown: ctx.shutdown,
+                wake,
+                machine_id: ctx.machine_id,
+                client: None,
+                failures: 0,
+                batch_limit: usize::MAX,
+                failing: false,
+                queue_failing: false,
+                breaker: Breaker::default(),
+                caught_up: false,
+                expired: Throttled::default(),
+                partial: Throttled::default(),
+            };
+            poster.set_state(BackendState::Ok);
+            if poster.run() == End::Removed {
+                alive.retire();
+            }
+        })
+}
+
+/// Opens the poster's own connection, retrying until it works or shutdown.
+fn connect(
+    kind: SinkKind,
+    path: &Path,
+    status: &SinkStatus,
+    shutdown: &Shutdown,
+) -> Option<SinkRows> {
+    let mut logged = false;
+    loop {
+        match SinkRows::connect(path, kind) {
+            Ok(rows) => return Some(rows),
+            Err(e) => {
+                if !logged {
+                    log::error!("{kind} poster cannot open the queue: {e}; retrying");
+                    logged = true;
+                }
+                status.set_last_error(Some(format!("queue: {e}")));
+            }
+        }
+        if shutdown.sleep(QUEUE_ERROR_WAIT) {
+            return None;
+        }
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum End {
+    Shutdown,
+    Removed,
+}
+
+/// Counts events and logs them at most once per `WARN_EVERY`.
+#[derive(Default)]
+struct Throttled {
+    last: Option<Instant>,
+    unreported: u64,
+}
+
+impl Throttled {
+    /// Adds `n`; returns the count to report now, if it is time.
+    fn add(&mut self, n: u64) -> Option<u64> {
+        self.unreported += n;
+        if self.unreported == 0 || self.last.is_some_and(|t| t.elapsed() < WARN_EVERY) {
+            return None;
+        }
+        self.last = Some(Instant::now());
+        Some(std::mem::take(&mut self.unreported))
+    }
+}
+
+struct Poster {
+    kind: SinkKind,
+    rows: SinkRows,
+    sink: Box<dyn Sink>,
+    config: SharedConfig,
+    status: Arc<Status>,
+    sink_status: Arc<SinkStatus>,
+    shutdown: Shutdown,
+    wake: Arc<Wake>,
+    machine_id: String,
+    /// Built for the current sink configuration.
+    client: Option<Client>,
+    /// Consecutive transient failures (picks the backoff step).
+    failures: u32,
+    /// Rows per POST: halved when a batch is rejected (to isolate the bad
+    /// row), doubled after each success, never above `batch_size`.
+    batch_limit: usize,
+    /// Whether "failing" has been logged (so it is logged once).
+    failing: bool,
+    queue_failing: bool,
+    breaker: Breaker,
+    /// The last look found nothing pending: the next row is fresh and splayed.
+    caught_up: bool,
+    expired: Throttled,
+    partial: Throttled,
+}
+
+impl Poster {
+    fn run(&mut self) -> End {
+        while !self.shutdown.is_triggered() {
+            let config = self.config.get();
+            let sink_config = config.sink(self.kind);
+            if !sink_config.enabled() {
+                self.removed();
+                return End::Removed;
+            }
+            if let Err(reason) = self.ensure_client(sink_config) {
+                self.transient_failure(reason, None, &config);
+                continue;
+            }
+            let limit = self.batch_limit.min(sink_config.batch_size).max(1);
+            let rows = match self.pending(limit, sink_config) {
+                Ok(rows) => rows,
+                Err(e) => {
+                    self.queue_error("read pending rows", &e);
+                    self.pause(QUEUE_ERROR_WAIT, &config);
+                    continue;
+                }
+            };
+            if rows.is_empty() {
+                self.caught_up = true;
+                self.refresh_status();
+                self.wake.wait_timeout(IDLE_RECHECK, &self.shutdown);
+                continue;
+            }
+            if std::mem::take(&mut self.caught_up) {
+                let wait = self.splay_wait(&rows[0], sink_config, &config);
+                if !wait.is_zero() {
+                    self.pause(wait, &config);
+                    continue;
+                }
+            }
+            crate::fault::point("poster");
+            let request = match self.sink.encode(&rows, sink_config) {
+                Ok(request) => request,
+                Err(bad) => {
+                    self.bury(&rows[bad.index.min(rows.len() - 1)], &bad.reason, &config);
+                    continue;
+                }
+            };
+            let outcome = match &self.client {
+                Some(client) => crate::liveness::network_wait(|| client.post(&request)),
+                None => continue,
+            };
+            match outcome {
+                Outcome::Delivered { body, .. } => self.delivered(&rows, limit, &body, &config),
+                Outcome::Retry {
+                    reason,
+                    retry_after,
+                } => self.transient_failure(reason, retry_after, &config),
+                Outcome::Rejected { status, reason } => {
+                    self.rejected(&rows, status, reason, &config)
+                }
+            }
+        }
+        End::Shutdown
+    }
+
+    /// `<sink> <host>` for logs, e.g. `remote_write 10.0.0.5:8428`.
+    fn who(&self) -> String {
+        let host = self.client.as_ref().map(Client::host).unwrap_or("(none)");
+        format!("{} {host}", self.kind)
+    }
+
+    fn set_state(&self, state: BackendState) {
+        self.sink_status.set_state(state);
+        if self.kind == SinkKind::Backend {
+            self.status.set_backend_state(state);
+        }
+    }
+
+    fn set_last_error(&self, error: Option<String>) {
+        if self.kind == SinkKind::Backend {
+            self.status.set_last_error(error.clone());
+        }
+        self.sink_status.set_last_error(error);
+    }
+
+    fn count_failure(&self) {
+        self.sink_status
+            .post_failures_total
+            .fetch_add(1, Ordering::Relaxed);
+        if self.kind == SinkKind::Backend {
+            self.status
+                .post_failures_total
+                .fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The oldest pending rows, after removing those older than `max_age`.
+    fn pending(&mut self, limit: usize, sink: &SinkConfig) -> Result<Vec<Row>, QueueError> {
+        let rows = self.rows.oldest(limit)?;
+        if sink.max_age.is_zero() {
+            return Ok(rows);
+        }
+        let cutoff = SystemTime::now() - sink.max_age;
+        let too_old = rows
+            .first()
+            .and_then(|r| humantime::parse_rfc3339_weak(&r.created_at).ok())
+            .is_some_and(|at| at < cutoff);
+        if !too_old {
+            return Ok(rows);
+        }
+        let expired = self.rows.expire_older_than(cutoff)?;
+        if let Some(n) = self.expired.add(expired) {
+            log::warn!(
+                "{}: {n} row(s) older than max_age {} removed unsent",
+                self.who(),
+                crate::config::format_duration(sink.max_age)
+            );
+        }
+        self.refresh_status();
+        self.rows.oldest(limit)
+    }
+
+    /// How long a fresh row still waits before its first send (splay is
+    /// counted from the sample's time, which the whole fleet shares).
+    fn splay_wait(&self, row: &Row, sink: &SinkConfig, config: &Config) -> Duration {
+        let delay = splay::delay(
+            sink.splay,
+            config.interval,
+            &self.machine_id,
+            &config.node_id,
+        );
+        if delay.is_zero() {
+            return delay;
+        }
+        let age = humantime::parse_rfc3339_weak(&row.created_at)
+            .ok()
+            .and_then(|at| SystemTime::now().duration_since(at).ok())
+            .unwrap_or_default();
+        delay.saturating_sub(age)
+    }
+
+    /// (Re)builds the agent when the sink's configuration changed.
+    fn ensure_client(&mut self, sink: &SinkConfig) -> Result<(), String> {
+        if self.client.as_ref().is_some_and(|c| c.backend() == sink) {
+            return Ok(());
+        }
+        let first = self.client.is_none();
+        let client = Client::new(sink)?;
+        if first {
+            log::debug!("{} posting to {}", self.kind, client.host());
+        } else {
+            log::info!(
+                "{} configuration changed; posting to {}",
+                self.kind,
+                client.host()
+            );
+        }
+        self.client = Some(client);
+        self.failures = 0;
+        self.batch_limit = usize::MAX;
+        self.failing = false;
+        self.set_state(BackendState::Ok);
+        Ok(())
+    }
+
+    fn removed(&mut self) {
+        if self.client.take().is_some() {
+            if self.kind == SinkKind::Backend {
+                log::info!("backend url is now empty: not posting; snapshots stay queued");
+            } else {
+                log::info!(
+                    "{} url is now empty: its poster stops; its rows stay queued",
+                    self.kind
+                );
+            }
+        }
+        self.set_state(BackendState::Disabled);
+        self.sink_status.set_configured(false);
+    }
+
+    fn delivered(&mut self, rows: &[Row], limit: usize, body: &[u8], config: &Arc<Config>) {
+        let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+        if let Err(e) = self.rows.delete_delivered(&ids) {
+            // At-least-once: the rows will be sent again with the same event_ids.
+            self.queue_error("delete delivered rows", &e);
+            self.pause(QUEUE_ERROR_WAIT, config);
+            return;
+        }
+        if let Some(partial) = self.sink.read_success(body) {
+            self.sink_status
+                .otlp_rejected_points_total
+                .fetch_add(partial.rejected_points, Ordering::Relaxed);
+            if let Some(points) = self.partial.add(partial.rejected_points) {
+                log::warn!(
+                    "{} took the data but rejected {points} point(s): {}",
+                    self.who(),
+                    partial.message
+                );
+            }
+        }
+        self.queue_ok();
+        self.sink_ok();
+        self.batch_limit = limit.saturating_mul(2);
+        self.refresh_status();
+    }
+
+    fn sink_ok(&mut self) {
+        self.failures = 0;
+        self.breaker.accepted();
+        if self.failing {
+            log::info!("{} ok again", self.who());
+            self.failing = false;
+        }
+        self.set_state(BackendState::Ok);
+    }
+
+    /// The receiver or the way to it failed: rows stay, wait, try again.
+    fn transient_failure(
+        &mut self,
+        reason: String,
+        retry_after: Option<Duration>,
+        config: &Arc<Config>,
+    ) {
+        let sink = config.sink(self.kind);
+        self.failures = self.failures.saturating_add(1);
+        self.count_failure();
+        self.set_last_error(Some(format!("{}: {}", self.who(), without_body(&reason))));
+        let delay = backoff::retry_delay(
+            &sink.retry_backoff,
+            self.failures,
+            fastrand::f64(),
+            retry_after,
+            sink.max_retry_after,
+        );
+        if !self.failing {
+            self.failing = true;
+            self.set_state(BackendState::Failing);
+            log::warn!(
+                "{} failing: {reason}; rows stay queued, retrying in {}",
+                self.who(),
+                crate::config::format_duration(delay)
+            );
+        } else {
+            log::debug!(
+                "{} still failing: {reason}; retrying in {delay:?}",
+                self.who()
+            );
+        }
+        self.refresh_status();
+        self.pause(delay, config);
+    }
+
+    /// The receiver called the rows bad: isolate the bad row by halving the
+    /// batch, then count attempts on it alone until it goes to the dead
+    /// list, unless the breaker says the receiver itself is broken.
+    fn rejected(&mut self, rows: &[Row], status: u16, reason: String, config: &Arc<Config>) {
+        if self.breaker.is_open() {
+            return self.transient_failure(reason, None, config);
+        }
+        let sink = config.sink(self.kind);
+        self.count_failure();
+        self.set_last_error(Some(format!("{}: {}", self.who(), without_body(&reason))));
+        if rows.len() > 1 {
+            self.batch_limit = rows.len() / 2;
+            log::info!(
+                "{} rejected a batch of {} rows (HTTP {status}); splitting it to find the bad row",
+                self.who(),
+                rows.len()
+            );
+            return;
+        }
+        let row = &rows[0];
+        let result = self
+            .rows
+            .reject(&[row.id], &reason, sink.max_attempts, config.queue.max_dead);
+        let done = match result {
+            Ok(done) => done,
+            Err(e) => {
+                self.queue_error("record a rejected row", &e);
+                self.pause(QUEUE_ERROR_WAIT, config);
+                return;
+            }
+        };
+        self.queue_ok();
+        if done.moved_to_dead > 0 {
+            log::warn!(
+                "{}: row {} moved to the dead list after {} rejection(s): {reason}",
+                self.kind,
+                row.event_id,
+                sink.max_attempts
+            );
+        } else {
+            log::warn!(
+                "{} rejected row {} (attempt {} of {}): {reason}",
+                self.who(),
+                row.event_id,
+                row.attempts + 1,
+                sink.max_attempts
+            );
+        }
+        self.dead_trimmed(done.dead_trimmed, config);
+        if self.breaker.rejected(row.id) {
+            // From now on a rejection is the receiver's fault, not the rows'.
+            self.failing = true;
+            self.failures = 1;
+            self.set_state(BackendState::Failing);
+            log::error!(
+                "{} rejected {} different rows in a row (HTTP {status}) and accepted none: \
+                 treating it as broken; rows stay queued until it accepts one",
+                self.who(),
+                super::breaker::TRIP_AFTER
+            );
+        } else {
+            self.set_state(BackendState::Ok);
+        }
+        self.refresh_status();
+        if done.moved_to_dead == 0 {
+            // Give a briefly confused receiver a moment before the next try.
+            let wait = backoff::with_jitter(backoff::step(&sink.retry_backoff, 1), fastrand::f64());
+            self.pause(wait, config);
+        }
+    }
+
+    /// A row no receiver can take (it cannot even be encoded): dead at once.
+    fn bury(&mut self, row: &Row, reason: &str, config: &Arc<Config>) {
+        match self.rows.bury(&[row.id], config.queue.max_dead) {
+            Ok(done) => {
+                self.queue_ok();
+                log::warn!(
+                    "{}: row {} moved to the dead list: {reason}",
+                    self.kind,
+                    row.event_id
+                );
+                self.dead_trimmed(done.dead_trimmed, config);
+                self.refresh_status();
+            }
+            Err(e) => {
+                self.queue_error("move an unreadable row to the dead list", &e);
+                self.pause(QUEUE_ERROR_WAIT, config);
+            }
+        }
+    }
+
+    fn dead_trimmed(&self, trimmed: u64, config: &Config) {
+        if trimmed > 0 {
+            log::warn!(
+                "{}: dead list full ({} rows): deleted the {trimmed} oldest dead row(s)",
+                self.kind,
+                config.queue.max_dead
+            );
+        }
+    }
+
+    fn queue_error(&mut self, what: &str, e: &QueueError) {
+        if !self.queue_failing {
+            log::error!("{} poster could not {what} in the queue: {e}", self.kind);
+            self.queue_failing = true;
+        }
+        self.set_last_error(Some(format!("queue: {e}")));
+    }
+
+    fn queue_ok(&mut self) {
+        if self.queue_failing {
+            log::info!("{} poster can use the queue again", self.kind);
+            self.queue_failing = false;
+        }
+    }
+
+    /// Publishes the sink's persisted counters for /health and /metrics.
+    fn refresh_status(&mut self) {
+        match self.rows.counts() {
+            Ok(c) => {
+                self.queue_ok();
+                let s = &self.sink_status;
+                s.pending.store(c.pending, Ordering::Relaxed);
+                s.dead.store(c.dead, Ordering::Relaxed);
+                s.dropped_total.store(c.dropped_total, Ordering::Relaxed);
+                s.delivered_total
+                    .store(c.delivered_total, Ordering::Relaxed);
+                s.expired_total.store(c.expired_total, Ordering::Relaxed);
+                if self.kind == SinkKind::Backend {
+                    let s = &self.status;
+                    s.queue_pending.store(c.pending, Ordering::Relaxed);
+                    s.queue_dead.store(c.dead, Ordering::Relaxed);
+                    s.queue_dropped_total
+                        .store(c.dropped_total, Ordering::Relaxed);
+                    s.delivered_total
+                        .store(c.delivered_total, Ordering::Relaxed);
+                }
+            }
+            Err(e) => self.queue_error("read its counters", &e),
+        }
+    }
+
+    /// Waits `delay`, ending early on shutdown or on a configuration reload
+    /// (a new URL or token deserves a try at once).
+    fn pause(&self, delay: Duration, config: &Arc<Config>) {
+        let deadline = Instant::now() + delay;
+        loop {
+            let now = Instant::now();
+            if now >= deadline {
+                return;
+            }
+            if self.shutdown.sleep((deadline - now).min(PAUSE_SLICE)) {
+                return;
+            }
+            if !Arc::ptr_eq(&self.config.get(), config) {
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,59 @@
+//! One sink's view of the queue: its pending rows, dead list and counters,
+//! on the poster's own connection.
+
+use crate::config::SinkKind;
+use crate::queue::{Counts, Queue, QueueError, Rejected, Row};
+use std::path::Path;
+use std::time::SystemTime;
+
+pub struct SinkRows {
+    queue: Queue,
+    sink: &'static str,
+}
+
+impl SinkRows {
+    pub fn connect(path: &Path, kind: SinkKind) -> Result<SinkRows, QueueError> {
+        Ok(SinkRows {
+            queue: Queue::connect_for_delivery(path)?,
+            sink: kind.name(),
+        })
+    }
+
+    pub fn oldest(&self, n: usize) -> Result<Vec<Row>, QueueError> {
+        self.queue.oldest(self.sink, n)
+    }
+
+    pub fn delete_delivered(&mut self, ids: &[i64]) -> Result<u64, QueueError> {
+        self.queue.delete_delivered(self.sink, ids)
+    }
+
+    pub fn reject(
+        &mut self,
+        ids: &[i64],
+        error: &str,
+        max_attempts: u32,
+        max_dead: u64,
+    ) -> Result<Rejected, QueueError> {
+        self.queue
+            .reject(self.sink, ids, error, max_attempts, max_dead)
+    }
+
+    /// Moves rows that no receiver can take to the dead list at once.
+    pub fn bury(&mut self, ids: &[i64], max_dead: u64) -> Result<Rejected, QueueError> {
+        let moved = self.queue.move_to_dead(self.sink, ids)?;
+        let trimmed = self.queue.trim_dead(self.sink, max_dead)?;
+        Ok(Rejected {
+            moved_to_dead: moved,
+            dead_trimmed: trimmed,
+        })
+    }
+
+    /// Removes rows taken before `cutoff`, unsent; returns how many.
+    pub fn expire_older_than(&mut self, cutoff: SystemTime) -> Result<u64, QueueError> {
+        self.queue.expire_older_than(self.sink, cutoff)
+    }
+
+    pub fn counts(&self) -> Result<Counts, QueueError> {
+        self.queue.counts(self.sink)
+    }
+}
