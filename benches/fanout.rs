@@ -8,10 +8,15 @@
 //! of that snapshot (both processes read the same wall clock).
 //!
 //! Prints: handshake rate up to max_clients, server RSS per connected client,
-//! and publish-to-receive latency p50/p99/max.
+//! and publish-to-receive latency p50/p99/max. Then, with the clients gone,
+//! the listener under pressure: `/health` latency p50/p99 on its own, and
+//! while 1,000 idle connections and 1,000 request heads sent one byte a
+//! second are held (each reopened as soon as the server closes it); and the
+//! kernel send queue that 64 clients that never read pin.
 //!
 //! Run: `cargo bench --bench fanout` (FANOUT_CLIENTS, FANOUT_ROUNDS,
-//! FANOUT_INTERVAL_MS override the defaults 1000, 20, 200).
+//! FANOUT_INTERVAL_MS override the defaults 1000, 20, 200; FANOUT_IDLE and
+//! FANOUT_SLOW the 1,000 and 1,000 of the pressure phase).
 
 #[path = "../tests/it/common/stream_client.rs"]
 mod stream_client;
@@ -95,7 +100,8 @@ fn server_main() {
     raise_nofile(max_clients as u64 + 256);
     let mut config = Config::default();
     config.node_id = "bench-node".into();
-    config.interval = Duration::from_secs(1);
+    // Long enough that /health never turns stale (nothing samples here).
+    config.interval = Duration::from_secs(3600);
     config.stream.listen = "127.0.0.1:0".parse().unwrap();
     config.stream.max_clients = max_clients;
     let listener = stream::bind(config.stream.listen).expect("bind");
@@ -126,6 +132,14 @@ fn server_main() {
                 let at = unix_nanos();
                 hub.publish(snapshot, json);
                 writeln!(out, "published {seq} {at} {len}").unwrap();
+            }
+            Some("publish-big") => {
+                let seq: u64 = words.next().unwrap().parse().unwrap();
+                let snapshot = Arc::new(stream_client::snapshot(seq, 1500));
+                let json = snapshot.stream_json().to_string();
+                let len = json.len();
+                hub.publish(snapshot, json);
+                writeln!(out, "published {seq} {} {len}", unix_nanos()).unwrap();
             }
             Some("rss") => writeln!(out, "rss {}", rss_kib(std::process::id())).unwrap(),
             _ => break,
@@ -220,7 +234,7 @@ fn main() {
     let clients: usize = env_or("FANOUT_CLIENTS", 1000);
     let rounds: u64 = env_or("FANOUT_ROUNDS", 20);
     let interval = Duration::from_millis(env_or("FANOUT_INTERVAL_MS", 200));
-    raise_nofile(clients as u64 + 256);
+    raise_nofile(clients as u64 + 4096);
 
     let (server, addr) = ServerProcess::start(clients);
     let server = Arc::new(Mutex::new(server));
@@ -229,7 +243,9 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    runtime.block_on(run(server, pid, addr, clients, rounds, interval));
+    runtime.block_on(run(server.clone(), pid, addr, clients, rounds, interval));
+    runtime.block_on(pressure(addr));
+    runtime.block_on(stalled_readers(server, addr));
 }
 
 async fn run(
@@ -357,4 +373,159 @@ async fn run(
         }
     }
     drop(open);
+}
+
+/// One `/health` request: the time from connect to the whole answer, or
+/// `None` when it failed or took over 10 s.
+async fn health_latency(addr: SocketAddr) -> Option<Duration> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let started = Instant::now();
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+        let request = format!("GET /health HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.ok()?;
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw).await.ok()?;
+        raw.starts_with(b"HTTP/1.1 200").then_some(())
+    };
+    tokio::time::timeout(Duration::from_secs(10), exchange)
+        .await
+        .ok()
+        .flatten()
+        .map(|()| started.elapsed())
+}
+
+/// `/health` latencies of `count` requests, one every 20 ms, measured from a
+/// thread of their own (so the attackers' tasks do not delay the measuring
+/// client); prints them.
+async fn health_figures(label: &'static str, addr: SocketAddr, count: usize) {
+    tokio::task::spawn_blocking(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(measure_health(label, addr, count))
+    })
+    .await
+    .unwrap();
+}
+
+async fn measure_health(label: &str, addr: SocketAddr, count: usize) {
+    let mut nanos = Vec::with_capacity(count);
+    let mut failed = 0;
+    for _ in 0..count {
+        match health_latency(addr).await {
+            Some(took) => nanos.push(took.as_nanos()),
+            None => failed += 1,
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    nanos.sort_unstable();
+    if nanos.is_empty() {
+        println!("  /health {label}: all {count} requests failed");
+        return;
+    }
+    println!(
+        "  /health {label}: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms over {} requests, {failed} failed",
+        ms(percentile(&nanos, 50.0)),
+        ms(percentile(&nanos, 99.0)),
+        ms(*nanos.last().unwrap()),
+        nanos.len()
+    );
+}
+
+/// /health alone, then while idle and slow connections are held.
+async fn pressure(addr: SocketAddr) {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let idle: usize = env_or("FANOUT_IDLE", 1000);
+    let slow: usize = env_or("FANOUT_SLOW", 1000);
+    println!("listener pressure: {idle} idle connections, {slow} heads at one byte a second");
+    health_figures("alone", addr, 200).await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let reopened = Arc::new(AtomicU64::new(0));
+    let mut attackers = Vec::with_capacity(idle + slow);
+    for i in 0..idle + slow {
+        let (stop, reopened) = (stop.clone(), reopened.clone());
+        let trickle = i >= idle;
+        attackers.push(tokio::spawn(async move {
+            let mut first = true;
+            while !stop.load(Relaxed) {
+                let Ok(mut stream) = tokio::net::TcpStream::connect(addr).await else {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                };
+                if !std::mem::take(&mut first) {
+                    reopened.fetch_add(1, Relaxed);
+                }
+                if trickle {
+                    // One byte a second until the server closes the connection.
+                    for byte in b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Pad: "
+                        .iter()
+                        .cycle()
+                    {
+                        if stop.load(Relaxed) || stream.write_all(&[*byte]).await.is_err() {
+                            break;
+                        }
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                } else {
+                    // Nothing sent; wait until the server closes it.
+                    let mut sink = [0u8; 512];
+                    while let Ok(n) = stream.read(&mut sink).await {
+                        if n == 0 || stop.load(Relaxed) {
+                            break;
+                        }
+                    }
+                }
+            }
+        }));
+    }
+    // Let them all connect and the server's shedding reach a steady state.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let before = reopened.load(Relaxed);
+    let started = Instant::now();
+    health_figures("under pressure", addr, 200).await;
+    let rate = (reopened.load(Relaxed) - before) as f64 / started.elapsed().as_secs_f64();
+    println!(
+        "  meanwhile the server closed {rate:.0} held connections a second (shed for newer ones or past the 3 s head limit), each reopened at once"
+    );
+    stop.store(true, Relaxed);
+    for attacker in attackers {
+        attacker.abort();
+    }
+}
+
+/// 64 clients that never read while ~400 KB snapshots are published: the
+/// bytes the kernel holds for them (the server side's send queues).
+async fn stalled_readers(server: Arc<Mutex<ServerProcess>>, addr: SocketAddr) {
+    const STALLED: usize = 64;
+    let mut stalled = Vec::with_capacity(STALLED);
+    for _ in 0..STALLED {
+        stalled.push(stream_client::connect(addr).await);
+    }
+    let ports: Vec<SocketAddr> = stalled
+        .iter()
+        .map(|ws| ws.get_ref().local_addr().unwrap())
+        .collect();
+    for seq in 1..=10 {
+        let server = server.clone();
+        tokio::task::spawn_blocking(move || {
+            server.lock().unwrap().ask(&format!("publish-big {seq}"))
+        })
+        .await
+        .unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let queued: u64 = ports
+        .iter()
+        .filter_map(|client| stream_client::send_queue_bytes(addr, *client))
+        .sum();
+    println!(
+        "stalled readers: {STALLED} clients that never read, 10 snapshots of ~400 KB each: {:.1} MiB waiting in the server's send queues ({:.0} KiB per client)",
+        queued as f64 / (1024.0 * 1024.0),
+        queued as f64 / 1024.0 / STALLED as f64
+    );
+    drop(stalled);
 }

@@ -7,7 +7,8 @@ const HOUR_MS = 3600 * 1000;
 const SVG_NS = "http://www.w3.org/2000/svg";
 const MIB_PER_S_TO_MBIT = (1024 * 1024 * 8) / 1e6;
 const HEALTH_EVERY_MS = 5000;
-const MIN_SPAN_MS = 60 * 1000;
+// The narrowest time axis, in samples: a few points already span the width.
+const MIN_SPAN_SAMPLES = 10;
 const TIME_STEPS_MS = [10, 15, 30, 60, 120, 300, 600, 900, 1800].map((s) => s * 1000);
 
 const token = new URLSearchParams(location.hash.replace(/^#/, "")).get("token") || "";
@@ -139,7 +140,7 @@ class Chart {
     // Up to an hour: a young daemon's few minutes fill the width.
     const newest = this.points.length ? this.points[this.points.length - 1].t : Date.now();
     const oldest = this.points.length ? this.points[0].t : newest;
-    const span = Math.min(HOUR_MS, Math.max(MIN_SPAN_MS, newest - oldest));
+    const span = Math.min(HOUR_MS, Math.max(MIN_SPAN_SAMPLES * intervalS * 1000, newest - oldest));
     const t0 = newest - span;
     let top = this.opts.max;
     if (!top) {
@@ -446,7 +447,11 @@ function renderHealth(h) {
     : [["backend", el("span", { class: `state ${h.backend === "failing" ? "bad" : "ok"}` }, text(h.backend)),
       fmtInt(h.queue_pending), fmtInt(h.queue_dead), text(h.last_error)]];
   fill("panel-sinks",
-    facts([["daemon", `${text(h.status)}, up ${fmtDuration(h.uptime_s)}`]]),
+    facts([
+      ["daemon", `${text(h.status)}, up ${fmtDuration(h.uptime_s)}`, "daemon-status"],
+      ...(h.reason ? [["why", text(h.reason)]] : []),
+      ["last sample", text(h.last_sample_at)],
+    ]),
     table(["sink", "state", "pending", "dead", "last error"], rows, 2));
 }
 

@@ -370,3 +370,34 @@ fn own_origin_is_accepted_and_other_origins_and_hosts_are_refused() {
         assert_eq!(answer.status, 403, "{path} with Host {rebound}: {start}");
     }
 }
+
+#[test]
+fn history_is_trimmed_by_age() {
+    let setup = Setup::new("1s", "", "\n[queue]\nhistory = \"3s\"\n");
+    let _daemon = start(&setup);
+    let addr = setup.stream_addr();
+    let mut first = None;
+    wait_for("a first row", LONG, || {
+        first = get(addr, "/api/history").rows().first().cloned();
+        first.is_some()
+    });
+    let first = unix_ms(first.unwrap()["timestamp"].as_str().unwrap());
+    let mut rows = Vec::new();
+    wait_for("8 s of samples after the first row", LONG, || {
+        rows = timestamps(&get(addr, "/api/history").rows());
+        rows.last().is_some_and(|t| unix_ms(t) >= first + 8_000)
+    });
+    let newest = unix_ms(rows.last().unwrap());
+    assert!(
+        unix_ms(&rows[0]) > first,
+        "the first row was trimmed: {rows:?}"
+    );
+    // 3 s of history at 1 s, plus the sample that may be on its way out.
+    assert!(rows.len() <= 5, "{rows:?}");
+    for t in &rows {
+        assert!(
+            unix_ms(t) + 4_500 >= newest,
+            "{t} is older than the history: {rows:?}"
+        );
+    }
+}
