@@ -5,12 +5,10 @@
 //!
 //! Run: cargo bench --bench queue_insert
 //! The file lives under /var/tmp (or $METRICSD_BENCH_DIR): a real disk, not
-//! tmpfs, or the fsync figures would mean nothing. Each snapshot carries the
-//! model blob of a real snapshot of this host (`Snapshot::to_model_bytes`),
-//! or $METRICSD_BENCH_MODEL_BYTES random bytes when set.
-
-#[path = "../tests/it/common/rows.rs"]
-mod rows;
+//! tmpfs, or the fsync figures would mean nothing. Every row is a real
+//! snapshot of this host (its flat form and `Snapshot::to_model_bytes`, as
+//! the sampler stores them with a protocol sink configured), with its own
+//! event_id, seq and time.
 
 use metricsd::queue::{file_bytes, Queue};
 use std::path::Path;
@@ -25,14 +23,7 @@ const INTERVAL: Duration = Duration::from_secs(60);
 
 fn main() {
     let base = std::env::var_os("METRICSD_BENCH_DIR").unwrap_or_else(|| "/var/tmp".into());
-    let model = match std::env::var("METRICSD_BENCH_MODEL_BYTES")
-        .ok()
-        .and_then(|v| v.parse::<usize>().ok())
-    {
-        Some(n) => (0..n).map(|_| fastrand::u8(..)).collect(),
-        None => host_model(),
-    };
-    let model_bytes = model.len();
+    let base_snapshot = host_snapshot();
     let dir = tempfile::Builder::new()
         .prefix("metricsd-bench-")
         .tempdir_in(&base)
@@ -49,10 +40,11 @@ fn main() {
     // A week of snapshots a minute apart, ending now: the last day of them
     // is history, the rest only waits for the sinks.
     let start = SystemTime::now() - INTERVAL * WEEK_OF_ROWS as u32;
-    let payload_len = snapshot(0, start).2.len();
+    let (_, _, first_flat, first_model) = snapshot(&base_snapshot, 0, start);
+    let (payload_len, model_bytes) = (first_flat.len(), first_model.len());
     let mut latencies = Vec::with_capacity(TIMED_INSERTS);
     for i in 0..TIMED_INSERTS as u64 {
-        let (id, at, payload) = snapshot(i, start);
+        let (id, at, payload, model) = snapshot(&base_snapshot, i, start);
         let t = Instant::now();
         queue
             .insert(&id, &at, &payload, &model, &SINKS, WEEK_OF_ROWS)
@@ -74,7 +66,7 @@ fn main() {
         &mut queue,
         TIMED_INSERTS as u64..WEEK_OF_ROWS,
         start,
-        &model,
+        &base_snapshot,
     );
     report(
         "with 10,080 snapshots pending for each of 3 sinks",
@@ -88,7 +80,7 @@ fn main() {
         &path,
     );
     println!(
-        "  = {:.0} bytes per snapshot (flat form, model, 3 pending rows, indexes)",
+        "  = {:.0} bytes per snapshot (model, 3 pending rows, a day of flat history, indexes)",
         full as f64 / WEEK_OF_ROWS as f64
     );
 
@@ -107,7 +99,7 @@ fn main() {
 
     // The next week: the space of the drained one is used again.
     let next = start + INTERVAL * WEEK_OF_ROWS as u32;
-    fill(&mut queue, 0..WEEK_OF_ROWS, next, &model);
+    fill(&mut queue, 0..WEEK_OF_ROWS, next, &base_snapshot);
     queue.checkpoint().unwrap();
     let refilled = report(
         "after a second week pending for 3 sinks and a checkpoint",
@@ -131,9 +123,9 @@ fn main() {
     );
 }
 
-/// The model of a real snapshot of this host (a second one, so rates and
-/// percentages are filled in as in the daemon).
-fn host_model() -> Vec<u8> {
+/// A real snapshot of this host (the second one, so rates and percentages
+/// are filled in as in the daemon).
+fn host_snapshot() -> metricsd::snapshot::Snapshot {
     use metricsd::collect::{Collector, Roots};
     let config = metricsd::config::Config::default();
     let mut collector = Collector::new(Roots::default(), &config.collect);
@@ -143,24 +135,40 @@ fn host_model() -> Vec<u8> {
     };
     take(&mut collector, 1);
     std::thread::sleep(Duration::from_millis(200));
-    take(&mut collector, 2).to_model_bytes()
+    take(&mut collector, 2)
 }
 
-/// Snapshot `i` of a series a minute apart from `start`.
-fn snapshot(i: u64, start: SystemTime) -> (String, String, String) {
-    let id = rows::event_id();
-    let at = rows::timestamp(start + INTERVAL * i as u32);
-    let payload = rows::flat_payload(&id, &at, i);
-    (id, at, payload)
+/// Snapshot `i` of a series a minute apart from `start`:
+/// (event_id, created_at, flat form, model).
+fn snapshot(
+    base: &metricsd::snapshot::Snapshot,
+    i: u64,
+    start: SystemTime,
+) -> (String, String, String, Vec<u8>) {
+    let mut s = base.clone();
+    s.event_id = uuid::Uuid::now_v7();
+    s.seq = i + 1;
+    s.timestamp = start + INTERVAL * i as u32;
+    (
+        s.event_id.to_string(),
+        s.timestamp_string(),
+        s.flat_json().to_string(),
+        s.to_model_bytes(),
+    )
 }
 
-fn fill(queue: &mut Queue, range: std::ops::Range<u64>, start: SystemTime, model: &[u8]) {
+fn fill(
+    queue: &mut Queue,
+    range: std::ops::Range<u64>,
+    start: SystemTime,
+    base: &metricsd::snapshot::Snapshot,
+) {
     let t = Instant::now();
     let n = range.end - range.start;
     for i in range {
-        let (id, at, payload) = snapshot(i, start);
+        let (id, at, payload, model) = snapshot(base, i, start);
         queue
-            .insert(&id, &at, &payload, model, &SINKS, WEEK_OF_ROWS)
+            .insert(&id, &at, &payload, &model, &SINKS, WEEK_OF_ROWS)
             .unwrap();
     }
     println!("  (inserted {n} snapshots in {:?})", t.elapsed());
