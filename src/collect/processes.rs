@@ -6,7 +6,14 @@
 //! the scan needs (state, utime + stime, threads, start time, resident
 //! set). The stat files stay open from one sample to the next (up to a
 //! budget of descriptors) and are re-read with pread: opening a /proc/<pid>
-//! file costs about three times as much as reading it. Nothing is allocated
+//! file costs about three times as much as reading it.
+//!
+//! Kernel threads (half the pids of a small server) are read once: they
+//! have one thread, no memory, never become zombies, and their CPU time is
+//! already in the host's system time, so later scans count them without a
+//! read while /proc lists the same entry (same pid and inode: the kernel
+//! makes a new /proc/<pid> inode when a pid is reused). They are therefore
+//! never in the top lists. Nothing is allocated
 //! per process but the map entry that remembers its CPU time; only the N
 //! winners get a `String` for their name. sysinfo is not used: its refresh
 //! reads both stat and statm for every process and allocates per process
@@ -43,7 +50,12 @@ pub struct PidStat {
     /// Clock ticks after boot at which the process started.
     pub start_ticks: u64,
     pub rss_pages: u64,
+    /// PF_KTHREAD in the flags (field 9).
+    pub kernel_thread: bool,
 }
+
+/// PF_KTHREAD of include/linux/sched.h.
+const PF_KTHREAD: u64 = 0x0020_0000;
 
 /// Parses `pid (comm) state ppid ...`: the name is everything between the
 /// first `(` and the last `)`, since it may itself hold spaces and parens.
@@ -60,7 +72,8 @@ pub fn parse_pid_stat(bytes: &[u8]) -> Option<(&[u8], PidStat)> {
     // Field 3 (state) is index 0 here; field N is index N - 3.
     let state = *fields.next()?.first()?;
     let mut number = |skip: usize| procfs::parse_u64(fields.nth(skip)?);
-    let utime = number(10)?; // field 14
+    let flags = number(5)?; // field 9
+    let utime = number(4)?; // field 14
     let stime = number(0)?; // 15
     let threads = number(4)?; // 20
     let start_ticks = number(1)?; // 22
@@ -73,6 +86,7 @@ pub fn parse_pid_stat(bytes: &[u8]) -> Option<(&[u8], PidStat)> {
             threads,
             start_ticks,
             rss_pages: rss,
+            kernel_thread: flags & PF_KTHREAD != 0,
         },
     ))
 }
@@ -133,6 +147,8 @@ struct Tracked {
     cpu_ticks: u64,
     start_ticks: u64,
     seen: u64,
+    /// The /proc/<pid> inode when it was found to be a kernel thread.
+    kernel_thread_ino: Option<u64>,
 }
 
 /// Scans /proc; keeps the directory, the stat files and the previous CPU
@@ -224,17 +240,22 @@ impl ProcessScanner {
         top_memory.clear();
         top_cpu.clear();
         let mut scan = ProcessScan::default();
-        let scanned = dir.for_each(|name, fd| {
+        let scanned = dir.for_each(|name, ino, fd| {
             let Some(pid) = procfs::parse_u64(name).and_then(|p| u32::try_from(p).ok()) else {
                 return;
             };
-            let Some((name, stat, before)) = reader.read(fd, pid) else {
+            if reader.known_kernel_thread(pid, ino) {
+                scan.count += 1;
+                scan.threads += 1;
+                return;
+            }
+            let Some((name, stat, before)) = reader.read(fd, pid, ino) else {
                 return; // exited since the directory was read
             };
             scan.count += 1;
             scan.threads += stat.threads;
             scan.zombies += u64::from(stat.state == b'Z');
-            if top_n == 0 {
+            if top_n == 0 || stat.kernel_thread {
                 return;
             }
             if stat.rss_pages > 0 {
@@ -328,9 +349,21 @@ struct StatReader<'a> {
 }
 
 impl StatReader<'_> {
+    /// Whether `pid` is the kernel thread read in an earlier scan (same
+    /// /proc inode); marks it seen.
+    fn known_kernel_thread(&mut self, pid: u32, ino: u64) -> bool {
+        match self.pids.get_mut(&pid) {
+            Some(t) if t.kernel_thread_ino == Some(ino) => {
+                t.seen = self.generation;
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// The process's name and figures, and its CPU ticks at the previous
     /// scan when it was seen then (the same process: same start time).
-    fn read(&mut self, dir: RawFd, pid: u32) -> Option<(&[u8], PidStat, Option<u64>)> {
+    fn read(&mut self, dir: RawFd, pid: u32, ino: u64) -> Option<(&[u8], PidStat, Option<u64>)> {
         let mut n = None;
         if let Some(file) = self.pids.get(&pid).and_then(|t| t.file.as_ref()) {
             n = file.read_at(&mut self.buf, 0).ok();
@@ -358,13 +391,20 @@ impl StatReader<'_> {
             cpu_ticks: stat.cpu_ticks,
             start_ticks: stat.start_ticks,
             seen: 0,
+            kernel_thread_ino: None,
         });
         let before = (tracked.seen + 1 == generation && tracked.start_ticks == stat.start_ticks)
             .then_some(tracked.cpu_ticks);
         tracked.cpu_ticks = stat.cpu_ticks;
         tracked.start_ticks = stat.start_ticks;
         tracked.seen = generation;
-        if let Some(file) = opened {
+        if stat.kernel_thread {
+            // Not read again (see the module comment): no file to keep.
+            tracked.kernel_thread_ino = Some(ino);
+            if tracked.file.take().is_some() {
+                self.open -= 1;
+            }
+        } else if let Some(file) = opened {
             if self.open < self.budget {
                 tracked.file = Some(file);
                 self.open += 1;
@@ -449,6 +489,7 @@ mod tests {
                 threads: 3,
                 start_ticks: 12345,
                 rss_pages: 250,
+                kernel_thread: false,
             }
         );
         assert!(parse_pid_stat(b"1 (x) S 1 2 3\n").is_none());

@@ -152,9 +152,10 @@ fn attr(key: &str, value: impl Into<String>) -> KeyValue {
     }
 }
 
+/// The snapshot's time as its forms give it (whole milliseconds), in ns.
 fn unix_nanos(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
+        .map(|d| d.as_millis() as u64 * 1_000_000)
         .unwrap_or(0)
 }
 

@@ -877,3 +877,34 @@ fn time_since_the_last_reading() {
     collector.collect();
     assert!(collector.since_last_reading() <= started.elapsed());
 }
+
+#[test]
+fn kernel_threads_are_read_once_and_a_reused_pid_afresh() {
+    let (_dir, roots) = roots_copy_of_state1();
+    let mut collector = Collector::new(roots.clone(), &default_collect());
+    let first = collector.collect().metrics.processes.unwrap();
+    assert_eq!((first.count, first.threads), (5, 15));
+    // pid 2 is a kernel thread (PF_KTHREAD): not read again while /proc
+    // lists the same entry, so a stat that no longer reads changes nothing.
+    let kthread = roots.proc.join("2");
+    std::fs::write(kthread.join("stat"), "garbage").unwrap();
+    let again = collector.collect().metrics.processes.unwrap();
+    assert_eq!((again.count, again.threads), (5, 15));
+    // The pid is reused: a new /proc entry (a new inode) is read afresh.
+    // (Made before the old one goes, so that the inode numbers differ.)
+    let reused = roots.proc.join("2.new");
+    std::fs::create_dir(&reused).unwrap();
+    std::fs::write(
+        reused.join("stat"),
+        "2 (worker) S 1 2 2 0 -1 4194560 0 0 0 0 5 5 0 0 20 0 6 0 99999 1000 10 0\n",
+    )
+    .unwrap();
+    std::fs::remove_dir_all(&kthread).unwrap();
+    std::fs::rename(&reused, &kthread).unwrap();
+    let reused = collector.collect().metrics.processes.unwrap();
+    assert_eq!((reused.count, reused.threads), (5, 20));
+    assert!(reused
+        .top_memory
+        .iter()
+        .any(|p| p.pid == 2 && p.name == "worker"));
+}
