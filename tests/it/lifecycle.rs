@@ -632,10 +632,15 @@ fn assert_panic_ends_the_process(fault: &str, thread: &str, watchdog: bool) {
     };
     let code = daemon.exit_code(Duration::from_secs(20));
     assert_ne!(code, 0, "{fault}: exited 0; log:\n{}", daemon.log());
-    let log = daemon.log();
+    // The reader thread may still be catching up with the last lines.
+    let wanted = format!("thread {thread}");
+    let logged = daemon.stderr.wait_for_from(0, Duration::from_secs(5), |l| {
+        l.contains(&wanted) && l.contains("panicked") && l.contains("fault injection")
+    });
     assert!(
-        log.contains(&format!("thread {thread} panicked")) && log.contains("fault injection"),
-        "{fault}: the panic was not logged; log:\n{log}"
+        logged.is_some(),
+        "{fault}: the panic was not logged; log:\n{}",
+        daemon.log()
     );
 }
 
