@@ -1365,5 +1365,13 @@ mod hardening {
             !error.contains(BODY_TEXT),
             "the body reached /health: {error}"
         );
+        let sink_error = body["sinks"]["backend"]["last_error"]
+            .as_str()
+            .unwrap_or("");
+        assert!(sink_error.contains("HTTP 503"), "{body}");
+        assert!(
+            !sink_error.contains(BODY_TEXT),
+            "the body reached /health: {body}"
+        );
     }
 }
