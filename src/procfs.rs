@@ -103,10 +103,15 @@ impl FileReader {
 /// procfs's `f_type` (statfs), to tell the real /proc from a fixture tree.
 const PROC_SUPER_MAGIC: i64 = 0x9fa0;
 
-/// A /proc file kept open between samples and re-read from offset 0 each
-/// time (saving the open and close, ~3 us each on /proc). Only files on
-/// procfs are kept open: a file elsewhere (a fixture tree) is opened afresh
-/// on every read, so that replacing or removing it takes effect.
+/// sysfs's `f_type`: its attribute files are also produced afresh by a
+/// read from offset 0.
+const SYSFS_MAGIC: i64 = 0x6265_6572;
+
+/// A /proc (or /sys) file kept open between samples and re-read from
+/// offset 0 each time (saving the open and close, ~3 us each on /proc).
+/// Only files on procfs and sysfs are kept open: a file elsewhere (a
+/// fixture tree) is opened afresh on every read, so that replacing or
+/// removing it takes effect.
 #[derive(Debug)]
 pub struct ProcFile {
     path: PathBuf,
@@ -141,7 +146,7 @@ impl ProcFile {
             self.keep_open = false;
         }
         let file = File::open(&self.path)?;
-        if !self.keep_open || !is_procfs(&file) {
+        if !self.keep_open || !regenerated_by_pread(&file) {
             return reader.read_from(file);
         }
         let file = self.file.insert(file);
@@ -173,8 +178,14 @@ impl ProcFile {
     }
 }
 
-fn is_procfs(file: &File) -> bool {
-    fd_is_procfs(file.as_raw_fd())
+/// Files whose contents the kernel produces afresh on each read from
+/// offset 0: procfs and sysfs.
+fn regenerated_by_pread(file: &File) -> bool {
+    // SAFETY: an all-zero statfs is valid; fstatfs only writes into it.
+    let mut s: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `file` is open and `s` a valid out-pointer.
+    let rc = unsafe { libc::fstatfs(file.as_raw_fd(), &mut s) };
+    rc == 0 && matches!(s.f_type as i64, PROC_SUPER_MAGIC | SYSFS_MAGIC)
 }
 
 fn fd_is_procfs(fd: RawFd) -> bool {
@@ -247,8 +258,9 @@ impl DirScan {
         fd_is_procfs(self.fd())
     }
 
-    /// Calls `each` with every entry name (without "." and ".."), from the start.
-    pub fn for_each(&mut self, mut each: impl FnMut(&[u8], RawFd)) -> io::Result<()> {
+    /// Calls `each` with every entry's name (without "." and "..") and
+    /// inode number, from the start, and the directory's descriptor.
+    pub fn for_each(&mut self, mut each: impl FnMut(&[u8], u64, RawFd)) -> io::Result<()> {
         let fd = self.fd();
         // SAFETY: `self.dir` is an open DIR stream.
         unsafe { libc::rewinddir(self.dir) };
@@ -271,7 +283,9 @@ impl DirScan {
             if name == b"." || name == b".." {
                 continue;
             }
-            each(name, fd);
+            // SAFETY: as above.
+            let ino = unsafe { (*entry).d_ino };
+            each(name, ino, fd);
         }
     }
 }

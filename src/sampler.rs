@@ -239,6 +239,15 @@ pub fn run(mut ctx: SamplerContext) -> Queue {
                         .queue_dropped_total
                         .store(stats.dropped_total, Ordering::Relaxed);
                 }
+                // Each sink's growing backlog shows even while its poster
+                // is stuck in a request.
+                for (kind, _) in config.sinks() {
+                    if let Ok(c) = ctx.queue.counts(kind.name()) {
+                        let sink = ctx.status.sink(kind);
+                        sink.pending.store(c.pending, Ordering::Relaxed);
+                        sink.dropped_total.store(c.dropped_total, Ordering::Relaxed);
+                    }
+                }
                 ctx.poster_wake.notify();
             }
             Err(e) => {

@@ -8,7 +8,8 @@
 //! rates and percentages derived from two readings (for the JSON forms).
 //! Each group of fields is filled by one collector (`crate::collect`); a
 //! group whose collector failed in this sample is `None`, and every view
-//! shows it as `null` (never a made-up 0).
+//! shows it as `null` (never a made-up 0). Every model struct is
+//! `serde(default)`: a queued row written before a field existed still reads back.
 
 use crate::collect::units::UnitMetrics;
 use serde::{Deserialize, Serialize};
@@ -54,6 +55,7 @@ pub fn format_timestamp(at: SystemTime) -> String {
 /// (the kernel counts it in both), `guest` is guest + guest_nice, so the
 /// nine add up to all the time there is.
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, Default, PartialEq)]
+#[serde(default)]
 pub struct CpuModes {
     pub user: f64,
     pub nice: f64,
@@ -85,6 +87,7 @@ impl CpuModes {
 
 /// From /proc/stat (collector `cpu`).
 #[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq)]
+#[serde(default)]
 pub struct CpuMetrics {
     /// Busy share of all CPUs since the previous sample (not idle, not iowait).
     pub usage_percent: f64,
@@ -97,6 +100,7 @@ pub struct CpuMetrics {
 
 /// Kernel activity counters from /proc/stat (collector `cpu`).
 #[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq)]
+#[serde(default)]
 pub struct ActivityMetrics {
     /// `ctxt`, since boot.
     pub context_switches_total: u64,
@@ -115,6 +119,7 @@ pub struct ActivityMetrics {
 
 /// From /proc/loadavg (collector `load`).
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, Default, PartialEq)]
+#[serde(default)]
 pub struct LoadMetrics {
     pub load1: f64,
     pub load5: f64,
@@ -123,6 +128,7 @@ pub struct LoadMetrics {
 
 /// From /proc/meminfo (collector `memory`), in bytes.
 #[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq)]
+#[serde(default)]
 pub struct MemoryMetrics {
     pub total_bytes: u64,
     pub available_bytes: u64,
@@ -148,6 +154,7 @@ impl MemoryMetrics {
 
 /// From /proc/vmstat (collector `memory`).
 #[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq)]
+#[serde(default)]
 pub struct VmstatMetrics {
     /// pswpin, pswpout, pgmajfault: since boot.
     pub swap_in_pages_total: u64,
@@ -160,6 +167,7 @@ pub struct VmstatMetrics {
 
 /// One line of a /proc/pressure file.
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, Default, PartialEq)]
+#[serde(default)]
 pub struct PsiLine {
     pub avg10: f64,
     pub avg60: f64,
@@ -173,6 +181,7 @@ pub struct PsiLine {
 /// From /proc/pressure (collector `pressure`). A line the kernel does not
 /// give (no `full` line for cpu before 5.13) is `None`.
 #[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq)]
+#[serde(default)]
 pub struct PressureMetrics {
     pub cpu_some: Option<PsiLine>,
     pub cpu_full: Option<PsiLine>,
@@ -198,6 +207,7 @@ impl PressureMetrics {
 
 /// One mounted filesystem, from statvfs (collector `filesystem`).
 #[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq)]
+#[serde(default)]
 pub struct MountUsage {
     pub mount: String,
     /// As /proc/self/mountinfo names them.
@@ -244,6 +254,7 @@ pub fn primary_mount(mounts: &[MountUsage]) -> Option<&MountUsage> {
 
 /// One whole block device from /proc/diskstats (collector `disk`).
 #[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq)]
+#[serde(default)]
 pub struct DeviceMetrics {
     pub name: String,
     /// Cumulative since boot (or since the device appeared).
@@ -268,6 +279,7 @@ pub struct DeviceMetrics {
 
 /// Collector `disk`.
 #[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq)]
+#[serde(default)]
 pub struct DiskIoMetrics {
     /// Summed over `devices`.
     pub read_bytes_per_sec: f64,
@@ -277,6 +289,7 @@ pub struct DiskIoMetrics {
 
 /// One interface from /proc/net/dev and /sys/class/net (collector `network`).
 #[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq)]
+#[serde(default)]
 pub struct InterfaceMetrics {
     pub name: String,
     pub rx_bytes: u64,
@@ -295,6 +308,7 @@ pub struct InterfaceMetrics {
 
 /// Collector `network`: only the interfaces that are not excluded.
 #[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq)]
+#[serde(default)]
 pub struct NetworkMetrics {
     pub interfaces: Vec<InterfaceMetrics>,
 }
@@ -329,6 +343,7 @@ impl NetworkMetrics {
 /// /proc/net/snmp (connections, retransmits, resets), /proc/net/netstat
 /// (listen queue) and /proc/net/sockstat(6) (sockets by state).
 #[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq)]
+#[serde(default)]
 pub struct TcpMetrics {
     /// CurrEstab: ESTABLISHED + CLOSE-WAIT, IPv4 and IPv6.
     pub curr_estab: Option<u64>,
@@ -347,6 +362,7 @@ pub struct TcpMetrics {
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq)]
+#[serde(default)]
 pub struct TopProcess {
     pub pid: u32,
     pub name: String,
@@ -356,6 +372,7 @@ pub struct TopProcess {
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq)]
+#[serde(default)]
 pub struct TopCpuProcess {
     pub pid: u32,
     pub name: String,
@@ -365,13 +382,15 @@ pub struct TopCpuProcess {
 
 /// The per-process scan (collector `processes`).
 #[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq)]
+#[serde(default)]
 pub struct ProcessMetrics {
     /// Processes, not threads.
     pub count: u64,
     /// Tasks of all processes.
     pub threads: u64,
-    /// Processes in state Z.
-    pub zombies: u64,
+    /// Processes in state Z; None when the per-process scan is off
+    /// (`top_processes = 0`).
+    pub zombies: Option<u64>,
     pub top_memory: Vec<TopProcess>,
     pub top_cpu: Vec<TopCpuProcess>,
 }
@@ -379,6 +398,7 @@ pub struct ProcessMetrics {
 /// Collector `system`; each field has its own source, so each may be None.
 /// `boot_time_unix` lives in `ActivityMetrics` (it comes from /proc/stat).
 #[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq)]
+#[serde(default)]
 pub struct SystemMetrics {
     pub uptime_seconds: Option<u64>,
     pub boot_id: Option<String>,
@@ -393,6 +413,7 @@ pub struct SystemMetrics {
 /// Everything the collectors measured in one sample. `None`: the collector
 /// of that group failed (or the host has no such source) in this sample.
 #[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq)]
+#[serde(default)]
 pub struct Metrics {
     pub cpu: Option<CpuMetrics>,
     pub activity: Option<ActivityMetrics>,
@@ -430,7 +451,9 @@ pub struct Snapshot {
     pub event_id: Uuid,
     pub seq: u64,
     pub interval_secs: u64,
+    #[serde(default)]
     pub metrics: Metrics,
+    #[serde(default)]
     pub collectors: Vec<CollectorRun>,
 }
 
@@ -441,6 +464,33 @@ pub enum ModelError {
     Inflate(#[from] std::io::Error),
     #[error("snapshot model does not decode: {0}")]
     Decode(#[from] serde_json::Error),
+}
+
+thread_local! {
+    /// One deflate state per thread, reset for each snapshot: making a new
+    /// one allocates and clears ~300 KiB, several times the cost of
+    /// compressing a snapshot.
+    static DEFLATE: std::cell::RefCell<flate2::Compress> =
+        std::cell::RefCell::new(flate2::Compress::new(flate2::Compression::default(), false));
+}
+
+/// Raw deflate of `input` (no zlib header), as `DeflateDecoder` reads it.
+fn deflate(input: &[u8]) -> Vec<u8> {
+    DEFLATE.with(|state| {
+        let mut c = state.borrow_mut();
+        c.reset();
+        let mut out = Vec::with_capacity(input.len() / 2 + 64);
+        loop {
+            let consumed = c.total_in() as usize;
+            let status = c
+                .compress_vec(&input[consumed..], &mut out, flate2::FlushCompress::Finish)
+                .expect("deflate into a Vec");
+            if status == flate2::Status::StreamEnd {
+                return out;
+            }
+            out.reserve(out.capacity().max(256));
+        }
+    })
 }
 
 /// Model bytes larger than this are refused when decoding (a bound on the
@@ -487,13 +537,9 @@ impl Snapshot {
 
     /// The compact model form the queue keeps: JSON, deflated.
     pub fn to_model_bytes(&self) -> Vec<u8> {
-        let mut encoder = flate2::write::DeflateEncoder::new(
-            Vec::with_capacity(2048),
-            flate2::Compression::default(),
-        );
-        // Writing to a Vec cannot fail, and the model always serialises.
-        serde_json::to_writer(&mut encoder, self).expect("snapshot model serialises");
-        encoder.finish().expect("deflate into a Vec")
+        // Serialising plain data into a Vec cannot fail.
+        let json = serde_json::to_vec(self).expect("snapshot model serialises");
+        deflate(&json)
     }
 
     /// Reads back what `to_model_bytes` wrote.
@@ -731,7 +777,7 @@ fn processes_json(m: &Metrics) -> Value {
             "pid": t.pid, "name": t.name, "memory_percent": t.memory_percent.map(round2),
         })).collect::<Vec<_>>())),
         "threads": p.map(|p| p.threads),
-        "zombies": p.map(|p| p.zombies),
+        "zombies": p.and_then(|p| p.zombies),
         "top_cpu_processes": or_null(p, |p| json!(p.top_cpu.iter().map(|t| json!({
             "pid": t.pid, "name": t.name, "cpu_percent": round2(t.cpu_percent),
         })).collect::<Vec<_>>())),

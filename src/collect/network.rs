@@ -5,6 +5,7 @@ use super::{counter_rate, invalid, Collect, CollectError, Filters, Roots};
 use crate::config::CollectConfig;
 use crate::procfs::{self, FileReader, ProcFile};
 use crate::snapshot::{InterfaceMetrics, Metrics, NetworkMetrics};
+use std::collections::HashMap;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -178,6 +179,8 @@ pub struct NetworkCollector {
     state: NetState,
     filters: Filters,
     class_net: PathBuf,
+    /// The operstate files of the reported interfaces, kept open.
+    operstate: HashMap<String, ProcFile>,
     reader: FileReader,
 }
 
@@ -187,6 +190,7 @@ impl NetworkCollector {
             state: NetState::new(&roots.proc),
             filters: Filters::new(config),
             class_net: roots.sys.join("class/net"),
+            operstate: HashMap::new(),
             reader: FileReader::with_capacity(4096),
         }
     }
@@ -204,11 +208,15 @@ impl Collect for NetworkCollector {
             .state
             .sample(&mut self.reader, &self.filters)
             .map_err(|e| CollectError::new(self.state.path(), e))?;
+        self.operstate
+            .retain(|name, _| interfaces.iter().any(|i| i.name == *name));
         for i in &mut interfaces {
-            let path = self.class_net.join(&i.name).join("operstate");
-            i.oper_state = self
-                .reader
-                .read(&path)
+            let file = self
+                .operstate
+                .entry(i.name.clone())
+                .or_insert_with(|| ProcFile::new(self.class_net.join(&i.name).join("operstate")));
+            i.oper_state = file
+                .read(&mut self.reader)
                 .ok()
                 .and_then(|b| parse_operstate(&procfs::text(b)).ok());
         }

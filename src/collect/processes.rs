@@ -6,15 +6,26 @@
 //! the scan needs (state, utime + stime, threads, start time, resident
 //! set). The stat files stay open from one sample to the next (up to a
 //! budget of descriptors) and are re-read with pread: opening a /proc/<pid>
-//! file costs about three times as much as reading it. Nothing is allocated
+//! file costs about three times as much as reading it.
+//!
+//! Kernel threads (half the pids of a small server) are read once: they
+//! have one thread, no memory, never become zombies, and their CPU time is
+//! already in the host's system time, so later scans count them without a
+//! read while /proc lists the same entry (same pid and inode: the kernel
+//! makes a new /proc/<pid> inode when a pid is reused). They are therefore
+//! never in the top lists.
+//!
+//! `top_processes = 0` turns the per-process reads off: the scan then only
+//! counts the entries of /proc, `threads` comes from the kernel's task
+//! count in /proc/loadavg, and `zombies` is null (not measured). Nothing is allocated
 //! per process but the map entry that remembers its CPU time; only the N
 //! winners get a `String` for their name. sysinfo is not used: its refresh
 //! reads both stat and statm for every process and allocates per process
 //! (`benches/sample.rs` measures both ways).
 
-use super::{Collect, CollectError, Roots};
+use super::{read_parsed, Collect, CollectError, Roots};
 use crate::config::CollectConfig;
-use crate::procfs::{self, DirScan};
+use crate::procfs::{self, DirScan, FileReader, ProcFile};
 use crate::snapshot::{Metrics, ProcessMetrics, TopCpuProcess, TopProcess};
 use std::collections::HashMap;
 use std::ffi::CStr;
@@ -43,7 +54,12 @@ pub struct PidStat {
     /// Clock ticks after boot at which the process started.
     pub start_ticks: u64,
     pub rss_pages: u64,
+    /// PF_KTHREAD in the flags (field 9).
+    pub kernel_thread: bool,
 }
+
+/// PF_KTHREAD of include/linux/sched.h.
+const PF_KTHREAD: u64 = 0x0020_0000;
 
 /// Parses `pid (comm) state ppid ...`: the name is everything between the
 /// first `(` and the last `)`, since it may itself hold spaces and parens.
@@ -60,7 +76,8 @@ pub fn parse_pid_stat(bytes: &[u8]) -> Option<(&[u8], PidStat)> {
     // Field 3 (state) is index 0 here; field N is index N - 3.
     let state = *fields.next()?.first()?;
     let mut number = |skip: usize| procfs::parse_u64(fields.nth(skip)?);
-    let utime = number(10)?; // field 14
+    let flags = number(5)?; // field 9
+    let utime = number(4)?; // field 14
     let stime = number(0)?; // 15
     let threads = number(4)?; // 20
     let start_ticks = number(1)?; // 22
@@ -73,6 +90,7 @@ pub fn parse_pid_stat(bytes: &[u8]) -> Option<(&[u8], PidStat)> {
             threads,
             start_ticks,
             rss_pages: rss,
+            kernel_thread: flags & PF_KTHREAD != 0,
         },
     ))
 }
@@ -120,8 +138,9 @@ fn insert_candidate(list: &mut Vec<Candidate>, keep: usize, c: Candidate) {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ProcessScan {
     pub count: u64,
-    pub threads: u64,
-    pub zombies: u64,
+    /// None when only counted (`top_n` = 0).
+    pub threads: Option<u64>,
+    pub zombies: Option<u64>,
     pub top_memory: Vec<TopProcess>,
     pub top_cpu: Vec<TopCpuProcess>,
 }
@@ -133,6 +152,8 @@ struct Tracked {
     cpu_ticks: u64,
     start_ticks: u64,
     seen: u64,
+    /// The /proc/<pid> inode when it was found to be a kernel thread.
+    kernel_thread_ino: Option<u64>,
 }
 
 /// Scans /proc; keeps the directory, the stat files and the previous CPU
@@ -185,12 +206,12 @@ impl ProcessScanner {
             .collect()
     }
 
-    /// Counts processes, threads and zombies and, when `top_n` > 0, finds
+    /// With `top_n` > 0: counts processes, threads and zombies, and finds
     /// the `top_n` with the largest resident set and the `top_n` that used
     /// the most CPU since the previous scan. Processes that exit during the
     /// scan are skipped; kernel threads (no resident memory) are never in
     /// the memory list, and processes idle since the last scan never in the
-    /// CPU list.
+    /// CPU list. With `top_n` = 0: only counts the processes.
     pub fn scan(&mut self, top_n: usize) -> io::Result<ProcessScan> {
         if self.dir.is_none() {
             let dir = DirScan::open(&self.proc)?;
@@ -200,6 +221,23 @@ impl ProcessScanner {
         let Some(dir) = self.dir.as_mut() else {
             return Err(io::Error::other("no /proc directory"));
         };
+        if top_n == 0 {
+            // Nothing per process: forget (and close) what was kept.
+            self.pids.clear();
+            self.prev_scan = None;
+            let mut count = 0;
+            let scanned = dir.for_each(|name, _, _| {
+                count += u64::from(procfs::parse_u64(name).is_some());
+            });
+            if let Err(e) = scanned {
+                self.dir = None;
+                return Err(e);
+            }
+            return Ok(ProcessScan {
+                count,
+                ..ProcessScan::default()
+            });
+        }
         let now = Instant::now();
         let now_ticks = boot_ticks(self.ticks_per_sec);
         let elapsed = self
@@ -224,17 +262,23 @@ impl ProcessScanner {
         top_memory.clear();
         top_cpu.clear();
         let mut scan = ProcessScan::default();
-        let scanned = dir.for_each(|name, fd| {
+        let (mut threads, mut zombies) = (0, 0);
+        let scanned = dir.for_each(|name, ino, fd| {
             let Some(pid) = procfs::parse_u64(name).and_then(|p| u32::try_from(p).ok()) else {
                 return;
             };
-            let Some((name, stat, before)) = reader.read(fd, pid) else {
+            if reader.known_kernel_thread(pid, ino) {
+                scan.count += 1;
+                threads += 1;
+                return;
+            }
+            let Some((name, stat, before)) = reader.read(fd, pid, ino) else {
                 return; // exited since the directory was read
             };
             scan.count += 1;
-            scan.threads += stat.threads;
-            scan.zombies += u64::from(stat.state == b'Z');
-            if top_n == 0 {
+            threads += stat.threads;
+            zombies += u64::from(stat.state == b'Z');
+            if stat.kernel_thread {
                 return;
             }
             if stat.rss_pages > 0 {
@@ -261,6 +305,8 @@ impl ProcessScanner {
             return Err(e);
         }
         self.prev_scan = Some((now, now_ticks));
+        scan.threads = Some(threads);
+        scan.zombies = Some(zombies);
         let page_size = self.page_size;
         scan.top_memory = self
             .top_memory
@@ -328,9 +374,21 @@ struct StatReader<'a> {
 }
 
 impl StatReader<'_> {
+    /// Whether `pid` is the kernel thread read in an earlier scan (same
+    /// /proc inode); marks it seen.
+    fn known_kernel_thread(&mut self, pid: u32, ino: u64) -> bool {
+        match self.pids.get_mut(&pid) {
+            Some(t) if t.kernel_thread_ino == Some(ino) => {
+                t.seen = self.generation;
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// The process's name and figures, and its CPU ticks at the previous
     /// scan when it was seen then (the same process: same start time).
-    fn read(&mut self, dir: RawFd, pid: u32) -> Option<(&[u8], PidStat, Option<u64>)> {
+    fn read(&mut self, dir: RawFd, pid: u32, ino: u64) -> Option<(&[u8], PidStat, Option<u64>)> {
         let mut n = None;
         if let Some(file) = self.pids.get(&pid).and_then(|t| t.file.as_ref()) {
             n = file.read_at(&mut self.buf, 0).ok();
@@ -358,13 +416,20 @@ impl StatReader<'_> {
             cpu_ticks: stat.cpu_ticks,
             start_ticks: stat.start_ticks,
             seen: 0,
+            kernel_thread_ino: None,
         });
         let before = (tracked.seen + 1 == generation && tracked.start_ticks == stat.start_ticks)
             .then_some(tracked.cpu_ticks);
         tracked.cpu_ticks = stat.cpu_ticks;
         tracked.start_ticks = stat.start_ticks;
         tracked.seen = generation;
-        if let Some(file) = opened {
+        if stat.kernel_thread {
+            // Not read again (see the module comment): no file to keep.
+            tracked.kernel_thread_ino = Some(ino);
+            if tracked.file.take().is_some() {
+                self.open -= 1;
+            }
+        } else if let Some(file) = opened {
             if self.open < self.budget {
                 tracked.file = Some(file);
                 self.open += 1;
@@ -383,9 +448,21 @@ fn pid_path<'b>(buf: &'b mut [u8; 40], pid: u32, file: &str) -> Option<&'b CStr>
     CStr::from_bytes_with_nul(&buf[..written]).ok()
 }
 
+/// The kernel's count of tasks: the second figure of `running/total` in
+/// /proc/loadavg.
+pub fn parse_loadavg_tasks(text: &str) -> io::Result<u64> {
+    text.split_ascii_whitespace()
+        .nth(3)
+        .and_then(|f| f.split_once('/'))
+        .and_then(|(_, total)| procfs::parse_u64(total.as_bytes()))
+        .ok_or_else(|| super::invalid(format!("no task count in {text:?}")))
+}
+
 pub struct ProcessCollector {
     scanner: ProcessScanner,
     top_n: usize,
+    loadavg: ProcFile,
+    reader: FileReader,
 }
 
 impl ProcessCollector {
@@ -393,6 +470,8 @@ impl ProcessCollector {
         ProcessCollector {
             scanner: ProcessScanner::new(&roots.proc),
             top_n: config.top_processes,
+            loadavg: ProcFile::new(roots.proc.join("loadavg")),
+            reader: FileReader::with_capacity(256),
         }
     }
 }
@@ -416,9 +495,13 @@ impl Collect for ProcessCollector {
         for p in &mut top_memory {
             p.memory_percent = total.map(|t| p.memory_bytes as f64 / t as f64 * 100.0);
         }
+        let threads = match scan.threads {
+            Some(threads) => threads,
+            None => read_parsed(&mut self.reader, &mut self.loadavg, parse_loadavg_tasks)?,
+        };
         m.processes = Some(ProcessMetrics {
             count: scan.count,
-            threads: scan.threads,
+            threads,
             zombies: scan.zombies,
             top_memory,
             top_cpu: scan.top_cpu,
@@ -449,6 +532,7 @@ mod tests {
                 threads: 3,
                 start_ticks: 12345,
                 rss_pages: 250,
+                kernel_thread: false,
             }
         );
         assert!(parse_pid_stat(b"1 (x) S 1 2 3\n").is_none());

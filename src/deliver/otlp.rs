@@ -152,9 +152,10 @@ fn attr(key: &str, value: impl Into<String>) -> KeyValue {
     }
 }
 
+/// The snapshot's time as its forms give it (whole milliseconds), in ns.
 fn unix_nanos(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
+        .map(|d| d.as_millis() as u64 * 1_000_000)
         .unwrap_or(0)
 }
 
@@ -497,8 +498,8 @@ fn add_metrics(out: &mut SnapshotMetrics, m: &Metrics) {
             a.procs_blocked as f64,
         ));
     }
-    if let Some(p) = &m.processes {
-        processes.push((vec![attr("process.status", "defunct")], p.zombies as f64));
+    if let Some(zombies) = m.processes.as_ref().and_then(|p| p.zombies) {
+        processes.push((vec![attr("process.status", "defunct")], zombies as f64));
     }
     out.add("system.process.count", "{process}", UpDown, processes);
     out.one(

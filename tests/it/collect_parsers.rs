@@ -593,7 +593,7 @@ fn collector_over_two_fixture_states() {
     let procs = m.processes.as_ref().unwrap();
     assert_eq!(procs.count, 5, "77 has no stat: it exited during the scan");
     assert_eq!(procs.threads, 15);
-    assert_eq!(procs.zombies, 1);
+    assert_eq!(procs.zombies, Some(1));
     let top: Vec<(u32, &str)> = procs
         .top_memory
         .iter()
@@ -664,7 +664,9 @@ fn reload_changes_exclusions_and_top_processes() {
     let m = collector.collect().metrics;
     let procs = m.processes.unwrap();
     assert!(procs.top_memory.is_empty() && procs.top_cpu.is_empty());
-    assert_eq!((procs.count, procs.zombies), (5, 1));
+    // No per-process reads: every numeric entry counts (77 too), the
+    // threads are the kernel's task count, zombies are not measured.
+    assert_eq!((procs.count, procs.threads, procs.zombies), (6, 1024, None));
     let names: Vec<String> = m
         .network
         .unwrap()
@@ -876,4 +878,35 @@ fn time_since_the_last_reading() {
     let started = Instant::now();
     collector.collect();
     assert!(collector.since_last_reading() <= started.elapsed());
+}
+
+#[test]
+fn kernel_threads_are_read_once_and_a_reused_pid_afresh() {
+    let (_dir, roots) = roots_copy_of_state1();
+    let mut collector = Collector::new(roots.clone(), &default_collect());
+    let first = collector.collect().metrics.processes.unwrap();
+    assert_eq!((first.count, first.threads), (5, 15));
+    // pid 2 is a kernel thread (PF_KTHREAD): not read again while /proc
+    // lists the same entry, so a stat that no longer reads changes nothing.
+    let kthread = roots.proc.join("2");
+    std::fs::write(kthread.join("stat"), "garbage").unwrap();
+    let again = collector.collect().metrics.processes.unwrap();
+    assert_eq!((again.count, again.threads), (5, 15));
+    // The pid is reused: a new /proc entry (a new inode) is read afresh.
+    // (Made before the old one goes, so that the inode numbers differ.)
+    let reused = roots.proc.join("2.new");
+    std::fs::create_dir(&reused).unwrap();
+    std::fs::write(
+        reused.join("stat"),
+        "2 (worker) S 1 2 2 0 -1 4194560 0 0 0 0 5 5 0 0 20 0 6 0 99999 1000 10 0\n",
+    )
+    .unwrap();
+    std::fs::remove_dir_all(&kthread).unwrap();
+    std::fs::rename(&reused, &kthread).unwrap();
+    let reused = collector.collect().metrics.processes.unwrap();
+    assert_eq!((reused.count, reused.threads), (5, 20));
+    assert!(reused
+        .top_memory
+        .iter()
+        .any(|p| p.pid == 2 && p.name == "worker"));
 }

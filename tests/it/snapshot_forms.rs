@@ -185,7 +185,7 @@ fn sample() -> Snapshot {
             processes: Some(ProcessMetrics {
                 count: 211,
                 threads: 480,
-                zombies: 2,
+                zombies: Some(2),
                 top_memory: vec![TopProcess {
                     pid: 4242,
                     name: "postgres".into(),
@@ -496,4 +496,27 @@ fn timestamps_always_carry_milliseconds() {
         format_timestamp(at + Duration::from_micros(7_900)),
         "2026-11-23T10:00:00.007Z"
     );
+}
+
+#[test]
+fn model_rows_from_before_a_field_existed_still_read_back() {
+    // A row as an older daemon wrote it: no depth fields, no collectors.
+    let old = json!({
+        "timestamp": {"secs_since_epoch": 1_795_428_000u64, "nanos_since_epoch": 0},
+        "node_id": "web-1",
+        "machine_id": "m",
+        "event_id": "019ab0c4-6b00-7000-8000-000000000001",
+        "seq": 1,
+        "interval_secs": 60,
+        "metrics": {"memory": {"total_bytes": 1024, "available_bytes": 512}}
+    });
+    let mut deflated = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut deflated, old.to_string().as_bytes()).unwrap();
+    let s = Snapshot::from_model_bytes(&deflated.finish().unwrap()).unwrap();
+    let mem = s.metrics.memory.unwrap();
+    assert_eq!(
+        (mem.total_bytes, mem.available_bytes, mem.slab_bytes),
+        (1024, 512, 0)
+    );
+    assert!(s.metrics.cpu.is_none() && s.collectors.is_empty());
 }
