@@ -11,7 +11,7 @@
 //! The queue lives under /var/tmp (or $METRICSD_BENCH_DIR), a real disk.
 
 #[path = "../tests/it/common/mod.rs"]
-#[allow(dead_code)]
+#[allow(dead_code, unused_imports)]
 mod common;
 
 use common::receivers::{Kind, Receiver};
@@ -78,7 +78,11 @@ fn row(i: i64, s: &Snapshot) -> Row {
 }
 
 fn encoding(snaps: &[Snapshot]) {
-    let rows: Vec<Row> = snaps.iter().enumerate().map(|(i, s)| row(i as i64, s)).collect();
+    let rows: Vec<Row> = snaps
+        .iter()
+        .enumerate()
+        .map(|(i, s)| row(i as i64, s))
+        .collect();
     let samples: usize = metricsd::export::families::host_families(&snaps[0])
         .iter()
         .map(|f| f.samples.len())
@@ -94,7 +98,10 @@ fn encoding(snaps: &[Snapshot]) {
         std::hint::black_box(Snapshot::from_model_bytes(&r.model).unwrap());
     }
     let decode = (thread_cpu() - t) / rows.len() as u32;
-    println!("  model decode (inflate + JSON)      {:>8.1} µs CPU per snapshot", decode.as_secs_f64() * 1e6);
+    println!(
+        "  model decode (inflate + JSON)      {:>8.1} µs CPU per snapshot",
+        decode.as_secs_f64() * 1e6
+    );
     for (kind, batch) in [
         (SinkKind::Backend, 1usize),
         (SinkKind::Backend, BATCH),
@@ -182,7 +189,9 @@ fn drain(snaps: &[Snapshot]) {
     }
     let took = started.elapsed();
     shutdown.trigger();
-    assert!(posters.join_by(Instant::now() + Duration::from_secs(10)).is_empty());
+    assert!(posters
+        .join_by(Instant::now() + Duration::from_secs(10))
+        .is_empty());
     let samples: usize = metricsd::export::families::host_families(&snaps[0])
         .iter()
         .map(|f| f.samples.len())
@@ -204,7 +213,10 @@ fn drain(snaps: &[Snapshot]) {
         .iter()
         .map(|(_, p)| p.len())
         .sum();
-    println!("drain: host_load1 samples stored by the receiver: {stored} of {}", snaps.len());
+    println!(
+        "drain: host_load1 samples stored by the receiver: {stored} of {}",
+        snaps.len()
+    );
 }
 
 fn main() {

@@ -35,7 +35,10 @@ fn receiver() -> (String, Arrivals) {
     let seen = arrivals.clone();
     std::thread::spawn(move || {
         for mut request in server.incoming_requests() {
-            let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64;
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap()
+                .as_millis() as u64;
             let mut body = String::new();
             let _ = request.as_reader().read_to_string(&mut body);
             if let Ok(v) = serde_json::from_str::<serde_json::Value>(&body) {
@@ -85,7 +88,10 @@ fn run(n: usize, splay: &str, url: &str, arrivals: &Arrivals) -> Vec<u64> {
         .collect();
     // Each daemon's first post follows its start, not the aligned tick:
     // count the posts of ROUNDS aligned samples after every daemon is up.
-    let started = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64;
+    let started = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
     let first_tick = (started / 1000 / INTERVAL_S + 2) * INTERVAL_S * 1000;
     let last_tick = first_tick + (ROUNDS as u64 - 1) * INTERVAL_S * 1000;
     let deadline = Instant::now() + Duration::from_secs(INTERVAL_S * (ROUNDS as u64 + 6));
@@ -132,7 +138,10 @@ fn report(n: usize, splay: &str, offsets: &[u64]) -> (u64, f64) {
     let window_bins = (INTERVAL_S * 1000 / 2).min(30_000) / BIN_MS;
     let busiest = *hist.iter().max().unwrap_or(&0);
     let mean = offsets.len() as f64 / window_bins as f64;
-    let (lo, hi) = (offsets.iter().min().copied().unwrap_or(0), offsets.iter().max().copied().unwrap_or(0));
+    let (lo, hi) = (
+        offsets.iter().min().copied().unwrap_or(0),
+        offsets.iter().max().copied().unwrap_or(0),
+    );
     println!(
         "fleet: {n} daemons, splay {splay:?}: {} posts over {ROUNDS} rounds, arrivals {lo}..{hi} ms after the tick",
         offsets.len()
