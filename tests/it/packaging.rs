@@ -6,7 +6,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use toml::{Table, Value};
 
-const MAX_EXPOSURE: f64 = 1.5;
+/// 1.5 before clock_synced: the read-only adjtimex(2) it needs makes
+/// systemd-analyze count ProtectClock=, @clock and @privileged as open (+0.3),
+/// although without CAP_SYS_TIME nothing can set the clock; every other
+/// setting it still counts would hide figures (see the test below).
+const MAX_EXPOSURE: f64 = 1.7;
 
 fn repo_file(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
@@ -82,6 +86,9 @@ fn unit_security_keeps_what_the_collectors_need() {
         // the daemon's own cgroup, not its neighbours' units.
         "ProtectControlGroups=private",
         "ProtectControlGroups=strict",
+        // Its seccomp filter refuses even the read-only adjtimex(2) of
+        // clock_synced.
+        "ProtectClock=yes",
     ] {
         assert!(
             !settings.contains(&forbidden),
@@ -93,6 +100,8 @@ fn unit_security_keeps_what_the_collectors_need() {
         "Type=notify",
         "ExecStart=/usr/bin/metricsd run",
         "ExecReload=/bin/kill -HUP $MAINPID",
+        // Back from ~@privileged, which holds @clock: clock_synced.
+        "SystemCallFilter=adjtimex clock_adjtime",
         "StateDirectory=metricsd",
         "DynamicUser=yes",
         "WatchdogSec=180",
