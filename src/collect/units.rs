@@ -18,7 +18,7 @@
 //! that sample, never negative or huge. A file the unit's cgroup does not
 //! have (no memory or pids controller on a hybrid host) gives `None`.
 
-use super::{Roots, Warnings};
+use super::{CollectError, Roots, Warnings};
 use crate::config::CollectConfig;
 use crate::procfs::{self, FileReader};
 use crate::snapshot::round2;
@@ -66,15 +66,6 @@ pub struct UnitMetrics {
     pub memory_bytes: Option<u64>,
     pub io_read_bytes: Option<u64>,
     pub io_write_bytes: Option<u64>,
-}
-
-/// What went wrong reading the unit tree.
-#[derive(Debug, thiserror::Error)]
-#[error("cannot read {}: {source}", path.display())]
-pub struct CollectError {
-    pub path: PathBuf,
-    #[source]
-    pub source: io::Error,
 }
 
 // ---------------------------------------------------------------- parsers
@@ -519,10 +510,7 @@ impl UnitsCollector {
                 }
                 return Ok(BTreeMap::new());
             }
-            return Err(CollectError {
-                path: system_slice,
-                source: e,
-            });
+            return Err(CollectError::new(system_slice, e));
         }
         let mut candidates = Vec::with_capacity(found.len());
         for entry in found {

@@ -1,7 +1,6 @@
 //! The history (SPEC §5.2, §4.6): the flat form of every snapshot stays in
-//! `snapshots` for `queue.history` after it was taken, delivered or not,
-//! counted against no sink. A snapshot row goes once it is older than that
-//! and no sink's pending or dead row refers to it.
+//! `history` for `queue.history` after it was taken, delivered or not,
+//! counted against no sink, and is trimmed by age.
 
 use super::{unix_ms, Queue, QueueError};
 use rusqlite::{params, OptionalExtension, Transaction};
@@ -62,7 +61,7 @@ impl Queue {
     pub(super) fn history_extent(&self) -> Result<(u64, Option<i64>), QueueError> {
         let since = window_start(&self.conn)?;
         let (rows, oldest): (i64, Option<i64>) = self.conn.query_row(
-            "SELECT count(*), min(created_ms) FROM snapshots WHERE created_ms >= ?1",
+            "SELECT count(*), min(created_ms) FROM history WHERE created_ms >= ?1",
             [since],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )?;
@@ -78,7 +77,7 @@ fn history_rows(
     let since = since_unix_ms.max(window_start(conn)?);
     let limit = limit.min(MAX_HISTORY_ROWS) as i64;
     let mut stmt = conn.prepare_cached(
-        "SELECT flat FROM snapshots WHERE created_ms >= ?1 ORDER BY created_ms, id LIMIT ?2",
+        "SELECT flat FROM history WHERE created_ms >= ?1 ORDER BY created_ms, id LIMIT ?2",
     )?;
     let rows = stmt
         .query_map(params![since, limit], |r| r.get(0))?
@@ -96,12 +95,34 @@ fn window_start(conn: &rusqlite::Connection) -> rusqlite::Result<i64> {
     Ok(unix_ms(SystemTime::now()).saturating_sub(history_ms.max(0)))
 }
 
-/// Deletes the snapshots that are older than the history and that no sink
-/// needs. The partial index holds exactly the unreferenced rows by age, so
-/// this touches only what it deletes.
+/// Deletes the history older than the window and the snapshots no sink
+/// needs any more. The partial index holds exactly the unreferenced
+/// snapshots, so this touches only what it deletes.
 pub(super) fn trim_history(tx: &Transaction) -> rusqlite::Result<u64> {
     let cutoff = window_start(tx)?;
-    Ok(tx
-        .prepare_cached("DELETE FROM snapshots WHERE refs = 0 AND created_ms < ?1")?
-        .execute([cutoff])? as u64)
+    let trimmed = tx
+        .prepare_cached("DELETE FROM history WHERE created_ms < ?1")?
+        .execute([cutoff])? as u64;
+    tx.prepare_cached("DELETE FROM snapshots WHERE refs = 0")?
+        .execute([])?;
+    Ok(trimmed)
+}
+
+/// Adds a snapshot's flat form to the history (none when it is off).
+pub(super) fn record(
+    tx: &Transaction,
+    id: i64,
+    created_ms: i64,
+    flat: &str,
+) -> rusqlite::Result<()> {
+    let history_ms: i64 = tx
+        .prepare_cached("SELECT value FROM meta WHERE key = 'history_ms'")?
+        .query_row([], |r| r.get(0))
+        .optional()?
+        .unwrap_or(0);
+    if history_ms > 0 {
+        tx.prepare_cached("INSERT INTO history (id, created_ms, flat) VALUES (?1, ?2, ?3)")?
+            .execute(params![id, created_ms, flat])?;
+    }
+    Ok(())
 }

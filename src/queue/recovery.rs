@@ -234,7 +234,8 @@ fn checksum(data: &[u8], sum: (u32, u32), big_endian: bool) -> (u32, u32) {
 fn marker_ids(page: &[u8]) -> impl Iterator<Item = u32> + '_ {
     page.windows(MARKER.len())
         .enumerate()
-        .filter(|(_, w)| *w == MARKER)
+        // The first byte alone rules out almost every position cheaply.
+        .filter(|(_, w)| w[0] == MARKER[0] && *w == MARKER)
         .filter_map(|(i, _)| {
             let hex = page.get(i + MARKER.len()..i + MARKER.len() + 8)?;
             u32::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()

@@ -1,7 +1,7 @@
 //! Per-sink rows and counters (SPEC §5.2-5.4): every rule holds for each
 //! sink alone; one snapshot is one insert transaction for all of them.
 
-use super::history::trim_history;
+use super::history::{record, trim_history};
 use super::{age_s, unix_ms, unix_ms_of, unix_now, Queue, QueueError};
 use rusqlite::{params, OptionalExtension, Transaction};
 use std::collections::BTreeMap;
@@ -92,18 +92,21 @@ impl Queue {
         let max_pending = max_pending.max(1);
         let known = self.sink_ids.clone();
         let tx = self.write()?;
+        let created_ms = unix_ms_of(created_at);
+        // A model that gives back exactly this flat form stands in for it
+        // (see `schema`); any other bytes are kept as they are, beside it.
+        let own_flat = if !model.is_empty() && derived_flat(model).as_deref() == Some(flat) {
+            ""
+        } else {
+            flat
+        };
         tx.prepare_cached(
             "INSERT INTO snapshots (event_id, created_at, created_ms, flat, model) \
              VALUES (?1, ?2, ?3, ?4, ?5)",
         )?
-        .execute(params![
-            event_id,
-            created_at,
-            unix_ms_of(created_at),
-            flat,
-            model
-        ])?;
+        .execute(params![event_id, created_at, created_ms, own_flat, model])?;
         let id = tx.last_insert_rowid();
+        record(&tx, id, created_ms, flat)?;
         let mut report = InsertReport {
             id,
             dropped: BTreeMap::new(),
@@ -159,14 +162,20 @@ impl Queue {
         ))?;
         let rows = stmt
             .query_map(params![sink, n.min(i64::MAX as usize) as i64], |r| {
+                let payload: String = r.get(5)?;
+                let model: Vec<u8> = r.get(6)?;
                 Ok(Row {
                     id: r.get(0)?,
                     event_id: r.get(1)?,
                     created_at: r.get(2)?,
                     attempts: r.get(3)?,
                     last_error: r.get(4)?,
-                    payload: r.get(5)?,
-                    model: r.get(6)?,
+                    payload: if payload.is_empty() {
+                        flat_from_model(&model)
+                    } else {
+                        payload
+                    },
+                    model,
                 })
             })?
             .collect::<Result<Vec<_>, _>>()?;
@@ -398,6 +407,22 @@ impl Queue {
         }
         Ok(id)
     }
+}
+
+/// The flat form a model stands for, if it is a snapshot model.
+fn derived_flat(model: &[u8]) -> Option<String> {
+    crate::snapshot::Snapshot::from_model_bytes(model)
+        .ok()
+        .map(|snapshot| snapshot.flat_json().to_string())
+}
+
+/// The flat form of a row stored without one. A model that no longer
+/// decodes (damage the file's checks did not catch) becomes a JSON string
+/// naming the problem, which a receiver rejects, so the row ends in the
+/// dead list where it can be looked at instead of blocking its sink.
+fn flat_from_model(model: &[u8]) -> String {
+    derived_flat(model)
+        .unwrap_or_else(|| serde_json::Value::from("unreadable snapshot model").to_string())
 }
 
 /// The row id of `name` in `sinks`, adding the sink if new.
