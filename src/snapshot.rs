@@ -388,8 +388,9 @@ pub struct ProcessMetrics {
     pub count: u64,
     /// Tasks of all processes.
     pub threads: u64,
-    /// Processes in state Z.
-    pub zombies: u64,
+    /// Processes in state Z; None when the per-process scan is off
+    /// (`top_processes = 0`).
+    pub zombies: Option<u64>,
     pub top_memory: Vec<TopProcess>,
     pub top_cpu: Vec<TopCpuProcess>,
 }
@@ -776,7 +777,7 @@ fn processes_json(m: &Metrics) -> Value {
             "pid": t.pid, "name": t.name, "memory_percent": t.memory_percent.map(round2),
         })).collect::<Vec<_>>())),
         "threads": p.map(|p| p.threads),
-        "zombies": p.map(|p| p.zombies),
+        "zombies": p.and_then(|p| p.zombies),
         "top_cpu_processes": or_null(p, |p| json!(p.top_cpu.iter().map(|t| json!({
             "pid": t.pid, "name": t.name, "cpu_percent": round2(t.cpu_percent),
         })).collect::<Vec<_>>())),

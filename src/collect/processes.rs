@@ -13,15 +13,19 @@
 //! already in the host's system time, so later scans count them without a
 //! read while /proc lists the same entry (same pid and inode: the kernel
 //! makes a new /proc/<pid> inode when a pid is reused). They are therefore
-//! never in the top lists. Nothing is allocated
+//! never in the top lists.
+//!
+//! `top_processes = 0` turns the per-process reads off: the scan then only
+//! counts the entries of /proc, `threads` comes from the kernel's task
+//! count in /proc/loadavg, and `zombies` is null (not measured). Nothing is allocated
 //! per process but the map entry that remembers its CPU time; only the N
 //! winners get a `String` for their name. sysinfo is not used: its refresh
 //! reads both stat and statm for every process and allocates per process
 //! (`benches/sample.rs` measures both ways).
 
-use super::{Collect, CollectError, Roots};
+use super::{read_parsed, Collect, CollectError, Roots};
 use crate::config::CollectConfig;
-use crate::procfs::{self, DirScan};
+use crate::procfs::{self, DirScan, FileReader, ProcFile};
 use crate::snapshot::{Metrics, ProcessMetrics, TopCpuProcess, TopProcess};
 use std::collections::HashMap;
 use std::ffi::CStr;
@@ -134,8 +138,9 @@ fn insert_candidate(list: &mut Vec<Candidate>, keep: usize, c: Candidate) {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ProcessScan {
     pub count: u64,
-    pub threads: u64,
-    pub zombies: u64,
+    /// None when only counted (`top_n` = 0).
+    pub threads: Option<u64>,
+    pub zombies: Option<u64>,
     pub top_memory: Vec<TopProcess>,
     pub top_cpu: Vec<TopCpuProcess>,
 }
@@ -201,12 +206,12 @@ impl ProcessScanner {
             .collect()
     }
 
-    /// Counts processes, threads and zombies and, when `top_n` > 0, finds
+    /// With `top_n` > 0: counts processes, threads and zombies, and finds
     /// the `top_n` with the largest resident set and the `top_n` that used
     /// the most CPU since the previous scan. Processes that exit during the
     /// scan are skipped; kernel threads (no resident memory) are never in
     /// the memory list, and processes idle since the last scan never in the
-    /// CPU list.
+    /// CPU list. With `top_n` = 0: only counts the processes.
     pub fn scan(&mut self, top_n: usize) -> io::Result<ProcessScan> {
         if self.dir.is_none() {
             let dir = DirScan::open(&self.proc)?;
@@ -216,6 +221,23 @@ impl ProcessScanner {
         let Some(dir) = self.dir.as_mut() else {
             return Err(io::Error::other("no /proc directory"));
         };
+        if top_n == 0 {
+            // Nothing per process: forget (and close) what was kept.
+            self.pids.clear();
+            self.prev_scan = None;
+            let mut count = 0;
+            let scanned = dir.for_each(|name, _, _| {
+                count += u64::from(procfs::parse_u64(name).is_some());
+            });
+            if let Err(e) = scanned {
+                self.dir = None;
+                return Err(e);
+            }
+            return Ok(ProcessScan {
+                count,
+                ..ProcessScan::default()
+            });
+        }
         let now = Instant::now();
         let now_ticks = boot_ticks(self.ticks_per_sec);
         let elapsed = self
@@ -240,22 +262,23 @@ impl ProcessScanner {
         top_memory.clear();
         top_cpu.clear();
         let mut scan = ProcessScan::default();
+        let (mut threads, mut zombies) = (0, 0);
         let scanned = dir.for_each(|name, ino, fd| {
             let Some(pid) = procfs::parse_u64(name).and_then(|p| u32::try_from(p).ok()) else {
                 return;
             };
             if reader.known_kernel_thread(pid, ino) {
                 scan.count += 1;
-                scan.threads += 1;
+                threads += 1;
                 return;
             }
             let Some((name, stat, before)) = reader.read(fd, pid, ino) else {
                 return; // exited since the directory was read
             };
             scan.count += 1;
-            scan.threads += stat.threads;
-            scan.zombies += u64::from(stat.state == b'Z');
-            if top_n == 0 || stat.kernel_thread {
+            threads += stat.threads;
+            zombies += u64::from(stat.state == b'Z');
+            if stat.kernel_thread {
                 return;
             }
             if stat.rss_pages > 0 {
@@ -282,6 +305,8 @@ impl ProcessScanner {
             return Err(e);
         }
         self.prev_scan = Some((now, now_ticks));
+        scan.threads = Some(threads);
+        scan.zombies = Some(zombies);
         let page_size = self.page_size;
         scan.top_memory = self
             .top_memory
@@ -423,9 +448,21 @@ fn pid_path<'b>(buf: &'b mut [u8; 40], pid: u32, file: &str) -> Option<&'b CStr>
     CStr::from_bytes_with_nul(&buf[..written]).ok()
 }
 
+/// The kernel's count of tasks: the second figure of `running/total` in
+/// /proc/loadavg.
+pub fn parse_loadavg_tasks(text: &str) -> io::Result<u64> {
+    text.split_ascii_whitespace()
+        .nth(3)
+        .and_then(|f| f.split_once('/'))
+        .and_then(|(_, total)| procfs::parse_u64(total.as_bytes()))
+        .ok_or_else(|| super::invalid(format!("no task count in {text:?}")))
+}
+
 pub struct ProcessCollector {
     scanner: ProcessScanner,
     top_n: usize,
+    loadavg: ProcFile,
+    reader: FileReader,
 }
 
 impl ProcessCollector {
@@ -433,6 +470,8 @@ impl ProcessCollector {
         ProcessCollector {
             scanner: ProcessScanner::new(&roots.proc),
             top_n: config.top_processes,
+            loadavg: ProcFile::new(roots.proc.join("loadavg")),
+            reader: FileReader::with_capacity(256),
         }
     }
 }
@@ -456,9 +495,13 @@ impl Collect for ProcessCollector {
         for p in &mut top_memory {
             p.memory_percent = total.map(|t| p.memory_bytes as f64 / t as f64 * 100.0);
         }
+        let threads = match scan.threads {
+            Some(threads) => threads,
+            None => read_parsed(&mut self.reader, &mut self.loadavg, parse_loadavg_tasks)?,
+        };
         m.processes = Some(ProcessMetrics {
             count: scan.count,
-            threads: scan.threads,
+            threads,
             zombies: scan.zombies,
             top_memory,
             top_cpu: scan.top_cpu,

@@ -498,8 +498,8 @@ fn add_metrics(out: &mut SnapshotMetrics, m: &Metrics) {
             a.procs_blocked as f64,
         ));
     }
-    if let Some(p) = &m.processes {
-        processes.push((vec![attr("process.status", "defunct")], p.zombies as f64));
+    if let Some(zombies) = m.processes.as_ref().and_then(|p| p.zombies) {
+        processes.push((vec![attr("process.status", "defunct")], zombies as f64));
     }
     out.add("system.process.count", "{process}", UpDown, processes);
     out.one(

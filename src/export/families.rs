@@ -894,7 +894,7 @@ fn processes(f: &mut Families, m: &Metrics) {
         Gauge,
         "",
         "Processes in state Z.",
-        p.map(|p| p.zombies as f64),
+        p.and_then(|p| p.zombies).map(|z| z as f64),
     );
 }
 
@@ -1144,7 +1144,7 @@ mod tests {
                 ..Default::default()
             }),
             processes: Some(ProcessMetrics {
-                zombies: 2,
+                zombies: Some(2),
                 top_memory: vec![TopProcess {
                     pid: 42,
                     name: "big".into(),

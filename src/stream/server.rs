@@ -28,9 +28,13 @@ use tokio_tungstenite::WebSocketStream;
 /// a place.
 pub const HEAD_TIMEOUT: Duration = Duration::from_secs(3);
 /// Connections held before they are WebSocket clients (sending their head or
-/// being answered); beyond this the oldest is shed for each newcomer. Together
-/// with `max_clients` it keeps descriptors well under the usual limit of 1024.
-const MAX_WAITING: usize = 512;
+/// being answered); beyond this the oldest is shed for each newcomer. The
+/// larger it is, the longer a flood takes to push a normal client's fresh
+/// connection out before its head is read; it is lowered to fit the limit
+/// on open files.
+const MAX_WAITING: usize = 2048;
+/// Descriptors kept for everything else (clients, the queue, logs).
+const RESERVED_FILES: u64 = 256;
 /// Pause after a failed accept (e.g. out of file descriptors) so the loop does not spin.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 /// How often the configured token is compared with the one clients hold.
@@ -69,6 +73,7 @@ impl Server {
     pub fn new(hub: Arc<Hub>, config: SharedConfig, status: Arc<Status>) -> Arc<Server> {
         let (closing_tx, closing) = watch::channel(false);
         let token = config.get().stream.token.clone();
+        let max_clients = config.get().stream.max_clients;
         Arc::new(Server {
             hub,
             config,
@@ -76,7 +81,7 @@ impl Server {
             closing,
             closing_tx,
             token_tx: watch::Sender::new(token),
-            waiting: Admission::new(MAX_WAITING),
+            waiting: Admission::new(waiting_capacity(max_clients)),
         })
     }
 
@@ -101,7 +106,7 @@ impl Server {
                     Ok((stream, peer)) => {
                         let (admitted, shed) = self.waiting.admit();
                         if shed && due(&mut shed_warned) {
-                            log::warn!("stream: more than {MAX_WAITING} connections sent no request yet; closing the oldest ones");
+                            log::warn!("stream: too many connections sent no request yet; closing the oldest ones");
                         }
                         let server = self.clone();
                         let alive = alive_tx.clone();
@@ -346,6 +351,14 @@ impl Server {
         };
         Some((ws, session, slot))
     }
+}
+
+/// How many connections may wait for their request at once: [`MAX_WAITING`],
+/// or fewer when the open-files limit (raised as far as allowed) is lower.
+fn waiting_capacity(max_clients: usize) -> usize {
+    let files = listener::raise_open_files_limit();
+    let spare = files.saturating_sub(RESERVED_FILES + max_clients as u64);
+    (spare as usize).clamp(64, MAX_WAITING)
 }
 
 /// Whether a `Sec-WebSocket-Key` is base64 of 16 bytes: 22 characters of the

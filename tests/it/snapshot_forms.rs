@@ -185,7 +185,7 @@ fn sample() -> Snapshot {
             processes: Some(ProcessMetrics {
                 count: 211,
                 threads: 480,
-                zombies: 2,
+                zombies: Some(2),
                 top_memory: vec![TopProcess {
                     pid: 4242,
                     name: "postgres".into(),

@@ -1228,7 +1228,7 @@ mod hardening {
         }
         assert_eq!(
             answered, 20,
-            "/health answered {answered} of 20 (the flood made {made} connections)"
+            "/health answered {answered} of 20 (the flood made {made} connections): {seen:?}"
         );
         assert!(made > 100, "the flood made only {made} connections");
 

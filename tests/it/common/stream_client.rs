@@ -296,7 +296,7 @@ pub fn snapshot(seq: u64, interfaces: usize) -> Snapshot {
         processes: Some(ProcessMetrics {
             count: 312,
             threads: 640,
-            zombies: 1,
+            zombies: Some(1),
             top_memory: (0..5)
                 .map(|i| TopProcess {
                     pid: 1000 + i,
