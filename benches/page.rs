@@ -213,6 +213,40 @@ fn main() {
     });
     std::thread::sleep(Duration::from_secs(3));
 
+    // Memory first, before any request to the page's routes: the daemon's
+    // own warm-up (its first samples grow its buffers), a quiet baseline,
+    // then one real page, then after it closed (the blocking pool's idle
+    // threads exit after 10 s).
+    let started = rss_anon_kib(pid);
+    std::thread::sleep(Duration::from_secs(20));
+    let without = settled_anon(pid, Duration::from_secs(5));
+    println!(
+        "page: daemon RssAnon 3 s after start {started:>6} KiB, 25 s after {without} KiB (its own warm-up)"
+    );
+    let page = browser::Browser::start();
+    page.goto(&format!("http://{addr}/"));
+    wait_for("the page to go live", Duration::from_secs(30), || {
+        page.eval(
+            "return document.querySelector('#state').textContent",
+            serde_json::json!([]),
+        ) == "live"
+    });
+    let with_page = settled_anon(pid, Duration::from_secs(8));
+    let charted = page.eval(
+        "return Number(document.querySelector('#chart-load path').dataset.points)",
+        serde_json::json!([]),
+    );
+    drop(page);
+    std::thread::sleep(Duration::from_secs(12));
+    let after = settled_anon(pid, Duration::from_secs(5));
+    let delta = with_page - without;
+    println!("page: daemon RssAnon without a page  {without:>6} KiB");
+    println!(
+        "page: daemon RssAnon with one page   {with_page:>6} KiB ({delta:+} KiB; target within {MEMORY_TARGET_KIB} KiB) {}; the page charted {charted} points",
+        if delta.abs() <= MEMORY_TARGET_KIB { "ok" } else { "OVER" }
+    );
+    println!("page: daemon RssAnon after it closed {after:>6} KiB");
+
     let history = format!("/api/history?limit={ROWS}");
     let rows: Vec<Value> = {
         let mut s = TcpStream::connect(addr).unwrap();
@@ -255,33 +289,6 @@ fn main() {
         "page: /api/history {ROWS} rows, median complete {worst_history:.2} ms (target ≤ {HISTORY_TARGET_MS} ms) {}",
         if worst_history <= HISTORY_TARGET_MS { "ok" } else { "OVER" }
     );
-
-    // Memory: a quiet baseline, then one real page, then after it closed.
-    std::thread::sleep(Duration::from_secs(12)); // the blocking pool's idle threads exit after 10 s
-    let without = settled_anon(pid, Duration::from_secs(5));
-    let page = browser::Browser::start();
-    page.goto(&format!("http://{addr}/"));
-    wait_for("the page to go live", Duration::from_secs(30), || {
-        page.eval(
-            "return document.querySelector('#state').textContent",
-            serde_json::json!([]),
-        ) == "live"
-    });
-    let with_page = settled_anon(pid, Duration::from_secs(8));
-    let charted = page.eval(
-        "return Number(document.querySelector('#chart-load path').dataset.points)",
-        serde_json::json!([]),
-    );
-    drop(page);
-    std::thread::sleep(Duration::from_secs(12));
-    let after = settled_anon(pid, Duration::from_secs(5));
-    let delta = with_page - without;
-    println!("page: daemon RssAnon without a page  {without:>6} KiB");
-    println!(
-        "page: daemon RssAnon with one page   {with_page:>6} KiB ({delta:+} KiB; target within {MEMORY_TARGET_KIB} KiB) {}; the page charted {charted} points",
-        if delta.abs() <= MEMORY_TARGET_KIB { "ok" } else { "OVER" }
-    );
-    println!("page: daemon RssAnon after it closed {after:>6} KiB");
 
     // SAFETY: kill has no memory-safety preconditions.
     unsafe { libc::kill(pid as i32, libc::SIGTERM) };

@@ -9,7 +9,7 @@ const MIB_PER_S_TO_MBIT = (1024 * 1024 * 8) / 1e6;
 const HEALTH_EVERY_MS = 5000;
 // The narrowest time axis, in samples: a few points already span the width.
 const MIN_SPAN_SAMPLES = 10;
-const TIME_STEPS_MS = [10, 15, 30, 60, 120, 300, 600, 900, 1800].map((s) => s * 1000);
+const TIME_STEPS_MS = [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800].map((s) => s * 1000);
 
 const token = new URLSearchParams(location.hash.replace(/^#/, "")).get("token") || "";
 let intervalS = 60;

@@ -6,7 +6,13 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use toml::{Table, Value};
 
-const MAX_EXPOSURE: f64 = 1.5;
+/// systemd's rating of the unit. It was 1.3 with ProtectClock=yes, but that
+/// filter makes even the read-only adjtimex(2) behind `clock_synced` fail;
+/// allowing that one call (the clock still cannot be set: no CAP_SYS_TIME)
+/// costs 0.4 in the rating, and no other setting takes it back without
+/// blinding a collector (ProtectProc, ProcSubset, ProtectHome=yes) or
+/// cutting off remote backends (IPAddressDeny, PrivateNetwork).
+const MAX_EXPOSURE: f64 = 1.7;
 
 fn repo_file(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
@@ -82,6 +88,9 @@ fn unit_security_keeps_what_the_collectors_need() {
         // the daemon's own cgroup, not its neighbours' units.
         "ProtectControlGroups=private",
         "ProtectControlGroups=strict",
+        // Its seccomp filter refuses even the read-only adjtimex(2) of
+        // clock_synced.
+        "ProtectClock=yes",
     ] {
         assert!(
             !settings.contains(&forbidden),
@@ -93,6 +102,8 @@ fn unit_security_keeps_what_the_collectors_need() {
         "Type=notify",
         "ExecStart=/usr/bin/metricsd run",
         "ExecReload=/bin/kill -HUP $MAINPID",
+        // Back from ~@privileged, which holds @clock: clock_synced.
+        "SystemCallFilter=adjtimex clock_adjtime",
         "StateDirectory=metricsd",
         "DynamicUser=yes",
         "WatchdogSec=180",
