@@ -96,14 +96,25 @@ fn main() {
     let (url, received) = start_backend();
     let port = free_port();
     let config = dir.path().join("metricsd.toml");
+    // DAEMON_BENCH_SINKS=3: remote write and OTLP as well, to the same
+    // accepting receiver (the whole daemon with the three sinks).
+    let three = std::env::var("DAEMON_BENCH_SINKS").is_ok_and(|v| v == "3");
+    let more = if three {
+        format!("[remote_write]\nurl = {url:?}\n[otlp]\nurl = {url:?}\n")
+    } else {
+        String::new()
+    };
     std::fs::write(
         &config,
         format!(
-            "interval = \"1s\"\nstate_dir = {:?}\n[stream]\nlisten = \"127.0.0.1:{port}\"\n[backend]\nurl = {url:?}\n",
+            "interval = \"1s\"\nstate_dir = {:?}\n[stream]\nlisten = \"127.0.0.1:{port}\"\n[backend]\nurl = {url:?}\n{more}",
             dir.path().join("state").display().to_string()
         ),
     )
     .unwrap();
+    if three {
+        println!("daemon: three sinks (backend, remote_write, otlp)");
+    }
     let notify_path = dir.path().join("notify.sock");
     let notify = UnixDatagram::bind(&notify_path).unwrap();
     notify

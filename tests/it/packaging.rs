@@ -88,6 +88,9 @@ fn unit_security_keeps_what_the_collectors_need() {
         // the daemon's own cgroup, not its neighbours' units.
         "ProtectControlGroups=private",
         "ProtectControlGroups=strict",
+        // Its seccomp filter refuses even the read-only adjtimex(2) of
+        // clock_synced.
+        "ProtectClock=yes",
     ] {
         assert!(
             !settings.contains(&forbidden),
@@ -99,6 +102,8 @@ fn unit_security_keeps_what_the_collectors_need() {
         "Type=notify",
         "ExecStart=/usr/bin/metricsd run",
         "ExecReload=/bin/kill -HUP $MAINPID",
+        // Back from ~@privileged, which holds @clock: clock_synced.
+        "SystemCallFilter=adjtimex clock_adjtime",
         "StateDirectory=metricsd",
         "DynamicUser=yes",
         "WatchdogSec=180",
