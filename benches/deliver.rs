@@ -108,7 +108,7 @@ fn encoding(snaps: &[Snapshot]) {
         (SinkKind::RemoteWrite, BATCH),
         (SinkKind::Otlp, BATCH),
     ] {
-        let mut sink: Box<dyn Sink> = for_kind(kind).unwrap();
+        let mut sink: Box<dyn Sink> = for_kind(kind);
         let mut config = Config::default().sink(kind).clone();
         config.batch_size = batch;
         let t = thread_cpu();

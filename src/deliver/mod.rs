@@ -40,7 +40,6 @@ pub struct Posters {
     running: BTreeMap<SinkKind, Running>,
     /// Posters of removed sinks that may still be finishing a request.
     ending: Vec<JoinHandle<()>>,
-    unavailable_logged: Vec<SinkKind>,
 }
 
 impl Posters {
@@ -51,7 +50,6 @@ impl Posters {
             bell,
             running: BTreeMap::new(),
             ending: Vec::new(),
-            unavailable_logged: Vec::new(),
         };
         posters.reconcile()?;
         Ok(posters)
@@ -75,13 +73,6 @@ impl Posters {
                 }
             }
             if configured && !self.running.contains_key(&kind) {
-                if sink::for_kind(kind).is_none() {
-                    if !self.unavailable_logged.contains(&kind) {
-                        log::error!("{kind}: not available in this build; its rows stay queued");
-                        self.unavailable_logged.push(kind);
-                    }
-                    continue;
-                }
                 let wake = Wake::new();
                 self.bell.chain(&wake);
                 let handle = poster::spawn(kind, self.ctx.clone(), wake.clone())?;

@@ -63,9 +63,7 @@ pub fn spawn(
             let Some(rows) = connect(kind, &ctx.db_path, &sink_status, &ctx.shutdown) else {
                 return;
             };
-            let Some(sink) = sink::for_kind(kind) else {
-                return;
-            };
+            let sink = sink::for_kind(kind);
             let mut poster = Poster {
                 kind,
                 rows,

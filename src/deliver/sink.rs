@@ -40,12 +40,11 @@ pub trait Sink: Send {
     }
 }
 
-/// The encoder of each kind of sink; None for one this build cannot
-/// encode yet (its rows stay queued).
-pub fn for_kind(kind: SinkKind) -> Option<Box<dyn Sink>> {
+/// The encoder of each kind of sink.
+pub fn for_kind(kind: SinkKind) -> Box<dyn Sink> {
     match kind {
-        SinkKind::Backend => Some(Box::new(super::json::Json)),
-        SinkKind::RemoteWrite => Some(Box::new(super::remote_write::RemoteWrite)),
-        SinkKind::Otlp => Some(Box::new(super::otlp::Otlp)),
+        SinkKind::Backend => Box::new(super::json::Json),
+        SinkKind::RemoteWrite => Box::new(super::remote_write::RemoteWrite),
+        SinkKind::Otlp => Box::new(super::otlp::Otlp),
     }
 }
