@@ -63,9 +63,10 @@ pub enum QueueCommand {
         /// Show the dead list instead of pending rows
         #[arg(long)]
         dead: bool,
-        /// The sink whose rows to show (backend, remote_write, otlp)
-        #[arg(long, value_name = "NAME", default_value = "backend", value_parser = SINK_NAMES)]
-        sink: String,
+        /// The sink whose rows to show (backend, remote_write, otlp); without
+        /// it: backend, or the local history when no sink is configured
+        #[arg(long, value_name = "NAME", value_parser = SINK_NAMES)]
+        sink: Option<String>,
     },
     /// Move dead rows back to pending, in their original order
     RetryDead {

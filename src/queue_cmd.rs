@@ -54,10 +54,17 @@ pub fn run_to(
         )),
         (QueueCommand::Peek { n, dead, sink }, Some(q)) => {
             let n = usize::try_from(*n).unwrap_or(usize::MAX);
-            let rows = if *dead {
-                q.oldest_dead(sink, n)
-            } else {
-                q.oldest(sink, n)
+            let rows = match sink.as_deref() {
+                // No sink configured: the queue is the local history.
+                None if sinks.is_empty() && !*dead => q.oldest_history(n),
+                sink => {
+                    let sink = sink.unwrap_or("backend");
+                    if *dead {
+                        q.oldest_dead(sink, n)
+                    } else {
+                        q.oldest(sink, n)
+                    }
+                }
             };
             rows.map(|rows| {
                 rows.iter()

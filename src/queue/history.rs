@@ -2,7 +2,7 @@
 //! `history` for `queue.history` after it was taken, delivered or not,
 //! counted against no sink, and is trimmed by age.
 
-use super::{unix_ms, Queue, QueueError};
+use super::{unix_ms, Queue, QueueError, Row};
 use rusqlite::{params, OptionalExtension, Transaction};
 use std::time::{Duration, SystemTime};
 
@@ -55,6 +55,43 @@ impl Queue {
         conn.busy_timeout(super::schema::BUSY_TIMEOUT)
             .map_err(open_err)?;
         history_rows(&conn, since_unix_ms, limit)
+    }
+
+    /// The `n` oldest history rows as queue rows (SPEC §5.2: without a sink
+    /// the queue is a bounded local history that `queue peek` shows). Their
+    /// event_id and created_at come from the flat form itself.
+    pub fn oldest_history(&self, n: usize) -> Result<Vec<Row>, QueueError> {
+        let since = window_start(&self.conn)?;
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id, flat FROM history WHERE created_ms >= ?1 ORDER BY created_ms, id LIMIT ?2",
+        )?;
+        let rows = stmt
+            .query_map(params![since, n.min(i64::MAX as usize) as i64], |r| {
+                let id: i64 = r.get(0)?;
+                let flat: String = r.get(1)?;
+                Ok((id, flat))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, flat)| {
+                let field = |name: &str| -> String {
+                    serde_json::from_str::<serde_json::Value>(&flat)
+                        .ok()
+                        .and_then(|v| v.get(name).and_then(|f| f.as_str()).map(str::to_string))
+                        .unwrap_or_default()
+                };
+                Row {
+                    id,
+                    event_id: field("event_id"),
+                    created_at: field("timestamp"),
+                    attempts: 0,
+                    last_error: None,
+                    payload: flat,
+                    model: Vec::new(),
+                }
+            })
+            .collect())
     }
 
     /// (rows in the history window, the oldest one's unix ms).

@@ -28,7 +28,7 @@ fn peek(n: u64, dead: bool) -> QueueCommand {
     QueueCommand::Peek {
         n,
         dead,
-        sink: B.into(),
+        sink: Some(B.into()),
     }
 }
 
@@ -494,7 +494,7 @@ fn peek_retry_dead_and_purge_act_on_the_named_sink_alone() {
         let command = QueueCommand::Peek {
             n: 10,
             dead,
-            sink: sink.into(),
+            sink: Some(sink.into()),
         };
         let (code, out, err) = run_for(command, dir.path(), &[B]);
         assert_eq!(code, 0, "{err}");
@@ -512,7 +512,7 @@ fn peek_retry_dead_and_purge_act_on_the_named_sink_alone() {
         QueueCommand::Peek {
             n: 1,
             dead: true,
-            sink: "otlp".into(),
+            sink: Some("otlp".into()),
         },
         dir.path(),
         &[B],
@@ -652,4 +652,52 @@ fn the_daemon_exits_73_when_its_queue_file_cannot_be_written() {
         .filter(|n| n.starts_with("queue.db"))
         .collect();
     assert_eq!(names, vec!["queue.db"]);
+}
+
+#[test]
+fn without_a_sink_peek_shows_the_local_history() {
+    // SPEC 5.2: every snapshot is kept with or without a sink; without one
+    // the queue is a bounded local history that `queue peek` shows.
+    let dir = tempfile::tempdir().unwrap();
+    let mut queue = Queue::open(&dir.path().join("queue.db")).unwrap();
+    queue
+        .set_history(std::time::Duration::from_secs(3600))
+        .unwrap();
+    let ids: Vec<String> = (0..3)
+        .map(|i| {
+            let (id, at, payload) = row(i);
+            queue.insert(&id, &at, &payload, b"m", &[], 1000).unwrap();
+            id
+        })
+        .collect();
+    let no_sink = QueueCommand::Peek {
+        n: 2,
+        dead: false,
+        sink: None,
+    };
+    let (code, out, err) = run_for(no_sink, dir.path(), &[]);
+    assert_eq!(code, 0, "{err}");
+    let lines = json_lines(&out);
+    let shown: Vec<&str> = lines
+        .iter()
+        .map(|l| l["event_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        shown,
+        ids[..2].iter().map(String::as_str).collect::<Vec<_>>()
+    );
+    assert_eq!(lines[0]["payload"]["event_id"], ids[0].as_str());
+    assert_eq!(lines[0]["attempts"], 0);
+    assert!(lines[0]["last_error"].is_null());
+    assert!(lines[0]["created_at"].as_str().unwrap().ends_with('Z'));
+
+    // With a sink configured, the default is that sink's pending rows (none).
+    let with_sink = QueueCommand::Peek {
+        n: 2,
+        dead: false,
+        sink: None,
+    };
+    let (code, out, _) = run_for(with_sink, dir.path(), &[B]);
+    assert_eq!(code, 0);
+    assert!(out.is_empty(), "{out}");
 }
