@@ -462,6 +462,8 @@ pub struct Snapshot {
 pub enum ModelError {
     #[error("snapshot model is not valid deflate data: {0}")]
     Inflate(#[from] std::io::Error),
+    #[error("snapshot model has unknown format marker {0:#04x}")]
+    UnknownFormat(u8),
     #[error("snapshot model does not decode: {0}")]
     Decode(#[from] serde_json::Error),
 }
@@ -474,12 +476,34 @@ thread_local! {
         std::cell::RefCell::new(flate2::Compress::new(flate2::Compression::default(), false));
 }
 
-/// Raw deflate of `input` (no zlib header), as `DeflateDecoder` reads it.
+/// The first byte of a model written with `MODEL_DICTIONARY`. Older models
+/// are bare raw deflate, whose first byte never has both block-type bits
+/// (1 and 2) set, as that block type is reserved: this byte is one of those.
+const DICTIONARY_FORMAT: u8 = 0x07;
+
+/// The preset deflate dictionary: the model's JSON shape with neutral
+/// values, so that key names cost a back-reference instead of literals.
+/// Frozen: rows written with `DICTIONARY_FORMAT` only read back with these
+/// exact bytes, so a changed model gets a new file and a new marker.
+const MODEL_DICTIONARY: &[u8] = include_bytes!("snapshot/model_dictionary.json");
+
+/// Whether `byte` can start a raw deflate stream (block type is not 3).
+fn starts_raw_deflate(byte: u8) -> bool {
+    byte & 0b110 != 0b110
+}
+
+/// `DICTIONARY_FORMAT` followed by the raw deflate of `input` against
+/// `MODEL_DICTIONARY`.
 fn deflate(input: &[u8]) -> Vec<u8> {
     DEFLATE.with(|state| {
         let mut c = state.borrow_mut();
         c.reset();
+        // A reset drops the dictionary; setting it again is cheap next to
+        // compressing the snapshot.
+        c.set_dictionary(MODEL_DICTIONARY)
+            .expect("dictionary on a fresh deflate stream");
         let mut out = Vec::with_capacity(input.len() / 2 + 64);
+        out.push(DICTIONARY_FORMAT);
         loop {
             let consumed = c.total_in() as usize;
             let status = c
@@ -491,6 +515,37 @@ fn deflate(input: &[u8]) -> Vec<u8> {
             out.reserve(out.capacity().max(256));
         }
     })
+}
+
+/// Inflates a `DICTIONARY_FORMAT` body (the bytes after the marker), refusing
+/// output beyond `MAX_MODEL_JSON`.
+fn inflate_with_dictionary(input: &[u8]) -> Result<Vec<u8>, ModelError> {
+    let bad = |what: String| std::io::Error::new(std::io::ErrorKind::InvalidData, what);
+    let mut d = flate2::Decompress::new(false);
+    d.set_dictionary(MODEL_DICTIONARY)
+        .map_err(|e| bad(e.to_string()))?;
+    let mut out = Vec::with_capacity(input.len() * 6);
+    loop {
+        let consumed = d.total_in() as usize;
+        let status = d
+            .decompress_vec(
+                &input[consumed..],
+                &mut out,
+                flate2::FlushDecompress::Finish,
+            )
+            .map_err(|e| bad(e.to_string()))?;
+        if status == flate2::Status::StreamEnd {
+            return Ok(out);
+        }
+        if out.len() < out.capacity() {
+            // Room left but no end: the input ran out.
+            return Err(bad("deflate stream ends early".into()).into());
+        }
+        if out.len() as u64 >= MAX_MODEL_JSON {
+            return Err(bad(format!("model inflates past {MAX_MODEL_JSON} bytes")).into());
+        }
+        out.reserve(out.capacity().max(256));
+    }
 }
 
 /// Model bytes larger than this are refused when decoding (a bound on the
@@ -535,19 +590,30 @@ impl Snapshot {
         format_timestamp(self.timestamp)
     }
 
-    /// The compact model form the queue keeps: JSON, deflated.
+    /// The compact model form the queue keeps: a format byte, then JSON
+    /// deflated against a preset dictionary.
     pub fn to_model_bytes(&self) -> Vec<u8> {
         // Serialising plain data into a Vec cannot fail.
         let json = serde_json::to_vec(self).expect("snapshot model serialises");
         deflate(&json)
     }
 
-    /// Reads back what `to_model_bytes` wrote.
+    /// Reads back what `to_model_bytes` wrote, and the bare raw deflate
+    /// models of earlier versions.
     pub fn from_model_bytes(bytes: &[u8]) -> Result<Snapshot, ModelError> {
-        let mut json = Vec::with_capacity(bytes.len() * 4);
-        flate2::read::DeflateDecoder::new(bytes)
-            .take(MAX_MODEL_JSON)
-            .read_to_end(&mut json)?;
+        let json = match bytes.split_first() {
+            Some((&DICTIONARY_FORMAT, body)) => inflate_with_dictionary(body)?,
+            Some((&first, _)) if !starts_raw_deflate(first) => {
+                return Err(ModelError::UnknownFormat(first))
+            }
+            _ => {
+                let mut json = Vec::with_capacity(bytes.len() * 4);
+                flate2::read::DeflateDecoder::new(bytes)
+                    .take(MAX_MODEL_JSON)
+                    .read_to_end(&mut json)?;
+                json
+            }
+        };
         Ok(serde_json::from_slice(&json)?)
     }
 
