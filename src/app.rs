@@ -140,9 +140,15 @@ pub fn run(cli_config: Option<&Path>, args: &RunArgs) -> Result<(), Error> {
         Some(files) => Some(detach::detach(files, &start_dir)?),
         None => None,
     };
+    let pidfile = files.as_ref().map(|f| f.pidfile.clone());
     match Daemon::start(config, cli_config, files, signals) {
         Ok(daemon) => {
             if let Some(report) = report {
+                // Only the instance that holds the lock and serves names itself.
+                if let Err(e) = pidfile.as_deref().map_or(Ok(()), detach::write_pidfile) {
+                    report.failed(&e);
+                    return Err(e);
+                }
                 report.serving();
             }
             daemon.run();

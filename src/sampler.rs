@@ -263,7 +263,7 @@ pub fn run(mut ctx: SamplerContext) -> Queue {
         log::debug!(
             "sample seq={seq} took {}us cpu={:?}% mem_used={:?}MiB load1={:?} procs={:?} conns={:?}",
             took.as_micros(),
-            m.cpu.as_ref().map(|c| c.usage_percent),
+            m.cpu.as_ref().and_then(|c| c.usage_percent),
             m.memory.as_ref().map(|mem| mem.used_bytes() / (1024 * 1024)),
             m.load.as_ref().map(|l| l.load1),
             m.processes.as_ref().map(|p| p.count),

@@ -60,9 +60,10 @@ pub fn detach(files: &Files, working_dir: &Path) -> Result<Report, Error> {
         .open(&files.log_file)
         .map_err(|e| Error::State(format!("log file {}: {e}", files.log_file.display())))?;
     let (read, write) = pipe().map_err(|e| Error::Failure(format!("cannot detach: pipe: {e}")))?;
+    // No pid file here: it is written only once the daemon holds the
+    // instance lock and serves (`write_pidfile`), so a second instance is
+    // refused by the lock, naming its holder, and a failed start leaves none.
     let outcome = daemonize::Daemonize::new()
-        .pid_file(&files.pidfile)
-        .chown_pid_file(false)
         .working_directory(working_dir)
         .umask(0o027)
         .stdout(daemonize::Stdio::devnull())
@@ -80,16 +81,27 @@ pub fn detach(files: &Files, working_dir: &Path) -> Result<Report, Error> {
             match result {
                 Ok(_) => Ok(report),
                 Err(e) => {
-                    let error = Error::Failure(format!(
-                        "cannot detach (pid file {}): {e}",
-                        files.pidfile.display()
-                    ));
+                    let error = Error::Failure(format!("cannot detach: {e}"));
                     report.failed(&error);
                     Err(error)
                 }
             }
         }
     }
+}
+
+/// Writes this process's pid to `path` (through a temporary file and a
+/// rename, so a reader never sees a partial pid).
+pub fn write_pidfile(path: &Path) -> Result<(), Error> {
+    let fail = |e: std::io::Error| Error::State(format!("pid file {}: {e}", path.display()));
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    std::fs::write(&tmp, format!("{}\n", std::process::id())).map_err(fail)?;
+    std::fs::rename(&tmp, path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        fail(e)
+    })
 }
 
 /// In the launcher: reads the daemon's report, prints an error, returns the exit code.

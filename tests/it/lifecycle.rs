@@ -903,6 +903,66 @@ fn daemon_mode_reports_a_held_lock_with_1_naming_the_holder() {
 }
 
 #[test]
+fn a_second_daemon_is_refused_by_the_instance_lock_naming_the_first_which_keeps_serving() {
+    let setup = Setup::new("1s", "", "");
+    let pidfile = setup.dir.path().join("metricsd.pid");
+    let (code, err, _) = launch_daemon(setup.dir.path(), setup.config_str());
+    assert_eq!(code, 0, "first launcher: {err}");
+    let first = read_pid(&pidfile).expect("the first daemon's pid file");
+
+    // The same state directory and the same pid file.
+    let (code, err, _) = launch_daemon(setup.dir.path(), setup.config_str());
+    let still = read_pid(&pidfile);
+    let serving = crate::common::receivers::http_get(setup.port, "/health");
+    stop_detached(&pidfile);
+    assert_eq!(code, 1, "second launcher: {err}");
+    assert!(
+        err.contains(&format!("pid {first}")),
+        "does not name {first}: {err}"
+    );
+    assert!(
+        !err.contains("pid file"),
+        "refused by the pid file, not the lock: {err}"
+    );
+    assert_eq!(still, Some(first), "the second launch touched the pid file");
+    assert_eq!(
+        serving.map(|(status, _)| status),
+        Some(200),
+        "the first stopped serving"
+    );
+}
+
+#[test]
+fn a_failed_daemon_start_leaves_no_pid_file() {
+    let setup = Setup::new("1s", "", "");
+    // Held lock: the pid file of the refused instance must not appear.
+    let mut first = setup.start(&[]);
+    first.wait_for_line(STARTED, START);
+    let refused = setup.dir.path().join("refused");
+    std::fs::create_dir_all(&refused).unwrap();
+    let (code, err, _) = launch_daemon(&refused, setup.config_str());
+    assert_eq!(code, 1, "stderr: {err}");
+    assert!(
+        !refused.join("metricsd.pid").exists(),
+        "pid file left by a refused start"
+    );
+    first.signal(libc::SIGTERM);
+    assert_eq!(first.exit_code(Duration::from_secs(10)), 0);
+
+    // Unopenable queue (fails after the detach, before serving): a
+    // directory where the first run's queue file was.
+    for name in ["queue.db", "queue.db-wal", "queue.db-shm"] {
+        let _ = std::fs::remove_file(setup.state_dir.join(name));
+    }
+    std::fs::create_dir_all(setup.state_dir.join("queue.db")).unwrap();
+    let (code, err, _) = launch_daemon(setup.dir.path(), setup.config_str());
+    let pidfile = setup.dir.path().join("metricsd.pid");
+    stop_detached(&pidfile);
+    assert_eq!(code, 73, "stderr: {err}");
+    assert!(!pidfile.exists(), "pid file left by a failed start");
+}
+
+#[test]
 fn daemon_mode_reports_a_listen_address_in_use_with_1_naming_it() {
     let setup = Setup::new("1s", "", "");
     // Held from the start (no free-port race with parallel tests).

@@ -45,9 +45,9 @@ fn sample() -> Snapshot {
         interval_secs: 60,
         metrics: Metrics {
             cpu: Some(CpuMetrics {
-                usage_percent: 12.3456,
-                per_core_percent: vec![10.0, 14.691],
-                modes_percent: CpuModes {
+                usage_percent: Some(12.3456),
+                per_core_percent: Some(vec![10.0, 14.691]),
+                modes_percent: Some(CpuModes {
                     user: 8.004,
                     nice: 0.5,
                     system: 3.0,
@@ -57,7 +57,7 @@ fn sample() -> Snapshot {
                     softirq: 0.3,
                     steal: 0.496,
                     guest: 0.0,
-                },
+                }),
                 seconds_total: CpuModes {
                     user: 1000.25,
                     idle: 90000.0,
@@ -68,9 +68,9 @@ fn sample() -> Snapshot {
                 context_switches_total: 9_000_000,
                 interrupts_total: 4_000_000,
                 forks_total: 50_000,
-                context_switches_per_sec: 1234.567,
-                interrupts_per_sec: 500.0,
-                forks_per_sec: 2.5,
+                context_switches_per_sec: Some(1234.567),
+                interrupts_per_sec: Some(500.0),
+                forks_per_sec: Some(2.5),
                 procs_running: 2,
                 procs_blocked: 1,
                 boot_time_unix: 1_795_341_600,
@@ -95,9 +95,9 @@ fn sample() -> Snapshot {
                 swap_in_pages_total: 10,
                 swap_out_pages_total: 20,
                 major_faults_total: 30,
-                swap_in_pages_per_sec: 0.125,
-                swap_out_pages_per_sec: 1.0,
-                major_faults_per_sec: 3.333,
+                swap_in_pages_per_sec: Some(0.125),
+                swap_out_pages_per_sec: Some(1.0),
+                major_faults_per_sec: Some(3.333),
             }),
             pressure: Some(PressureMetrics {
                 cpu_some: Some(psi(4.0, 100)),

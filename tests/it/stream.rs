@@ -289,13 +289,19 @@ async fn a_client_that_never_reads_delays_nobody_and_is_dropped() {
         let arrival = seen.iter().find(|(s, _)| s >= seq).unwrap().1;
         worst = worst.max(arrival.saturating_duration_since(*at));
     }
+    // Waiting on the stalled client would cost its 10 s write limit; half of
+    // that leaves room for a loaded machine and still tells the two apart.
     assert!(
-        worst < Duration::from_secs(1),
+        worst < Duration::from_secs(5),
         "a snapshot took {worst:?} to reach the reader"
     );
+    // A reader that falls behind skips to the newest snapshot (SPEC 4.3),
+    // so only a large share of them must arrive.
     assert!(
-        seen.len() * 10 >= published.len() * 9,
-        "the reader skipped too many"
+        seen.len() * 2 >= published.len(),
+        "the reader skipped too many: {} of {}",
+        seen.len(),
+        published.len()
     );
     drop(stalled);
     reading.abort();
