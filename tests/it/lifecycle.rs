@@ -1198,8 +1198,8 @@ fn a_failing_queue_insert_degrades_health_counts_and_logs_once_then_recovers() {
     wait_for("a queued row", START, || queue_pending(&setup) >= 1);
     let files = ["queue.db", "queue.db-wal"].map(|f| setup.state_dir.join(f));
     let Some(fault) = Immutable::set(files.to_vec()) else {
-        eprintln!(
-            "skipped: cannot chattr +i the queue files (needs root and ext4-like attributes)"
+        crate::common::skip_or_fail(
+            "cannot chattr +i the queue files (needs root and ext4-like attributes)",
         );
         return;
     };
