@@ -1,7 +1,10 @@
 //! Whole daemon at steady state: default configuration (but a 1 s interval,
 //! so that 30 samples take 30 s) plus a backend and 10 stream clients.
 //! Prints start-to-READY time, memory as the kernel counts it (RSS, PSS and
-//! anonymous memory from /proc/<pid>/smaps_rollup), and the stop time.
+//! anonymous memory from /proc/<pid>/smaps_rollup), the stop time, and
+//! the daemon's CPU time per sample (utime+stime from /proc/<pid>/stat over
+//! at least 30 samples, queue insert, delivery and stream included) without
+//! and then with the stream clients.
 //!
 //! cargo bench --bench daemon
 
@@ -69,6 +72,48 @@ fn print_largest_mappings(pid: u32) {
     for (name, kib) in rows.iter().take(6) {
         println!("daemon:   {kib:>6} KiB  {name}");
     }
+}
+
+/// The process's CPU time so far (user + system), from /proc/<pid>/stat.
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces): state is the
+    // first, utime and stime the 12th and 13th (fields 14 and 15 of stat).
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<u64> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .map(|f| f.parse().unwrap_or(0))
+        .collect();
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    Duration::from_secs_f64(fields.iter().sum::<u64>() as f64 / ticks)
+}
+
+/// One value from the daemon's /metrics.
+fn scrape(port: u16, name: &str) -> u64 {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return 0;
+    };
+    let _ = write!(s, "GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
+    let mut text = String::new();
+    let _ = s.read_to_string(&mut text);
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
+}
+
+/// CPU time per sample over at least `samples` samples at the 1 s interval.
+/// Only two scrapes per window, so the measurement adds next to nothing.
+fn cpu_per_sample(pid: u32, port: u16, samples: u64) -> (Duration, u64) {
+    let (cpu0, seq0) = (cpu_time(pid), scrape(port, "metricsd_samples_total"));
+    std::thread::sleep(Duration::from_secs(samples) + Duration::from_millis(500));
+    let (cpu1, seq1) = (cpu_time(pid), scrape(port, "metricsd_samples_total"));
+    let n = seq1.saturating_sub(seq0).max(1);
+    ((cpu1 - cpu0) / n as u32, n)
 }
 
 /// A backend on 127.0.0.1 that accepts every POST at once.
@@ -144,6 +189,12 @@ fn main() {
     let to_ready = started.elapsed();
     let rss_at_ready = rss_kib(pid, "VmRSS:");
 
+    // Past the first samples (start-up work), then one window without clients.
+    while scrape(port, "metricsd_samples_total") < 2 {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (cpu_alone, n_alone) = cpu_per_sample(pid, port, SAMPLES);
+
     let frames = Arc::new(AtomicU64::new(0));
     let frames_in_clients = frames.clone();
     std::thread::spawn(move || {
@@ -173,6 +224,12 @@ fn main() {
             }
         });
     });
+
+    let connected = Instant::now() + Duration::from_secs(10);
+    while scrape(port, "metricsd_stream_clients") < CLIENTS as u64 && Instant::now() < connected {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (cpu_clients, n_clients) = cpu_per_sample(pid, port, SAMPLES);
 
     let deadline = Instant::now() + Duration::from_secs(SAMPLES + 20);
     while received.load(Ordering::Relaxed) < SAMPLES && Instant::now() < deadline {
@@ -213,6 +270,14 @@ fn main() {
     println!(
         "daemon:   RssAnon {anon:>6} KiB ({:.2} MiB; target <= 1.50 MiB), RssFile {file} KiB",
         anon as f64 / 1024.0
+    );
+    println!(
+        "daemon: CPU per sample (1 s interval, utime+stime), no clients  {:>7.2} ms over {n_alone} samples",
+        cpu_alone.as_secs_f64() * 1000.0
+    );
+    println!(
+        "daemon: CPU per sample (1 s interval, utime+stime), {CLIENTS} clients  {:>7.2} ms over {n_clients} samples",
+        cpu_clients.as_secs_f64() * 1000.0
     );
     println!(
         "daemon: frames received by clients   {:>8}",

@@ -141,10 +141,7 @@ impl DropWarning {
         if self.unreported == 0 {
             return;
         }
-        if self
-            .last
-            .is_none_or(|t| t.elapsed() >= Duration::from_secs(60))
-        {
+        if self.last.is_none_or(|t| t.elapsed() >= LOG_EVERY) {
             log::warn!(
                 "queue full ({max_pending} pending): dropped {} oldest row(s)",
                 self.unreported
@@ -152,6 +149,50 @@ impl DropWarning {
             self.unreported = 0;
             self.last = Some(Instant::now());
         }
+    }
+}
+
+/// How often a persisting queue fault is logged (and a full queue's drops).
+const LOG_EVERY: Duration = Duration::from_secs(60);
+
+/// Logs failed queue inserts: the first at once, then at most one line a
+/// minute with the count since and the last error, so a broken disk does
+/// not write a line per sample. /health and /metrics carry the live state.
+#[derive(Default)]
+struct InsertFailureLog {
+    last: Option<Instant>,
+    unreported: u64,
+    failing: bool,
+}
+
+impl InsertFailureLog {
+    fn failed(&mut self, event_id: &str, error: &str) {
+        self.failing = true;
+        self.unreported += 1;
+        if self.last.is_some_and(|t| t.elapsed() < LOG_EVERY) {
+            return;
+        }
+        if self.last.is_none() {
+            log::error!("queue insert failed, snapshot {event_id} not queued: {error}");
+        } else {
+            log::error!(
+                "queue insert failed for {} snapshot(s) in the last minute, not queued; last error: {error}",
+                self.unreported
+            );
+        }
+        self.unreported = 0;
+        self.last = Some(Instant::now());
+    }
+
+    fn succeeded(&mut self) {
+        if !self.failing {
+            return;
+        }
+        log::info!(
+            "queue inserts resumed ({} more failed since the last report)",
+            self.unreported
+        );
+        *self = InsertFailureLog::default();
     }
 }
 
@@ -174,6 +215,7 @@ pub fn run(mut ctx: SamplerContext) -> Queue {
         last: None,
         unreported: 0,
     };
+    let mut insert_failures = InsertFailureLog::default();
     let mut seq = 0u64;
     ctx.shutdown.register(&ctx.reload_wake);
 
@@ -227,6 +269,7 @@ pub fn run(mut ctx: SamplerContext) -> Queue {
         match inserted {
             Ok(report) => {
                 ctx.status.record_insert_ok();
+                insert_failures.succeeded();
                 drops.record(report.dropped_total(), config.queue.max_pending);
                 // The queue keeps its counts in the file: one small read, no
                 // table scan or file stat on the sampling path.
@@ -251,8 +294,9 @@ pub fn run(mut ctx: SamplerContext) -> Queue {
                 ctx.poster_wake.notify();
             }
             Err(e) => {
-                ctx.status.record_insert_failure(e.to_string());
-                log::error!("queue insert failed, snapshot {event_id} not queued: {e}");
+                let error = e.to_string();
+                insert_failures.failed(&event_id, &error);
+                ctx.status.record_insert_failure(error);
             }
         }
         let took = started.elapsed();
@@ -263,7 +307,7 @@ pub fn run(mut ctx: SamplerContext) -> Queue {
         log::debug!(
             "sample seq={seq} took {}us cpu={:?}% mem_used={:?}MiB load1={:?} procs={:?} conns={:?}",
             took.as_micros(),
-            m.cpu.as_ref().map(|c| c.usage_percent),
+            m.cpu.as_ref().and_then(|c| c.usage_percent),
             m.memory.as_ref().map(|mem| mem.used_bytes() / (1024 * 1024)),
             m.load.as_ref().map(|l| l.load1),
             m.processes.as_ref().map(|p| p.count),

@@ -23,10 +23,11 @@ use uuid::Uuid;
 const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
 const MIB: f64 = 1024.0 * 1024.0;
 
-/// Rounds to 2 decimals, as every float in both forms is.
+/// Rounds to 2 decimals, as every float in both forms is. A value that is
+/// not finite stays so: serde_json shows it as `null`, never a made-up 0.
 pub fn round2(value: f64) -> f64 {
     if !value.is_finite() {
-        return 0.0;
+        return value;
     }
     let rounded = (value * 100.0).round() / 100.0;
     // -0.0 (from a tiny negative) prints as "-0.0": say 0.
@@ -89,11 +90,12 @@ impl CpuModes {
 #[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq)]
 #[serde(default)]
 pub struct CpuMetrics {
-    /// Busy share of all CPUs since the previous sample (not idle, not iowait).
-    pub usage_percent: f64,
-    pub per_core_percent: Vec<f64>,
+    /// Busy share of all CPUs since the previous sample (not idle, not
+    /// iowait). The shares are `None` without a previous reading.
+    pub usage_percent: Option<f64>,
+    pub per_core_percent: Option<Vec<f64>>,
     /// Share of each mode since the previous sample; the nine sum to 100.
-    pub modes_percent: CpuModes,
+    pub modes_percent: Option<CpuModes>,
     /// Cumulative seconds per mode since boot, all CPUs together.
     pub seconds_total: CpuModes,
 }
@@ -108,9 +110,10 @@ pub struct ActivityMetrics {
     pub interrupts_total: u64,
     /// `processes`: forks since boot.
     pub forks_total: u64,
-    pub context_switches_per_sec: f64,
-    pub interrupts_per_sec: f64,
-    pub forks_per_sec: f64,
+    /// Rates since the previous reading; `None` without one.
+    pub context_switches_per_sec: Option<f64>,
+    pub interrupts_per_sec: Option<f64>,
+    pub forks_per_sec: Option<f64>,
     pub procs_running: u64,
     pub procs_blocked: u64,
     /// `btime`: boot time, Unix seconds.
@@ -160,9 +163,10 @@ pub struct VmstatMetrics {
     pub swap_in_pages_total: u64,
     pub swap_out_pages_total: u64,
     pub major_faults_total: u64,
-    pub swap_in_pages_per_sec: f64,
-    pub swap_out_pages_per_sec: f64,
-    pub major_faults_per_sec: f64,
+    /// Rates since the previous reading; `None` without one.
+    pub swap_in_pages_per_sec: Option<f64>,
+    pub swap_out_pages_per_sec: Option<f64>,
+    pub major_faults_per_sec: Option<f64>,
 }
 
 /// One line of a /proc/pressure file.
@@ -462,6 +466,8 @@ pub struct Snapshot {
 pub enum ModelError {
     #[error("snapshot model is not valid deflate data: {0}")]
     Inflate(#[from] std::io::Error),
+    #[error("snapshot model has unknown format marker {0:#04x}")]
+    UnknownFormat(u8),
     #[error("snapshot model does not decode: {0}")]
     Decode(#[from] serde_json::Error),
 }
@@ -474,12 +480,34 @@ thread_local! {
         std::cell::RefCell::new(flate2::Compress::new(flate2::Compression::default(), false));
 }
 
-/// Raw deflate of `input` (no zlib header), as `DeflateDecoder` reads it.
+/// The first byte of a model written with `MODEL_DICTIONARY`. Older models
+/// are bare raw deflate, whose first byte never has both block-type bits
+/// (1 and 2) set, as that block type is reserved: this byte is one of those.
+const DICTIONARY_FORMAT: u8 = 0x07;
+
+/// The preset deflate dictionary: the model's JSON shape with neutral
+/// values, so that key names cost a back-reference instead of literals.
+/// Frozen: rows written with `DICTIONARY_FORMAT` only read back with these
+/// exact bytes, so a changed model gets a new file and a new marker.
+const MODEL_DICTIONARY: &[u8] = include_bytes!("snapshot/model_dictionary.json");
+
+/// Whether `byte` can start a raw deflate stream (block type is not 3).
+fn starts_raw_deflate(byte: u8) -> bool {
+    byte & 0b110 != 0b110
+}
+
+/// `DICTIONARY_FORMAT` followed by the raw deflate of `input` against
+/// `MODEL_DICTIONARY`.
 fn deflate(input: &[u8]) -> Vec<u8> {
     DEFLATE.with(|state| {
         let mut c = state.borrow_mut();
         c.reset();
+        // A reset drops the dictionary; setting it again is cheap next to
+        // compressing the snapshot.
+        c.set_dictionary(MODEL_DICTIONARY)
+            .expect("dictionary on a fresh deflate stream");
         let mut out = Vec::with_capacity(input.len() / 2 + 64);
+        out.push(DICTIONARY_FORMAT);
         loop {
             let consumed = c.total_in() as usize;
             let status = c
@@ -491,6 +519,37 @@ fn deflate(input: &[u8]) -> Vec<u8> {
             out.reserve(out.capacity().max(256));
         }
     })
+}
+
+/// Inflates a `DICTIONARY_FORMAT` body (the bytes after the marker), refusing
+/// output beyond `MAX_MODEL_JSON`.
+fn inflate_with_dictionary(input: &[u8]) -> Result<Vec<u8>, ModelError> {
+    let bad = |what: String| std::io::Error::new(std::io::ErrorKind::InvalidData, what);
+    let mut d = flate2::Decompress::new(false);
+    d.set_dictionary(MODEL_DICTIONARY)
+        .map_err(|e| bad(e.to_string()))?;
+    let mut out = Vec::with_capacity(input.len() * 6);
+    loop {
+        let consumed = d.total_in() as usize;
+        let status = d
+            .decompress_vec(
+                &input[consumed..],
+                &mut out,
+                flate2::FlushDecompress::Finish,
+            )
+            .map_err(|e| bad(e.to_string()))?;
+        if status == flate2::Status::StreamEnd {
+            return Ok(out);
+        }
+        if out.len() < out.capacity() {
+            // Room left but no end: the input ran out.
+            return Err(bad("deflate stream ends early".into()).into());
+        }
+        if out.len() as u64 >= MAX_MODEL_JSON {
+            return Err(bad(format!("model inflates past {MAX_MODEL_JSON} bytes")).into());
+        }
+        out.reserve(out.capacity().max(256));
+    }
 }
 
 /// Model bytes larger than this are refused when decoding (a bound on the
@@ -535,19 +594,30 @@ impl Snapshot {
         format_timestamp(self.timestamp)
     }
 
-    /// The compact model form the queue keeps: JSON, deflated.
+    /// The compact model form the queue keeps: a format byte, then JSON
+    /// deflated against a preset dictionary.
     pub fn to_model_bytes(&self) -> Vec<u8> {
         // Serialising plain data into a Vec cannot fail.
         let json = serde_json::to_vec(self).expect("snapshot model serialises");
         deflate(&json)
     }
 
-    /// Reads back what `to_model_bytes` wrote.
+    /// Reads back what `to_model_bytes` wrote, and the bare raw deflate
+    /// models of earlier versions.
     pub fn from_model_bytes(bytes: &[u8]) -> Result<Snapshot, ModelError> {
-        let mut json = Vec::with_capacity(bytes.len() * 4);
-        flate2::read::DeflateDecoder::new(bytes)
-            .take(MAX_MODEL_JSON)
-            .read_to_end(&mut json)?;
+        let json = match bytes.split_first() {
+            Some((&DICTIONARY_FORMAT, body)) => inflate_with_dictionary(body)?,
+            Some((&first, _)) if !starts_raw_deflate(first) => {
+                return Err(ModelError::UnknownFormat(first))
+            }
+            _ => {
+                let mut json = Vec::with_capacity(bytes.len() * 4);
+                flate2::read::DeflateDecoder::new(bytes)
+                    .take(MAX_MODEL_JSON)
+                    .read_to_end(&mut json)?;
+                json
+            }
+        };
         Ok(serde_json::from_slice(&json)?)
     }
 
@@ -587,7 +657,7 @@ impl Snapshot {
             "node_id": self.node_id,
             "machine_id": self.machine_id,
             "timestamp": self.timestamp_string(),
-            "cpu_percent": m.cpu.as_ref().map(|c| round2(c.usage_percent)),
+            "cpu_percent": m.cpu.as_ref().and_then(|c| c.usage_percent).map(round2),
             "memory_percent": mem.map(|mem| percent(mem.used_bytes() as f64, mem.total_bytes as f64)),
             "memory_used_mb": mem.map(|mem| mem.used_bytes() / (1024 * 1024)),
             "memory_total_mb": mem.map(|mem| mem.total_bytes / (1024 * 1024)),
@@ -611,16 +681,16 @@ impl Snapshot {
 fn cpu_json(m: &Metrics) -> Value {
     let cpu = m.cpu.as_ref();
     let load = m.load.as_ref();
-    let modes = or_null(cpu, |c| {
+    let modes = or_null(cpu.and_then(|c| c.modes_percent.as_ref()), |c| {
         let mut modes = Map::new();
-        for (name, value) in c.modes_percent.named() {
+        for (name, value) in c.named() {
             modes.insert(name.to_string(), json!(round2(value)));
         }
         Value::Object(modes)
     });
     json!({
-        "cpu_usage_percent": cpu.map(|c| round2(c.usage_percent)),
-        "cpu_per_core_percent": or_null(cpu, |c| json!(c.per_core_percent.iter().map(|v| round2(*v)).collect::<Vec<_>>())),
+        "cpu_usage_percent": cpu.and_then(|c| c.usage_percent).map(round2),
+        "cpu_per_core_percent": or_null(cpu.and_then(|c| c.per_core_percent.as_ref()), |c| json!(c.iter().map(|v| round2(*v)).collect::<Vec<_>>())),
         "load_avg_1min": load.map(|l| round2(l.load1)),
         "load_avg_5min": load.map(|l| round2(l.load5)),
         "load_avg_15min": load.map(|l| round2(l.load15)),
@@ -645,9 +715,9 @@ fn memory_json(m: &Metrics) -> Value {
         "memory_cached_gb": g(|m| m.cached_bytes),
         "memory_shared_gb": g(|m| m.shared_bytes),
         "memory_slab_gb": g(|m| m.slab_bytes),
-        "swap_in_pages_per_sec": vm.map(|v| round2(v.swap_in_pages_per_sec)),
-        "swap_out_pages_per_sec": vm.map(|v| round2(v.swap_out_pages_per_sec)),
-        "major_faults_per_sec": vm.map(|v| round2(v.major_faults_per_sec)),
+        "swap_in_pages_per_sec": vm.and_then(|v| v.swap_in_pages_per_sec).map(round2),
+        "swap_out_pages_per_sec": vm.and_then(|v| v.swap_out_pages_per_sec).map(round2),
+        "major_faults_per_sec": vm.and_then(|v| v.major_faults_per_sec).map(round2),
     })
 }
 
@@ -790,9 +860,9 @@ fn system_json(m: &Metrics) -> Value {
     json!({
         "uptime_seconds": s.uptime_seconds,
         "boot_id": s.boot_id,
-        "context_switches_per_sec": a.map(|a| round2(a.context_switches_per_sec)),
-        "interrupts_per_sec": a.map(|a| round2(a.interrupts_per_sec)),
-        "forks_per_sec": a.map(|a| round2(a.forks_per_sec)),
+        "context_switches_per_sec": a.and_then(|a| a.context_switches_per_sec).map(round2),
+        "interrupts_per_sec": a.and_then(|a| a.interrupts_per_sec).map(round2),
+        "forks_per_sec": a.and_then(|a| a.forks_per_sec).map(round2),
         "file_descriptors_allocated": s.file_descriptors_allocated,
         "file_descriptors_max": s.file_descriptors_max,
         "clock_synced": s.clock_synced,

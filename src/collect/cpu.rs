@@ -223,30 +223,29 @@ impl Collect for CpuCollector {
         let cur = &mut self.cur;
         read_parsed(&mut self.reader, &mut self.file, |t| parse_stat(t, cur))?;
         let cur = &self.cur;
-        let (usage_percent, per_core_percent, modes_percent, elapsed, prev_counts) =
-            match &self.prev {
-                Some((prev, at)) => {
-                    let (total, cores) = usage(prev, cur);
-                    let modes = mode_percentages(&prev.total, &cur.total);
-                    let counts = (prev.ctxt, prev.intr, prev.forks);
-                    (
-                        total,
-                        cores,
-                        modes,
-                        now.saturating_duration_since(*at),
-                        counts,
-                    )
-                }
-                // No baseline (only when the start-up read failed): no time
-                // has been measured, so every share is 0 for this sample.
-                None => (
-                    0.0,
-                    vec![0.0; cur.cores.len()],
-                    CpuModes::default(),
-                    std::time::Duration::ZERO,
-                    (cur.ctxt, cur.intr, cur.forks),
-                ),
-            };
+        // No previous reading (only when the start-up read failed): no time
+        // has been measured, so no share or rate exists for this sample.
+        let rates = self.prev.as_ref().map(|(prev, at)| {
+            let (total, cores) = usage(prev, cur);
+            let elapsed = now.saturating_duration_since(*at);
+            let rate = |before: u64, after: u64| counter_rate(before, after, elapsed);
+            (
+                total,
+                cores,
+                mode_percentages(&prev.total, &cur.total),
+                [
+                    rate(prev.ctxt, cur.ctxt),
+                    rate(prev.intr, cur.intr),
+                    rate(prev.forks, cur.forks),
+                ],
+            )
+        });
+        let (usage_percent, per_core_percent, modes_percent, per_sec) = match rates {
+            Some((total, cores, modes, per_sec)) => {
+                (Some(total), Some(cores), Some(modes), Some(per_sec))
+            }
+            None => (None, None, None, None),
+        };
         m.cpu = Some(CpuMetrics {
             usage_percent,
             per_core_percent,
@@ -257,9 +256,9 @@ impl Collect for CpuCollector {
             context_switches_total: cur.ctxt,
             interrupts_total: cur.intr,
             forks_total: cur.forks,
-            context_switches_per_sec: counter_rate(prev_counts.0, cur.ctxt, elapsed),
-            interrupts_per_sec: counter_rate(prev_counts.1, cur.intr, elapsed),
-            forks_per_sec: counter_rate(prev_counts.2, cur.forks, elapsed),
+            context_switches_per_sec: per_sec.map(|r| r[0]),
+            interrupts_per_sec: per_sec.map(|r| r[1]),
+            forks_per_sec: per_sec.map(|r| r[2]),
             procs_running: cur.procs_running,
             procs_blocked: cur.procs_blocked,
             boot_time_unix: cur.btime,

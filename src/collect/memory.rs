@@ -5,7 +5,7 @@ use super::{counter_rate, invalid, read_parsed, Collect, CollectError, Roots};
 use crate::procfs::{self, FileReader, ProcFile};
 use crate::snapshot::{MemoryMetrics, Metrics, VmstatMetrics};
 use std::io;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// The /proc/meminfo figures of the model, in bytes. Kernels before 3.14
 /// have no MemAvailable: it is then estimated as MemFree + Buffers +
@@ -118,17 +118,19 @@ impl Collect for MemoryCollector {
         let vmstat = read_parsed(&mut self.reader, &mut self.vmstat, parse_vmstat);
         m.memory = memory.as_ref().ok().cloned();
         if let Ok(cur) = &vmstat {
-            let (prev, elapsed) = match self.prev_vmstat {
-                Some((prev, at)) => (prev, now.saturating_duration_since(at)),
-                None => (*cur, Duration::ZERO),
+            // Without a previous reading there is no rate yet: null, not 0.
+            let rate = |pick: fn(&(u64, u64, u64)) -> u64| {
+                self.prev_vmstat.map(|(prev, at)| {
+                    counter_rate(pick(&prev), pick(cur), now.saturating_duration_since(at))
+                })
             };
             m.vmstat = Some(VmstatMetrics {
                 swap_in_pages_total: cur.0,
                 swap_out_pages_total: cur.1,
                 major_faults_total: cur.2,
-                swap_in_pages_per_sec: counter_rate(prev.0, cur.0, elapsed),
-                swap_out_pages_per_sec: counter_rate(prev.1, cur.1, elapsed),
-                major_faults_per_sec: counter_rate(prev.2, cur.2, elapsed),
+                swap_in_pages_per_sec: rate(|v| v.0),
+                swap_out_pages_per_sec: rate(|v| v.1),
+                major_faults_per_sec: rate(|v| v.2),
             });
             self.prev_vmstat = Some((*cur, now));
         }

@@ -279,16 +279,19 @@ fn add_metrics(out: &mut SnapshotMetrics, m: &Metrics) {
                 .map(|(mode, v)| (vec![attr("cpu.mode", *mode)], *v))
                 .collect(),
         );
-        out.add(
-            "system.cpu.utilization",
-            "1",
-            Gauge,
-            cpu.modes_percent
-                .named()
-                .iter()
-                .map(|(mode, v)| (vec![attr("cpu.mode", *mode)], v / 100.0))
-                .collect(),
-        );
+        // No utilization without a previous reading to measure it from.
+        if let Some(modes) = &cpu.modes_percent {
+            out.add(
+                "system.cpu.utilization",
+                "1",
+                Gauge,
+                modes
+                    .named()
+                    .iter()
+                    .map(|(mode, v)| (vec![attr("cpu.mode", *mode)], v / 100.0))
+                    .collect(),
+            );
+        }
     }
     if let Some(load) = &m.load {
         out.one(

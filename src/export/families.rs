@@ -181,27 +181,29 @@ fn cpu(f: &mut Families, m: &Metrics) {
         Gauge,
         "percent",
         "CPU busy time (not idle, not iowait) since the previous sample, 0-100.",
-        cpu.map(|c| c.usage_percent),
+        cpu.and_then(|c| c.usage_percent),
     );
     f.add(
         "host_cpu_core_usage_percent",
         Gauge,
         "percent",
         "Per-core busy time since the previous sample, 0-100.",
-        cpu.map_or_else(Vec::new, |c| {
-            c.per_core_percent
-                .iter()
-                .enumerate()
-                .map(|(i, v)| labelled("core", &i.to_string(), *v))
-                .collect()
-        }),
+        cpu.and_then(|c| c.per_core_percent.as_ref())
+            .map_or_else(Vec::new, |cores| {
+                cores
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| labelled("core", &i.to_string(), *v))
+                    .collect()
+            }),
     );
     f.add(
         "host_cpu_mode_percent",
         Gauge,
         "percent",
         "Share of all CPU time in each mode since the previous sample; the nine sum to 100.",
-        cpu.map_or_else(Vec::new, |c| by_mode(&c.modes_percent, 1.0)),
+        cpu.and_then(|c| c.modes_percent.as_ref())
+            .map_or_else(Vec::new, |modes| by_mode(modes, 1.0)),
     );
     f.add(
         "host_cpu_seconds_total",
@@ -247,7 +249,7 @@ fn cpu(f: &mut Families, m: &Metrics) {
         Gauge,
         "",
         "Context switches per second since the previous sample.",
-        a.map(|a| a.context_switches_per_sec),
+        a.and_then(|a| a.context_switches_per_sec),
     );
     f.one(
         "host_interrupts_total",
@@ -261,7 +263,7 @@ fn cpu(f: &mut Families, m: &Metrics) {
         Gauge,
         "",
         "Interrupts per second since the previous sample.",
-        a.map(|a| a.interrupts_per_sec),
+        a.and_then(|a| a.interrupts_per_sec),
     );
     f.one(
         "host_forks_total",
@@ -275,7 +277,7 @@ fn cpu(f: &mut Families, m: &Metrics) {
         Gauge,
         "",
         "Forks per second since the previous sample.",
-        a.map(|a| a.forks_per_sec),
+        a.and_then(|a| a.forks_per_sec),
     );
     f.one(
         "host_processes_running",
@@ -377,21 +379,21 @@ fn memory(f: &mut Families, m: &Metrics) {
         Gauge,
         "",
         "Pages swapped in per second since the previous sample.",
-        vm.map(|v| v.swap_in_pages_per_sec),
+        vm.and_then(|v| v.swap_in_pages_per_sec),
     );
     f.one(
         "host_swap_out_pages_per_second",
         Gauge,
         "",
         "Pages swapped out per second since the previous sample.",
-        vm.map(|v| v.swap_out_pages_per_sec),
+        vm.and_then(|v| v.swap_out_pages_per_sec),
     );
     f.one(
         "host_major_faults_per_second",
         Gauge,
         "",
         "Major page faults per second since the previous sample.",
-        vm.map(|v| v.major_faults_per_sec),
+        vm.and_then(|v| v.major_faults_per_sec),
     );
 }
 

@@ -5,8 +5,8 @@
 //! idle page holds no page cache.
 
 use super::http::{Request, Response};
-use super::server::Server;
 use super::{access, page};
+use crate::config::Config;
 use flate2::Compression;
 use std::path::Path;
 use std::time::UNIX_EPOCH;
@@ -85,12 +85,12 @@ fn split_offset(text: &str) -> Option<(&str, i64)> {
 
 /// Answers `GET /api/history`: the rows as a JSON array, gzipped when the
 /// client accepts it. Host and Origin were checked by the server; the token
-/// is needed as for /metrics (§4.3).
-pub async fn respond(server: &Server, request: &Request) -> Response {
+/// is needed as for /metrics (§4.3). `config` is the one the server read for
+/// this request: passed in, so this module does not depend on the server.
+pub async fn respond(config: &Config, request: &Request) -> Response {
     if request.method != "GET" {
         return Response::text(405, "method not allowed").with_header("Allow", "GET");
     }
-    let config = server.config.get();
     if let Some(refusal) = access::token_refusal(request, &config.stream) {
         return refusal;
     }

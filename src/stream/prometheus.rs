@@ -307,7 +307,7 @@ mod tests {
     fn snapshot() -> Snapshot {
         let metrics = Metrics {
             cpu: Some(CpuMetrics {
-                per_core_percent: vec![1.5, 99.0],
+                per_core_percent: Some(vec![1.5, 99.0]),
                 ..Default::default()
             }),
             memory: Some(MemoryMetrics::default()),

@@ -244,7 +244,7 @@ impl Server {
         let method = request.method.as_str();
         match (method, request.path.as_str()) {
             ("GET", "/") => page::respond(request),
-            ("GET", "/api/history") => history::respond(self, request).await,
+            ("GET", "/api/history") => history::respond(config, request).await,
             ("GET", "/health") => self.health(config),
             ("GET", "/metrics") => {
                 access::token_refusal(request, &config.stream).unwrap_or_else(|| self.metrics())

@@ -519,17 +519,15 @@ fn collector_over_two_fixture_states() {
         .all(|c| c.ok && c.failures_total == 0));
 
     let cpu = m.cpu.as_ref().unwrap();
-    assert_eq!(cpu.usage_percent, 20.0);
-    assert_eq!(cpu.per_core_percent, vec![40.0, 0.0]);
-    assert_eq!(
-        (cpu.modes_percent.user, cpu.modes_percent.guest),
-        (10.0, 3.0)
-    );
+    assert_eq!(cpu.usage_percent, Some(20.0));
+    assert_eq!(cpu.per_core_percent, Some(vec![40.0, 0.0]));
+    let modes = cpu.modes_percent.unwrap();
+    assert_eq!((modes.user, modes.guest), (10.0, 3.0));
     let activity = m.activity.as_ref().unwrap();
     assert_eq!(activity.forks_total, 7620);
-    within(360.0, activity.context_switches_per_sec, "ctxt");
-    within(912.0, activity.interrupts_per_sec, "intr");
-    within(4.0, activity.forks_per_sec, "forks");
+    within(360.0, activity.context_switches_per_sec.unwrap(), "ctxt");
+    within(912.0, activity.interrupts_per_sec.unwrap(), "intr");
+    within(4.0, activity.forks_per_sec.unwrap(), "forks");
     assert_eq!((activity.procs_running, activity.procs_blocked), (5, 0));
     assert_eq!(activity.boot_time_unix, 1_795_426_522);
     let load = m.load.unwrap();
@@ -537,8 +535,8 @@ fn collector_over_two_fixture_states() {
     assert_eq!(m.memory.as_ref().unwrap().total_bytes, MEM_TOTAL);
     let vm = m.vmstat.as_ref().unwrap();
     assert_eq!(vm.major_faults_total, 5050);
-    within(100.0, vm.swap_out_pages_per_sec, "pswpout");
-    within(50.0, vm.major_faults_per_sec, "pgmajfault");
+    within(100.0, vm.swap_out_pages_per_sec.unwrap(), "pswpout");
+    within(50.0, vm.major_faults_per_sec.unwrap(), "pgmajfault");
 
     let p = m.pressure.as_ref().unwrap();
     assert!(p.cpu_full.is_none());
@@ -727,7 +725,15 @@ fn a_missing_file_gives_null_is_counted_logs_once_and_recovers() {
         assert_eq!(m.load.unwrap().load1, 0.52);
         assert_eq!(m.processes.as_ref().unwrap().count, 5);
         assert_eq!(m.system.uptime_seconds, Some(12345));
-        assert_eq!(m.cpu.as_ref().unwrap().per_core_percent.len(), 2);
+        assert_eq!(
+            m.cpu
+                .as_ref()
+                .unwrap()
+                .per_core_percent
+                .as_ref()
+                .map(Vec::len),
+            Some(2)
+        );
         // Without MemTotal the top list still names processes, without a percentage.
         let top = &m.processes.as_ref().unwrap().top_memory;
         assert!(!top.is_empty());
@@ -909,4 +915,104 @@ fn kernel_threads_are_read_once_and_a_reused_pid_afresh() {
         .top_memory
         .iter()
         .any(|p| p.pid == 2 && p.name == "worker"));
+}
+
+#[test]
+fn a_failed_baseline_gives_null_shares_and_rates_then_real_ones() {
+    let (dir, roots) = roots_copy_of_state1();
+    std::fs::remove_file(roots.proc.join("stat")).unwrap();
+    std::fs::remove_file(roots.proc.join("vmstat")).unwrap();
+    let mut collector = Collector::new(roots.clone(), &default_collect());
+
+    // The files are back: the first good reading has nothing to compare with.
+    copy_tree(&fixture("state1"), dir.path());
+    let first = collector.collect();
+    let m = &first.metrics;
+    let cpu = m.cpu.as_ref().expect("cpu read");
+    assert_eq!(
+        (cpu.usage_percent, &cpu.per_core_percent, cpu.modes_percent),
+        (None, &None, None)
+    );
+    assert!(cpu.seconds_total.user > 0.0, "counters are still given");
+    let activity = m.activity.as_ref().expect("activity read");
+    assert_eq!(activity.forks_total, stat("state1/proc/stat").forks);
+    assert_eq!(
+        (
+            activity.context_switches_per_sec,
+            activity.interrupts_per_sec,
+            activity.forks_per_sec
+        ),
+        (None, None, None)
+    );
+    let vm = m.vmstat.as_ref().expect("vmstat read");
+    assert_eq!(
+        (
+            vm.swap_in_pages_per_sec,
+            vm.swap_out_pages_per_sec,
+            vm.major_faults_per_sec
+        ),
+        (None, None, None)
+    );
+    let first = snapshot(first.metrics);
+    let stream = first.stream_json();
+    let metrics = &stream["metrics"];
+    for (group, field) in [
+        ("cpu", "cpu_usage_percent"),
+        ("cpu", "cpu_per_core_percent"),
+        ("cpu", "cpu_modes_percent"),
+        ("system", "context_switches_per_sec"),
+        ("system", "interrupts_per_sec"),
+        ("system", "forks_per_sec"),
+        ("memory", "swap_in_pages_per_sec"),
+        ("memory", "swap_out_pages_per_sec"),
+        ("memory", "major_faults_per_sec"),
+    ] {
+        let value = &metrics[group][field];
+        assert!(
+            value.is_null(),
+            "{group}.{field} = {value} without a baseline"
+        );
+    }
+    assert!(first.flat_json()["cpu_percent"].is_null());
+
+    // The next reading has the first as its baseline: real figures.
+    std::thread::sleep(Duration::from_millis(50));
+    copy_tree(&fixture("state2"), dir.path());
+    let second = collector.collect();
+    let cpu = second.metrics.cpu.as_ref().unwrap();
+    assert_eq!(cpu.usage_percent, Some(20.0));
+    assert_eq!(cpu.per_core_percent, Some(vec![40.0, 0.0]));
+    let modes = cpu.modes_percent.expect("modes");
+    let sum: f64 = modes.named().iter().map(|(_, v)| v).sum();
+    assert!((sum - 100.0).abs() < 1e-6, "{modes:?}");
+    let activity = second.metrics.activity.as_ref().unwrap();
+    assert!(activity.forks_per_sec.unwrap() > 0.0);
+    let vm = second.metrics.vmstat.as_ref().unwrap();
+    assert!(vm.major_faults_per_sec.unwrap() > 0.0);
+    let stream = snapshot(second.metrics).stream_json();
+    assert_eq!(stream["metrics"]["cpu"]["cpu_usage_percent"], 20.0);
+    assert!(
+        stream["metrics"]["system"]["forks_per_sec"]
+            .as_f64()
+            .unwrap()
+            > 0.0
+    );
+}
+
+#[test]
+fn a_figure_that_is_not_finite_is_null_not_zero() {
+    let metrics = Metrics {
+        cpu: Some(metricsd::snapshot::CpuMetrics {
+            usage_percent: Some(f64::NAN),
+            per_core_percent: Some(vec![f64::INFINITY, 50.0]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let snap = snapshot(metrics);
+    let stream = snap.stream_json();
+    let cpu = &stream["metrics"]["cpu"];
+    assert!(cpu["cpu_usage_percent"].is_null(), "{cpu}");
+    assert_eq!(cpu["cpu_per_core_percent"], serde_json::json!([null, 50.0]));
+    assert!(snap.flat_json()["cpu_percent"].is_null());
 }

@@ -3,6 +3,7 @@
 //! instance lock, `run --daemon`, systemd notifications and journal logging.
 
 use crate::common::daemon::{process_alive, send_signal, wait_until, Daemon, Setup};
+use crate::common::wait_for;
 use serde_json::Value;
 use std::io::Read;
 use std::net::{TcpListener, TcpStream};
@@ -1134,4 +1135,118 @@ fn after_a_reload_to_a_shorter_interval_the_next_sample_keeps_half_an_interval()
     );
     daemon.signal(libc::SIGTERM);
     assert_eq!(daemon.exit_code(Duration::from_secs(10)), 0);
+}
+
+// --- a failing queue insert -------------------------------------------------------------
+
+/// `chattr +i` on the queue's files while it holds; `-i` again on drop, so
+/// the temp directory can always be removed.
+struct Immutable(Vec<std::path::PathBuf>);
+
+impl Immutable {
+    /// None when the files cannot be made immutable here (not root, or a
+    /// filesystem without the attribute).
+    fn set(paths: Vec<std::path::PathBuf>) -> Option<Immutable> {
+        let mut guard = Immutable(Vec::new());
+        for path in paths {
+            let ok = std::process::Command::new("chattr")
+                .arg("+i")
+                .arg(&path)
+                .status()
+                .is_ok_and(|s| s.success());
+            if !ok {
+                return None;
+            }
+            guard.0.push(path);
+        }
+        Some(guard)
+    }
+}
+
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        for path in &self.0 {
+            let _ = std::process::Command::new("chattr")
+                .arg("-i")
+                .arg(path)
+                .status();
+        }
+    }
+}
+
+fn health(setup: &Setup) -> Value {
+    let (_, body) = crate::common::receivers::http_get(setup.port, "/health").unwrap_or_default();
+    serde_json::from_slice(&body).unwrap_or(Value::Null)
+}
+
+fn insert_failures_total(setup: &Setup) -> u64 {
+    let (_, body) = crate::common::receivers::http_get(setup.port, "/metrics").unwrap_or_default();
+    String::from_utf8_lossy(&body)
+        .lines()
+        .find_map(|l| l.strip_prefix("metricsd_queue_insert_failures_total "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
+}
+
+#[test]
+fn a_failing_queue_insert_degrades_health_counts_and_logs_once_then_recovers() {
+    const FAILED: &str = "queue insert failed";
+    let setup = Setup::new("1s", "", "");
+    let mut daemon = setup.start(&[DEBUG]);
+    daemon.wait_for_line(STARTED, START);
+    daemon.wait_for_line(SAMPLED, START);
+    wait_for("a queued row", START, || queue_pending(&setup) >= 1);
+    let files = ["queue.db", "queue.db-wal"].map(|f| setup.state_dir.join(f));
+    let Some(fault) = Immutable::set(files.to_vec()) else {
+        crate::common::skip_or_fail(
+            "cannot chattr +i the queue files (needs root and ext4-like attributes)",
+        );
+        return;
+    };
+
+    let (first_failure, _) = daemon.wait_for_line_from(0, FAILED, START);
+    wait_for("/health degraded", START, || {
+        health(&setup)["status"] == "degraded"
+    });
+    let degraded = health(&setup);
+    assert!(
+        degraded["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("queue")),
+        "{degraded}"
+    );
+    // Several more samples fail in the same minute: still a single line.
+    let mut from = first_failure;
+    for _ in 0..4 {
+        from = daemon.wait_for_line_from(from + 1, SAMPLED, START).0;
+    }
+    let failures = insert_failures_total(&setup);
+    assert!(
+        failures >= 4,
+        "metricsd_queue_insert_failures_total = {failures}"
+    );
+    let logged = daemon
+        .stderr
+        .snapshot()
+        .iter()
+        .filter(|l| l.contains(FAILED))
+        .count();
+    assert_eq!(logged, 1, "logged per sample:\n{}", daemon.log());
+
+    drop(fault);
+    daemon.wait_for_line_from(from, "queue inserts resumed", START);
+    wait_for("/health ok again", START, || {
+        health(&setup)["status"] == "ok"
+    });
+    let pending = queue_pending(&setup);
+    wait_for("inserts resume", START, || queue_pending(&setup) > pending);
+    assert!(insert_failures_total(&setup) >= failures);
+
+    daemon.signal(libc::SIGTERM);
+    assert_eq!(
+        daemon.exit_code(Duration::from_secs(10)),
+        0,
+        "{}",
+        daemon.log()
+    );
 }

@@ -83,7 +83,9 @@ fn promtool(text: &str) -> Result<(), String> {
     {
         Ok(child) => child,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            eprintln!("SKIP promtool: not installed (Debian's prometheus package ships it)");
+            crate::common::skip_or_fail(
+                "promtool is not installed (Debian's prometheus package ships it)",
+            );
             return Ok(());
         }
         Err(e) => panic!("cannot run promtool: {e}"),
@@ -122,11 +124,13 @@ fn promtool_failures_are_seen() {
 async fn live_scrape_is_strict_complete_monotonic_and_passes_promtool() {
     // An idle unit in this host's cgroup v2 tree, so the unit families have
     // something to show (none when no cgroup can be made here: said below).
-    let unit = units::find_v2_root(Path::new("/sys")).and_then(|v2| {
-        LiveUnit::start(&v2, IDLE)
-            .map_err(|why| eprintln!("no unit cgroup for the unit families: {why}"))
-            .ok()
-    });
+    let unit = units::find_v2_root(Path::new("/sys"))
+        .ok_or_else(|| "no cgroup v2 hierarchy".to_string())
+        .and_then(|v2| LiveUnit::start(&v2, IDLE))
+        .map_err(|why| {
+            crate::common::skip_or_fail(&format!("no unit cgroup for the unit families: {why}"))
+        })
+        .ok();
     let unit_glob = unit
         .as_ref()
         .map_or("*.service".to_string(), |u| u.name.clone());

@@ -23,7 +23,7 @@ fn systemd_analyze(args: &[&str]) -> Option<std::process::Output> {
     match Command::new("systemd-analyze").args(args).output() {
         Ok(out) => Some(out),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            eprintln!("SKIP: systemd-analyze not found");
+            crate::common::skip_or_fail("systemd-analyze not found");
             None
         }
         Err(e) => panic!("cannot run systemd-analyze: {e}"),

@@ -1065,7 +1065,7 @@ impl Unwritable {
                 .status()
                 .is_ok_and(|s| s.success());
             if !ok {
-                eprintln!("chattr +i failed on {}: not checked here", path.display());
+                crate::common::skip_or_fail(&format!("chattr +i failed on {}", path.display()));
                 return None;
             }
         } else {

@@ -45,9 +45,9 @@ fn sample() -> Snapshot {
         interval_secs: 60,
         metrics: Metrics {
             cpu: Some(CpuMetrics {
-                usage_percent: 12.3456,
-                per_core_percent: vec![10.0, 14.691],
-                modes_percent: CpuModes {
+                usage_percent: Some(12.3456),
+                per_core_percent: Some(vec![10.0, 14.691]),
+                modes_percent: Some(CpuModes {
                     user: 8.004,
                     nice: 0.5,
                     system: 3.0,
@@ -57,7 +57,7 @@ fn sample() -> Snapshot {
                     softirq: 0.3,
                     steal: 0.496,
                     guest: 0.0,
-                },
+                }),
                 seconds_total: CpuModes {
                     user: 1000.25,
                     idle: 90000.0,
@@ -68,9 +68,9 @@ fn sample() -> Snapshot {
                 context_switches_total: 9_000_000,
                 interrupts_total: 4_000_000,
                 forks_total: 50_000,
-                context_switches_per_sec: 1234.567,
-                interrupts_per_sec: 500.0,
-                forks_per_sec: 2.5,
+                context_switches_per_sec: Some(1234.567),
+                interrupts_per_sec: Some(500.0),
+                forks_per_sec: Some(2.5),
                 procs_running: 2,
                 procs_blocked: 1,
                 boot_time_unix: 1_795_341_600,
@@ -95,9 +95,9 @@ fn sample() -> Snapshot {
                 swap_in_pages_total: 10,
                 swap_out_pages_total: 20,
                 major_faults_total: 30,
-                swap_in_pages_per_sec: 0.125,
-                swap_out_pages_per_sec: 1.0,
-                major_faults_per_sec: 3.333,
+                swap_in_pages_per_sec: Some(0.125),
+                swap_out_pages_per_sec: Some(1.0),
+                major_faults_per_sec: Some(3.333),
             }),
             pressure: Some(PressureMetrics {
                 cpu_some: Some(psi(4.0, 100)),
@@ -519,4 +519,59 @@ fn model_rows_from_before_a_field_existed_still_read_back() {
         (1024, 512, 0)
     );
     assert!(s.metrics.cpu.is_none() && s.collectors.is_empty());
+}
+
+#[test]
+fn new_models_carry_a_format_marker_and_beat_bare_deflate() {
+    let s = sample();
+    let bytes = s.to_model_bytes();
+    // 0x07 has deflate block type 3 (reserved), so it never starts a bare
+    // raw deflate row of an earlier version.
+    assert_eq!(bytes[0], 0x07);
+    let json = serde_json::to_vec(&s).unwrap();
+    let mut bare = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+    std::io::Write::write_all(&mut bare, &json).unwrap();
+    let bare = bare.finish().unwrap();
+    assert!(
+        bytes.len() < bare.len(),
+        "with dictionary {} bytes, bare deflate {}",
+        bytes.len(),
+        bare.len()
+    );
+    // The bare form a row written before the marker holds still reads back.
+    assert_eq!(Snapshot::from_model_bytes(&bare).unwrap(), s);
+    // A marker no version wrote is refused, not guessed at.
+    let mut unknown = bytes.clone();
+    unknown[0] = 0xff;
+    assert!(matches!(
+        Snapshot::from_model_bytes(&unknown),
+        Err(ModelError::UnknownFormat(0xff))
+    ));
+    assert!(Snapshot::from_model_bytes(&bytes[..1]).is_err());
+}
+
+#[test]
+fn dictionary_models_from_another_encoder_read_back() {
+    // Written by Python's zlib (level 9, raw deflate, zdict = the frozen
+    // dictionary file) after the 0x07 marker: pins the dictionary, since a
+    // changed one no longer decodes rows already stored.
+    let stored: &[u8] = &[
+        0x07, 0xab, 0x26, 0xd4, 0xf5, 0x35, 0x34, 0xb7, 0x34, 0x35, 0x31, 0xb2, 0x30, 0x30, 0x20,
+        0xa6, 0x0f, 0x5c, 0x9e, 0x9a, 0xa4, 0x6b, 0x88, 0xde, 0x11, 0xce, 0x45, 0xed, 0x09, 0x1b,
+        0x18, 0x5a, 0x26, 0x26, 0x19, 0x24, 0x9b, 0xe8, 0x9a, 0x25, 0x19, 0x18, 0xe8, 0x9a, 0x03,
+        0x0d, 0xd6, 0x05, 0x99, 0xae, 0x6b, 0x80, 0x00, 0x86, 0xb0, 0xde, 0xb2, 0x21, 0x46, 0x6f,
+        0xd9, 0x0c, 0xb5, 0xbb, 0x8c, 0xa3, 0x07, 0x64, 0x68, 0x60, 0x64, 0x82, 0xa5, 0x13, 0x64,
+        0x6a, 0x68, 0x54, 0x5b, 0x5b, 0x0b, 0x00,
+    ];
+    let s = Snapshot::from_model_bytes(stored).unwrap();
+    assert_eq!(
+        (s.node_id.as_str(), s.seq, s.interval_secs),
+        ("web-1", 1, 60)
+    );
+    assert_eq!(
+        s.event_id.to_string(),
+        "019ab0c4-6b00-7000-8000-000000000001"
+    );
+    let mem = s.metrics.memory.unwrap();
+    assert_eq!((mem.total_bytes, mem.available_bytes), (1024, 512));
 }

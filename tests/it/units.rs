@@ -389,13 +389,15 @@ fn malformed_files_give_null_fields_not_zeros() {
 #[test]
 fn live_unit_matches_an_independent_reading_of_its_cgroup() {
     let Some(v2) = units::find_v2_root(Path::new("/sys")) else {
-        eprintln!("SKIP: this host has no cgroup v2 hierarchy (neither /sys/fs/cgroup nor /sys/fs/cgroup/unified)");
+        crate::common::skip_or_fail("this host has no cgroup v2 hierarchy (neither /sys/fs/cgroup nor /sys/fs/cgroup/unified)");
         return;
     };
     let mut unit = match LiveUnit::start(&v2, BUSY) {
         Ok(unit) => unit,
         Err(why) => {
-            eprintln!("SKIP: no unit cgroup with a busy process can be made here: {why}");
+            crate::common::skip_or_fail(&format!(
+                "no unit cgroup with a busy process can be made here: {why}"
+            ));
             return;
         }
     };
@@ -505,13 +507,13 @@ fn live_unit_matches_an_independent_reading_of_its_cgroup() {
 #[test]
 fn once_reports_a_live_unit_with_nulls_where_the_tree_has_no_controller() {
     let Some(v2) = units::find_v2_root(Path::new("/sys")) else {
-        eprintln!("SKIP: this host has no cgroup v2 hierarchy");
+        crate::common::skip_or_fail("this host has no cgroup v2 hierarchy");
         return;
     };
     let unit = match LiveUnit::start(&v2, crate::common::cgroup::IDLE) {
         Ok(unit) => unit,
         Err(why) => {
-            eprintln!("SKIP: no unit cgroup can be made here: {why}");
+            crate::common::skip_or_fail(&format!("no unit cgroup can be made here: {why}"));
             return;
         }
     };

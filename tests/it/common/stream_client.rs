@@ -172,18 +172,18 @@ pub fn snapshot(seq: u64, interfaces: usize) -> Snapshot {
     }
     let metrics = Metrics {
         cpu: Some(CpuMetrics {
-            usage_percent: 12.5,
-            per_core_percent: (0..8).map(|i| i as f64 * 3.25).collect(),
-            modes_percent: modes(1.0),
+            usage_percent: Some(12.5),
+            per_core_percent: Some((0..8).map(|i| i as f64 * 3.25).collect()),
+            modes_percent: Some(modes(1.0)),
             seconds_total: modes(1000.0 + seq as f64),
         }),
         activity: Some(ActivityMetrics {
             context_switches_total: 1_000_000 + seq * 100,
             interrupts_total: 500_000 + seq * 50,
             forks_total: 20_000 + seq,
-            context_switches_per_sec: 100.0,
-            interrupts_per_sec: 50.0,
-            forks_per_sec: 1.0,
+            context_switches_per_sec: Some(100.0),
+            interrupts_per_sec: Some(50.0),
+            forks_per_sec: Some(1.0),
             procs_running: 2,
             procs_blocked: 0,
             boot_time_unix: 1_795_000_000,
@@ -208,9 +208,9 @@ pub fn snapshot(seq: u64, interfaces: usize) -> Snapshot {
             swap_in_pages_total: 100,
             swap_out_pages_total: 200 + seq,
             major_faults_total: 3_000 + seq,
-            swap_in_pages_per_sec: 0.0,
-            swap_out_pages_per_sec: 1.0,
-            major_faults_per_sec: 1.0,
+            swap_in_pages_per_sec: Some(0.0),
+            swap_out_pages_per_sec: Some(1.0),
+            major_faults_per_sec: Some(1.0),
         }),
         pressure: Some(PressureMetrics {
             cpu_some: Some(psi(2.5)),
