@@ -321,6 +321,26 @@ async fn sandbox_hides_nothing_that_once_fills(c: &Container, addr: SocketAddr) 
         by_root.len(),
         by_service.len()
     );
+    // Units by name: the service sees its own unit and its neighbours
+    // through the sandbox wherever root's reading does.
+    let unit_names = |v: &Value| -> BTreeSet<String> {
+        v["metrics"]["units"]
+            .as_object()
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default()
+    };
+    let (root_units, service_units) = (unit_names(&root_view), unit_names(&service_view));
+    eprintln!("units seen by root: {root_units:?}; by the service: {service_units:?}");
+    if root_units.contains("metricsd.service") {
+        assert!(
+            service_units.contains("metricsd.service"),
+            "the service does not see its own unit: {service_units:?}"
+        );
+    }
+    assert!(
+        service_units.len() * 2 >= root_units.len().min(10),
+        "the service sees far fewer units than root: {service_units:?} vs {root_units:?}"
+    );
     let hidden: Vec<&String> = by_root.difference(&by_service).collect();
     assert!(
         hidden.is_empty(),
