@@ -19,6 +19,11 @@ use ureq::Agent;
 const MAX_RESPONSE_BODY: u64 = 64 * 1024;
 /// How much of a rejection's body goes into the logged reason.
 const REASON_SNIPPET: usize = 200;
+/// Per-connection I/O buffers. ureq's default is 128 KiB each way, which
+/// malloc serves as separate mmaps that stay resident for every pooled
+/// connection of every sink (about 256 KiB a sink). Bodies stream through
+/// the output buffer, and the input buffer only needs the response head.
+const IO_BUFFER: usize = 16 * 1024;
 
 /// Where distributions keep the system's PEM bundle; the first that exists
 /// is used (after `$SSL_CERT_FILE`) when `ca_file` adds roots of its own.
@@ -89,6 +94,9 @@ impl Client {
             .http_status_as_error(false)
             .max_redirects(0)
             .user_agent(crate::USER_AGENT)
+            .input_buffer_size(IO_BUFFER)
+            .output_buffer_size(IO_BUFFER)
+            .max_response_header_size(IO_BUFFER)
             .tls_config(TlsConfig::builder().root_certs(roots).build())
             .build();
         let resolver = CachingResolver::default();
