@@ -8,6 +8,9 @@
 //!    real VictoriaMetrics on this machine. Target ≥ 500 snapshots/s.
 //!
 //! Run: cargo bench --bench deliver
+//! Only the encoding part (no receiver, a few seconds):
+//!   DELIVER_BENCH=encoding cargo bench --bench deliver
+//! Only the drain: DELIVER_BENCH=drain cargo bench --bench deliver
 //! The queue lives under /var/tmp (or $METRICSD_BENCH_DIR), a real disk.
 
 #[path = "../tests/it/common/mod.rs"]
@@ -220,7 +223,18 @@ fn drain(snaps: &[Snapshot]) {
 }
 
 fn main() {
+    let part = std::env::var("DELIVER_BENCH").unwrap_or_default();
+    let (encode, drain_too) = match part.as_str() {
+        "" => (true, true),
+        "encoding" => (true, false),
+        "drain" => (false, true),
+        other => panic!("DELIVER_BENCH={other}: expected encoding or drain"),
+    };
     let snaps = snapshots(BACKLOG);
-    encoding(&snaps[..1000]);
-    drain(&snaps);
+    if encode {
+        encoding(&snaps[..1000]);
+    }
+    if drain_too {
+        drain(&snaps);
+    }
 }

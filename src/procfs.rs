@@ -199,7 +199,11 @@ fn fd_is_procfs(fd: RawFd) -> bool {
 /// The bytes as text; borrowed (no copy) when they are valid UTF-8, as /proc
 /// files other than names chosen by users always are.
 pub fn text(bytes: &[u8]) -> Cow<'_, str> {
-    String::from_utf8_lossy(bytes)
+    // The strict check is several times faster than the lossy one's scan.
+    match std::str::from_utf8(bytes) {
+        Ok(text) => Cow::Borrowed(text),
+        Err(_) => String::from_utf8_lossy(bytes),
+    }
 }
 
 /// Opens `path` relative to the directory `dir`, read-only and close-on-exec.

@@ -532,19 +532,33 @@ fn key_label(section: &str, key: &str) -> String {
 }
 
 /// The live configuration, swapped whole on SIGHUP; readers take a cheap Arc.
+/// Async readers can also await a swap (`changed`) instead of polling it:
+/// an idle daemon then wakes only for its samples.
 #[derive(Clone)]
-pub struct SharedConfig(Arc<RwLock<Arc<Config>>>);
+pub struct SharedConfig {
+    current: Arc<RwLock<Arc<Config>>>,
+    swaps: Arc<tokio::sync::watch::Sender<u64>>,
+}
 
 impl SharedConfig {
     pub fn new(config: Config) -> SharedConfig {
-        SharedConfig(Arc::new(RwLock::new(Arc::new(config))))
+        SharedConfig {
+            current: Arc::new(RwLock::new(Arc::new(config))),
+            swaps: Arc::new(tokio::sync::watch::Sender::new(0)),
+        }
     }
 
     pub fn get(&self) -> Arc<Config> {
-        self.0.read().unwrap().clone()
+        self.current.read().unwrap().clone()
     }
 
     pub fn set(&self, config: Config) {
-        *self.0.write().unwrap() = Arc::new(config);
+        *self.current.write().unwrap() = Arc::new(config);
+        self.swaps.send_modify(|n| *n += 1);
+    }
+
+    /// A receiver whose `changed()` completes after each later `set`.
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.swaps.subscribe()
     }
 }

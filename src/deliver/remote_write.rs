@@ -50,18 +50,6 @@ pub mod proto {
 
 use prost::encoding::{encode_varint, encoded_len_varint};
 
-/// The series of one snapshot, added one sample at a time and written
-/// straight into the protobuf form of a `WriteRequest` (the messages in
-/// `proto` describe it; building them first would cost an allocation per
-/// label, several times the encoding itself).
-pub struct SeriesOf<'a> {
-    /// The encoded `WriteRequest` so far: one `timeseries` field per sample.
-    out: &'a mut Vec<u8>,
-    /// `instance`, `machine_id` and the configured `labels`, on every series.
-    common: Vec<(&'a str, &'a str)>,
-    timestamp_ms: i64,
-}
-
 /// Bytes of a length-delimited field of `len` bytes, with its one-byte tag.
 fn field_len(len: usize) -> usize {
     1 + encoded_len_varint(len as u64) + len
@@ -77,9 +65,51 @@ fn put_bytes(out: &mut Vec<u8>, tag: u8, bytes: &[u8]) {
     out.extend_from_slice(bytes);
 }
 
+/// A `labels` field (a `Label` message) of a `TimeSeries`.
+fn put_label(out: &mut Vec<u8>, name: &str, value: &str) {
+    out.push(LEN_1);
+    encode_varint(label_len(name, value) as u64, out);
+    put_bytes(out, LEN_1, name.as_bytes());
+    put_bytes(out, LEN_2, value.as_bytes());
+}
+
 /// Field 1 (length-delimited) and field 2 (length-delimited) tags.
 const LEN_1: u8 = 0x0a;
 const LEN_2: u8 = 0x12;
+/// `Sample.value` (field 1, fixed64) and `Sample.timestamp` (field 2, varint).
+const VALUE: u8 = 0x09;
+const TIMESTAMP: u8 = 0x10;
+
+/// A label every series of the snapshot carries, encoded once.
+struct CommonLabel<'a> {
+    name: &'a str,
+    /// Its `labels` field in `SeriesOf::common_bytes`.
+    start: usize,
+    end: usize,
+}
+
+/// The series of one snapshot, added one sample at a time and written
+/// straight into the protobuf form of a `WriteRequest` (the messages in
+/// `proto` describe it; building them first would cost an allocation per
+/// label, several times the encoding itself).
+pub struct SeriesOf<'a> {
+    /// The encoded `WriteRequest` so far: one `timeseries` field per sample.
+    out: &'a mut Vec<u8>,
+    /// `instance`, `machine_id` and the configured `labels`, on every
+    /// series: sorted by name, each already encoded as a `labels` field.
+    common: Vec<CommonLabel<'a>>,
+    common_bytes: Vec<u8>,
+    /// The `samples` field up to the value (tag, length, value tag) and
+    /// after it (timestamp tag and varint), the same for every series.
+    sample_head: [u8; 3],
+    sample_tail: Vec<u8>,
+}
+
+/// One label of a series, in the order they are written.
+enum SeriesLabel<'s, 'a> {
+    Own(&'s str, &'s str),
+    Common(&'s CommonLabel<'a>),
+}
 
 impl<'a> SeriesOf<'a> {
     pub fn new(
@@ -89,61 +119,188 @@ impl<'a> SeriesOf<'a> {
         extra: &'a BTreeMap<String, String>,
         timestamp_ms: i64,
     ) -> SeriesOf<'a> {
-        let mut common = vec![("instance", node_id), ("machine_id", machine_id)];
-        common.extend(extra.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        // `instance` and `machine_id` win over configured labels of those
+        // names; a BTreeMap is sorted and unique already.
+        let mut pairs: Vec<(&str, &str)> = extra
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .filter(|(k, _)| !matches!(*k, "instance" | "machine_id" | "__name__"))
+            .collect();
+        for own in [("instance", node_id), ("machine_id", machine_id)] {
+            let at = pairs.partition_point(|(k, _)| *k < own.0);
+            pairs.insert(at, own);
+        }
+        let mut common_bytes = Vec::new();
+        let common = pairs
+            .iter()
+            .map(|&(name, value)| {
+                let start = common_bytes.len();
+                put_label(&mut common_bytes, name, value);
+                CommonLabel {
+                    name,
+                    start,
+                    end: common_bytes.len(),
+                }
+            })
+            .collect();
+        let timestamp = timestamp_ms as u64;
+        let mut sample_tail = vec![TIMESTAMP];
+        encode_varint(timestamp, &mut sample_tail);
+        let sample_len = 1 + 8 + sample_tail.len();
         SeriesOf {
             out,
             common,
-            timestamp_ms,
+            common_bytes,
+            // A sample is at most 1 + 8 + 1 + 10 bytes: a one-byte length.
+            sample_head: [LEN_2, sample_len as u8, VALUE],
+            sample_tail,
+        }
+    }
+
+    /// Calls `each` with the series' labels after `__name__`: the family's
+    /// own (sorted, `__name__` and repeated names dropped) merged with the
+    /// common ones by name, a family's label winning over a common one.
+    fn each_label<'s>(
+        &'s self,
+        own: &'s [(&'s str, &'s str)],
+        mut each: impl FnMut(SeriesLabel<'s, 'a>),
+    ) {
+        let (mut i, mut j) = (0, 0);
+        while i < own.len() || j < self.common.len() {
+            let common = self.common.get(j);
+            match (own.get(i), common) {
+                (Some(&(k, v)), Some(c)) if k <= c.name => {
+                    each(SeriesLabel::Own(k, v));
+                    i += 1;
+                    j += usize::from(k == c.name);
+                }
+                (Some(&(k, v)), None) => {
+                    each(SeriesLabel::Own(k, v));
+                    i += 1;
+                }
+                (_, Some(c)) => {
+                    each(SeriesLabel::Common(c));
+                    j += 1;
+                }
+                (None, None) => unreachable!("loop condition"),
+            }
         }
     }
 
     /// One sample of family `name`. A label the family sets itself wins
     /// over `instance`/`machine_id`, and those over the configured labels.
-    pub fn push(&mut self, name: &str, labels: &[(&str, String)], value: f64) {
-        let mut all: Vec<(&str, &str)> = Vec::with_capacity(labels.len() + self.common.len() + 1);
-        all.extend(labels.iter().map(|(k, v)| (*k, v.as_str())));
-        all.extend(self.common.iter().copied());
-        // Stable: for equal names the first (strongest) comes first and stays.
-        all.sort_by(|a, b| a.0.cmp(b.0));
-        all.dedup_by(|later, first| later.0 == first.0);
-        all.retain(|(k, _)| *k != "__name__");
-        all.insert(0, ("__name__", name));
+    pub fn push<L: AsRef<str>>(&mut self, name: &str, labels: &[(&str, L)], value: f64) {
+        // Families have at most three labels: sort them on the stack.
+        let mut stack = [("", ""); 4];
+        let mut heap = Vec::new();
+        let own: &mut [(&str, &str)] = if labels.len() <= stack.len() {
+            &mut stack[..labels.len()]
+        } else {
+            heap.resize(labels.len(), ("", ""));
+            &mut heap
+        };
+        for (slot, (k, v)) in own.iter_mut().zip(labels) {
+            *slot = (k, v.as_ref());
+        }
+        // Stable: for equal names the first comes first and stays.
+        own.sort_by(|a, b| a.0.cmp(b.0));
+        let mut kept = 0;
+        for i in 0..own.len() {
+            let label = own[i];
+            if label.0 == "__name__" || (kept > 0 && own[kept - 1].0 == label.0) {
+                continue;
+            }
+            own[kept] = label;
+            kept += 1;
+        }
+        let own = &own[..kept];
 
-        let timestamp = self.timestamp_ms as u64;
-        // Sample { value = 1 (fixed64), timestamp = 2 (varint) }
-        let sample_len = 1 + 8 + 1 + encoded_len_varint(timestamp);
-        let series_len = all
-            .iter()
-            .map(|(k, v)| field_len(label_len(k, v)))
-            .sum::<usize>()
-            + field_len(sample_len);
-        let out = &mut *self.out;
+        let mut series_len =
+            field_len(label_len("__name__", name)) + field_len(self.sample_head[1] as usize);
+        self.each_label(own, |label| {
+            series_len += match label {
+                SeriesLabel::Own(k, v) => field_len(label_len(k, v)),
+                SeriesLabel::Common(c) => c.end - c.start,
+            }
+        });
+        let mut out = std::mem::take(self.out);
         out.reserve(field_len(series_len));
         out.push(LEN_1);
-        encode_varint(series_len as u64, out);
-        for (k, v) in &all {
-            out.push(LEN_1);
-            encode_varint(label_len(k, v) as u64, out);
-            put_bytes(out, LEN_1, k.as_bytes());
-            put_bytes(out, LEN_2, v.as_bytes());
-        }
-        out.push(LEN_2);
-        encode_varint(sample_len as u64, out);
-        out.push(0x09);
+        encode_varint(series_len as u64, &mut out);
+        put_label(&mut out, "__name__", name);
+        self.each_label(own, |label| match label {
+            SeriesLabel::Own(k, v) => put_label(&mut out, k, v),
+            SeriesLabel::Common(c) => out.extend_from_slice(&self.common_bytes[c.start..c.end]),
+        });
+        out.extend_from_slice(&self.sample_head);
         out.extend_from_slice(&value.to_le_bytes());
-        out.push(0x10);
-        encode_varint(timestamp, out);
+        out.extend_from_slice(&self.sample_tail);
+        *self.out = out;
     }
 }
+
+/// Snappy's block format is a varint of the uncompressed length followed
+/// by elements: literals, and copies of bytes earlier in the output. A
+/// piece compressed on its own only copies from itself, so the elements of
+/// several pieces, after one varint of their total length, are one valid
+/// block. The batch is packed a piece at a time that way: it is never held
+/// uncompressed in one large buffer, and each piece is compressed while it
+/// is still in the cache.
+struct Packer {
+    encoder: snap::raw::Encoder,
+    /// Where a piece is compressed (with its own varint) before its
+    /// elements are appended to `elements`.
+    scratch: Vec<u8>,
+    elements: Vec<u8>,
+    total: usize,
+}
+
+impl Packer {
+    fn new() -> Packer {
+        Packer {
+            encoder: snap::raw::Encoder::new(),
+            scratch: Vec::new(),
+            elements: Vec::new(),
+            total: 0,
+        }
+    }
+
+    fn add(&mut self, piece: &[u8]) {
+        let most = snap::raw::max_compress_len(piece.len());
+        if self.scratch.len() < most {
+            self.scratch.resize(most, 0);
+        }
+        // Compressing into a buffer of max_compress_len cannot fail for
+        // inputs below snappy's 4 GiB limit.
+        let n = self
+            .encoder
+            .compress(piece, &mut self.scratch)
+            .expect("snappy block compression");
+        let preamble = encoded_len_varint(piece.len() as u64);
+        self.elements.extend_from_slice(&self.scratch[preamble..n]);
+        self.total += piece.len();
+    }
+
+    fn finish(self) -> Vec<u8> {
+        let mut body = Vec::with_capacity(10 + self.elements.len());
+        encode_varint(self.total as u64, &mut body);
+        body.extend_from_slice(&self.elements);
+        body
+    }
+}
+
+/// Snappy compresses in blocks of 64 KiB: a piece of about that size
+/// loses nothing against compressing the whole batch at once.
+const PIECE: usize = 64 * 1024;
 
 /// The request body: the protobuf bytes in snappy's block format (not its
 /// framed one).
 pub fn body(raw: &[u8]) -> Vec<u8> {
-    // Compressing into memory cannot fail for inputs below snappy's 4 GiB limit.
-    snap::raw::Encoder::new()
-        .compress_vec(raw)
-        .expect("snappy block compression")
+    let mut packer = Packer::new();
+    for piece in raw.chunks(PIECE) {
+        packer.add(piece);
+    }
+    packer.finish()
 }
 
 /// The headers of SPEC §5.5 (User-Agent comes from the agent).
@@ -179,16 +336,25 @@ pub struct RemoteWrite;
 
 impl Sink for RemoteWrite {
     fn encode(&mut self, rows: &[Row], config: &SinkConfig) -> Result<Request, BadRow> {
-        let mut request = Vec::with_capacity(rows.len() * 24 * 1024);
+        let mut raw = Vec::with_capacity(PIECE + PIECE / 2);
+        let mut packer = Packer::new();
         for (index, row) in rows.iter().enumerate() {
             let snapshot = Snapshot::from_model_bytes(&row.model).map_err(|e| BadRow {
                 index,
                 reason: e.to_string(),
             })?;
-            append_snapshot(&mut request, &snapshot, &config.labels);
+            let start = raw.len();
+            append_snapshot(&mut raw, &snapshot, &config.labels);
+            // Pack before the next snapshot (about as large as this one)
+            // would take the piece past a snappy block.
+            if raw.len() + (raw.len() - start) > PIECE {
+                packer.add(&raw);
+                raw.clear();
+            }
         }
+        packer.add(&raw);
         Ok(Request {
-            body: body(&request),
+            body: packer.finish(),
             headers: headers(),
         })
     }
@@ -197,6 +363,7 @@ impl Sink for RemoteWrite {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::queue::Row;
     use prost::Message;
     use proto::{Sample, TimeSeries, WriteRequest};
 
@@ -220,7 +387,7 @@ mod tests {
             &[("mode", "idle".to_string())],
             12.5,
         );
-        s.push("host_load1", &[], 0.25);
+        s.push::<&str>("host_load1", &[], 0.25);
         let request = WriteRequest::decode(&raw[..]).unwrap();
         let series = &request.timeseries;
         assert_eq!(
@@ -246,6 +413,122 @@ mod tests {
                 timestamp: 1_700_000_000_123
             }]
         );
+    }
+
+    /// The same request built the plain way: a message struct per label,
+    /// labels sorted and de-duplicated with the family's first, then
+    /// `instance`/`machine_id`, then the configured ones, `__name__` in front.
+    fn struct_built(snapshots: &[Snapshot], extra: &BTreeMap<String, String>) -> WriteRequest {
+        let mut timeseries = Vec::new();
+        for s in snapshots {
+            let ms = s.timestamp.duration_since(UNIX_EPOCH).unwrap().as_millis() as i64;
+            for family in host_families(s) {
+                for sample in &family.samples {
+                    let mut all: Vec<(&str, &str)> = sample
+                        .labels
+                        .iter()
+                        .map(|(k, v)| (*k, v.as_ref()))
+                        .collect();
+                    all.push(("instance", &s.node_id));
+                    all.push(("machine_id", &s.machine_id));
+                    all.extend(extra.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+                    all.sort_by(|a, b| a.0.cmp(b.0));
+                    all.dedup_by(|later, first| later.0 == first.0);
+                    all.retain(|(k, _)| *k != "__name__");
+                    all.insert(0, ("__name__", family.name));
+                    timeseries.push(TimeSeries {
+                        labels: all
+                            .iter()
+                            .map(|(k, v)| proto::Label {
+                                name: k.to_string(),
+                                value: v.to_string(),
+                            })
+                            .collect(),
+                        samples: vec![Sample {
+                            value: sample.value,
+                            timestamp: ms,
+                        }],
+                    });
+                }
+            }
+        }
+        WriteRequest { timeseries }
+    }
+
+    /// Two readings of this host, so that rates and shares are there too.
+    fn this_host() -> Snapshot {
+        let config = crate::config::Config::default();
+        let mut collector = crate::collect::Collector::new(Default::default(), &config.collect);
+        let interval = std::time::Duration::from_secs(1);
+        crate::sampler::take_snapshot(&mut collector, "n", "m", 1, interval);
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        crate::sampler::take_snapshot(&mut collector, "web-1", "abc", 2, interval)
+    }
+
+    #[test]
+    fn a_batch_of_real_snapshots_encodes_as_the_struct_built_request() {
+        let base = this_host();
+        assert!(base.metrics.cpu.is_some() && base.metrics.memory.is_some());
+        let snapshots: Vec<Snapshot> = (0..12u64)
+            .map(|i| {
+                let mut s = base.clone();
+                s.timestamp =
+                    UNIX_EPOCH + std::time::Duration::from_millis(1_700_000_000_000 + i * 60_123);
+                s.node_id = format!("web-{}", i % 3);
+                s
+            })
+            .collect();
+        let rows: Vec<Row> = snapshots
+            .iter()
+            .enumerate()
+            .map(|(i, s)| Row {
+                id: i as i64,
+                event_id: s.event_id.to_string(),
+                created_at: s.timestamp_string(),
+                attempts: 0,
+                last_error: None,
+                payload: String::new(),
+                model: s.to_model_bytes(),
+            })
+            .collect();
+        // Configured labels sorting before, between and after the own
+        // ones, and some the family or instance/machine_id override.
+        let mut config = crate::config::Config::default()
+            .sink(crate::config::SinkKind::RemoteWrite)
+            .clone();
+        config.labels = [
+            ("Zone", "b"),
+            ("device", "from-config"),
+            ("env", "prod"),
+            ("instance", "from-config"),
+            ("mode", "from-config"),
+            ("zz", "last"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let request = RemoteWrite.encode(&rows, &config).unwrap();
+        let raw = snap::raw::Decoder::new()
+            .decompress_vec(&request.body)
+            .unwrap();
+        assert!(raw.len() > 2 * PIECE, "packed from several pieces");
+        let expected = struct_built(&snapshots, &config.labels);
+        // Equal as messages (not byte for byte: prost leaves out a value of
+        // 0.0, which the direct writer spells out, as proto3 allows).
+        assert_eq!(WriteRequest::decode(&raw[..]).unwrap(), expected);
+    }
+
+    #[test]
+    fn pieces_packed_apart_decode_as_one_block() {
+        // Repetitive within and across pieces, so that copies are used.
+        let raw: Vec<u8> = (0..300_000u32)
+            .flat_map(|i| format!("series {} of {};", i % 977, i / 5000).into_bytes())
+            .collect();
+        let packed = body(&raw);
+        assert!(packed.len() < raw.len() / 3, "compressed: {}", packed.len());
+        let back = snap::raw::Decoder::new().decompress_vec(&packed).unwrap();
+        assert!(back == raw, "round trip");
+        assert_eq!(body(&[]), [0], "an empty request is the varint 0");
     }
 
     #[test]

@@ -17,6 +17,8 @@
 use crate::snapshot::{
     CpuModes, DeviceMetrics, InterfaceMetrics, Metrics, MountUsage, PsiLine, Snapshot,
 };
+use smallvec::SmallVec;
+use std::borrow::Cow;
 
 /// The Prometheus metric type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,16 +37,22 @@ impl Kind {
     }
 }
 
+/// A sample's labels, borrowed from the snapshot: no family has more
+/// than three, so they live inline (the families are built for every
+/// snapshot remote write sends, and an allocation per sample would cost
+/// more than encoding it).
+pub type Labels<'a> = SmallVec<[(&'static str, Cow<'a, str>); 3]>;
+
 /// One series of a family: its labels (besides the family name) and value.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Sample {
-    pub labels: Vec<(&'static str, String)>,
+pub struct Sample<'a> {
+    pub labels: Labels<'a>,
     pub value: f64,
 }
 
 /// One metric family.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Family {
+pub struct Family<'a> {
     pub name: &'static str,
     pub help: &'static str,
     pub kind: Kind,
@@ -52,23 +60,23 @@ pub struct Family {
     /// for counts and ratios.
     pub unit: &'static str,
     /// Never empty: a family without samples is left out.
-    pub samples: Vec<Sample>,
+    pub samples: Vec<Sample<'a>>,
 }
 
 const MS: f64 = 1e-3;
 const US: f64 = 1e-6;
 
 /// Collects families, leaving out those without samples.
-struct Families(Vec<Family>);
+struct Families<'a>(Vec<Family<'a>>);
 
-impl Families {
+impl<'a> Families<'a> {
     fn add(
         &mut self,
         name: &'static str,
         kind: Kind,
         unit: &'static str,
         help: &'static str,
-        samples: Vec<Sample>,
+        samples: Vec<Sample<'a>>,
     ) {
         if !samples.is_empty() {
             self.0.push(Family {
@@ -100,16 +108,16 @@ impl Families {
     }
 }
 
-fn plain(value: f64) -> Sample {
+fn plain<'a>(value: f64) -> Sample<'a> {
     Sample {
-        labels: Vec::new(),
+        labels: Labels::new(),
         value,
     }
 }
 
-fn labelled(label: &'static str, text: &str, value: f64) -> Sample {
+fn labelled<'a>(label: &'static str, text: impl Into<Cow<'a, str>>, value: f64) -> Sample<'a> {
     Sample {
-        labels: vec![(label, text.to_string())],
+        labels: smallvec::smallvec![(label, text.into())],
         value,
     }
 }
@@ -117,7 +125,7 @@ fn labelled(label: &'static str, text: &str, value: f64) -> Sample {
 use Kind::{Counter, Gauge};
 
 /// Every `host_*` family of the snapshot, in a fixed order.
-pub fn host_families(snapshot: &Snapshot) -> Vec<Family> {
+pub fn host_families(snapshot: &Snapshot) -> Vec<Family<'_>> {
     let m = &snapshot.metrics;
     let mut f = Families(Vec::with_capacity(96));
     cpu(&mut f, m);
@@ -134,11 +142,11 @@ pub fn host_families(snapshot: &Snapshot) -> Vec<Family> {
 }
 
 /// `metricsd_collector_*`: how each collector did in this sample.
-pub fn collector_families(snapshot: &Snapshot) -> Vec<Family> {
+pub fn collector_families(snapshot: &Snapshot) -> Vec<Family<'_>> {
     let runs = &snapshot.collectors;
     let each = |value: &dyn Fn(&crate::snapshot::CollectorRun) -> f64| {
         runs.iter()
-            .map(|r| labelled("collector", &r.name, value(r)))
+            .map(|r| labelled("collector", &*r.name, value(r)))
             .collect::<Vec<_>>()
     };
     let mut f = Families(Vec::with_capacity(3));
@@ -166,15 +174,15 @@ pub fn collector_families(snapshot: &Snapshot) -> Vec<Family> {
     f.0
 }
 
-fn by_mode(modes: &CpuModes, scale: f64) -> Vec<Sample> {
+fn by_mode<'a>(modes: &CpuModes, scale: f64) -> Vec<Sample<'a>> {
     modes
         .named()
         .iter()
-        .map(|(mode, v)| labelled("mode", mode, v * scale))
+        .map(|(mode, v)| labelled("mode", *mode, v * scale))
         .collect()
 }
 
-fn cpu(f: &mut Families, m: &Metrics) {
+fn cpu<'a>(f: &mut Families<'a>, m: &'a Metrics) {
     let cpu = m.cpu.as_ref();
     f.one(
         "host_cpu_usage_percent",
@@ -193,7 +201,7 @@ fn cpu(f: &mut Families, m: &Metrics) {
                 cores
                     .iter()
                     .enumerate()
-                    .map(|(i, v)| labelled("core", &i.to_string(), *v))
+                    .map(|(i, v)| labelled("core", i.to_string(), *v))
                     .collect()
             }),
     );
@@ -302,7 +310,7 @@ fn cpu(f: &mut Families, m: &Metrics) {
     );
 }
 
-fn memory(f: &mut Families, m: &Metrics) {
+fn memory<'a>(f: &mut Families<'a>, m: &'a Metrics) {
     let mem = m.memory.as_ref();
     type Bytes = fn(&crate::snapshot::MemoryMetrics) -> u64;
     let bytes: [(&'static str, &'static str, Bytes); 10] = [
@@ -397,7 +405,7 @@ fn memory(f: &mut Families, m: &Metrics) {
     );
 }
 
-fn pressure(f: &mut Families, m: &Metrics) {
+fn pressure<'a>(f: &mut Families<'a>, m: &'a Metrics) {
     let lines: Vec<(&str, &str, &PsiLine)> = m.pressure.as_ref().map_or_else(Vec::new, |p| {
         p.lines()
             .into_iter()
@@ -408,9 +416,9 @@ fn pressure(f: &mut Families, m: &Metrics) {
         lines
             .iter()
             .map(|(resource, kind, line)| Sample {
-                labels: vec![
-                    ("resource", resource.to_string()),
-                    ("kind", kind.to_string()),
+                labels: smallvec::smallvec![
+                    ("resource", Cow::Borrowed(*resource)),
+                    ("kind", Cow::Borrowed(*kind)),
                 ],
                 value: value(line),
             })
@@ -453,12 +461,12 @@ fn pressure(f: &mut Families, m: &Metrics) {
     );
 }
 
-fn filesystems(f: &mut Families, m: &Metrics) {
+fn filesystems<'a>(f: &mut Families<'a>, m: &'a Metrics) {
     let mounts: &[MountUsage] = m.filesystems.as_deref().unwrap_or(&[]);
     let each = |value: fn(&MountUsage) -> Option<f64>| {
         mounts
             .iter()
-            .filter_map(|u| value(u).map(|v| labelled("mount", &u.mount, v)))
+            .filter_map(|u| value(u).map(|v| labelled("mount", &*u.mount, v)))
             .collect::<Vec<_>>()
     };
     f.add(
@@ -469,10 +477,10 @@ fn filesystems(f: &mut Families, m: &Metrics) {
         mounts
             .iter()
             .map(|u| Sample {
-                labels: vec![
-                    ("mount", u.mount.clone()),
-                    ("fs_type", u.fs_type.clone()),
-                    ("device", u.device.clone()),
+                labels: smallvec::smallvec![
+                    ("mount", Cow::Borrowed(&*u.mount)),
+                    ("fs_type", Cow::Borrowed(&*u.fs_type)),
+                    ("device", Cow::Borrowed(&*u.device)),
                 ],
                 value: 1.0,
             })
@@ -529,7 +537,7 @@ fn filesystems(f: &mut Families, m: &Metrics) {
     );
 }
 
-fn disks(f: &mut Families, m: &Metrics) {
+fn disks<'a>(f: &mut Families<'a>, m: &'a Metrics) {
     let io = m.disk_io.as_ref();
     f.one(
         "host_disk_read_bytes_per_second",
@@ -662,13 +670,13 @@ fn disks(f: &mut Families, m: &Metrics) {
             help,
             devices
                 .iter()
-                .map(|d| labelled("device", &d.name, value(d)))
+                .map(|d| labelled("device", &*d.name, value(d)))
                 .collect(),
         );
     }
 }
 
-fn network(f: &mut Families, m: &Metrics) {
+fn network<'a>(f: &mut Families<'a>, m: &'a Metrics) {
     let ifaces: &[InterfaceMetrics] = m.network.as_ref().map_or(&[], |n| &n.interfaces);
     type Value = fn(&InterfaceMetrics) -> f64;
     let list: [(&'static str, Kind, &'static str, &'static str, Value); 10] = [
@@ -751,7 +759,7 @@ fn network(f: &mut Families, m: &Metrics) {
             help,
             ifaces
                 .iter()
-                .map(|i| labelled("interface", &i.name, value(i)))
+                .map(|i| labelled("interface", &*i.name, value(i)))
                 .collect(),
         );
     }
@@ -764,7 +772,10 @@ fn network(f: &mut Families, m: &Metrics) {
             .iter()
             .filter_map(|i| {
                 i.oper_state.as_ref().map(|state| Sample {
-                    labels: vec![("interface", i.name.clone()), ("oper_state", state.clone())],
+                    labels: smallvec::smallvec![
+                        ("interface", Cow::Borrowed(&*i.name)),
+                        ("oper_state", Cow::Borrowed(&**state)),
+                    ],
                     value: 1.0,
                 })
             })
@@ -780,13 +791,13 @@ fn network(f: &mut Families, m: &Metrics) {
             .filter_map(|i| {
                 i.oper_state
                     .as_ref()
-                    .map(|s| labelled("interface", &i.name, if s == "up" { 1.0 } else { 0.0 }))
+                    .map(|s| labelled("interface", &*i.name, if s == "up" { 1.0 } else { 0.0 }))
             })
             .collect(),
     );
 }
 
-fn tcp(f: &mut Families, m: &Metrics) {
+fn tcp<'a>(f: &mut Families<'a>, m: &'a Metrics) {
     let t = &m.tcp;
     let count = |v: Option<u64>| v.map(|v| v as f64);
     f.one(
@@ -875,7 +886,7 @@ fn tcp(f: &mut Families, m: &Metrics) {
     );
 }
 
-fn processes(f: &mut Families, m: &Metrics) {
+fn processes<'a>(f: &mut Families<'a>, m: &'a Metrics) {
     let p = m.processes.as_ref();
     f.one(
         "host_processes",
@@ -900,7 +911,7 @@ fn processes(f: &mut Families, m: &Metrics) {
     );
 }
 
-fn system(f: &mut Families, m: &Metrics) {
+fn system<'a>(f: &mut Families<'a>, m: &'a Metrics) {
     let s = &m.system;
     f.one(
         "host_uptime_seconds",
@@ -916,7 +927,7 @@ fn system(f: &mut Families, m: &Metrics) {
         "Always 1: the kernel's id of this boot.",
         s.boot_id
             .iter()
-            .map(|id| labelled("boot_id", id, 1.0))
+            .map(|id| labelled("boot_id", &**id, 1.0))
             .collect(),
     );
     f.one(
@@ -947,12 +958,12 @@ fn system(f: &mut Families, m: &Metrics) {
         "The clock's maximum error as adjtimex(2) reports it.",
         s.clock_max_error_ms.map(|v| v * MS),
     );
-    let mut os_labels = Vec::new();
+    let mut os_labels = Labels::new();
     if let Some(kernel) = &s.kernel {
-        os_labels.push(("kernel", kernel.clone()));
+        os_labels.push(("kernel", Cow::Borrowed(&**kernel)));
     }
     if let Some(os) = &s.os {
-        os_labels.push(("os", os.clone()));
+        os_labels.push(("os", Cow::Borrowed(&**os)));
     }
     f.add(
         "host_os_info",
@@ -970,7 +981,7 @@ fn system(f: &mut Families, m: &Metrics) {
     );
 }
 
-fn units(f: &mut Families, m: &Metrics) {
+fn units<'a>(f: &mut Families<'a>, m: &'a Metrics) {
     let units: Vec<(&String, &crate::collect::units::UnitMetrics)> =
         m.units.iter().flatten().collect();
     type Value = fn(&crate::collect::units::UnitMetrics) -> Option<f64>;
@@ -1033,7 +1044,7 @@ fn units(f: &mut Families, m: &Metrics) {
             help,
             units
                 .iter()
-                .filter_map(|(n, u)| value(u).map(|v| labelled("unit", n, v)))
+                .filter_map(|(n, u)| value(u).map(|v| labelled("unit", &***n, v)))
                 .collect(),
         );
     }
@@ -1046,13 +1057,16 @@ fn units(f: &mut Families, m: &Metrics) {
             .iter()
             .filter_map(|(n, u)| {
                 u.io_write_mb_per_sec
-                    .map(|v| labelled("unit", n, v * 1024.0 * 1024.0))
+                    .map(|v| labelled("unit", &***n, v * 1024.0 * 1024.0))
             })
             .collect(),
     );
-    let pressure = |resource: &'static str, value: Option<f64>, name: &String| {
+    let pressure = |resource: &'static str, value: Option<f64>, name: &'a String| {
         value.map(|v| Sample {
-            labels: vec![("unit", name.clone()), ("resource", resource.to_string())],
+            labels: smallvec::smallvec![
+                ("unit", Cow::Borrowed(name.as_str())),
+                ("resource", Cow::Borrowed(resource)),
+            ],
             value: v,
         })
     };
@@ -1103,7 +1117,7 @@ mod tests {
         }
     }
 
-    fn find<'a>(families: &'a [Family], name: &str) -> Option<&'a Family> {
+    fn find<'a, 's>(families: &'a [Family<'s>], name: &str) -> Option<&'a Family<'s>> {
         families.iter().find(|f| f.name == name)
     }
 
@@ -1161,7 +1175,8 @@ mod tests {
 
     #[test]
     fn base_units_and_raw_counters() {
-        let f = host_families(&snapshot(full()));
+        let s = snapshot(full());
+        let f = host_families(&s);
         let one = |name: &str, label: Option<(&str, &str)>| {
             find(&f, name)
                 .unwrap_or_else(|| panic!("{name} missing"))
@@ -1217,7 +1232,8 @@ mod tests {
 
     #[test]
     fn failed_groups_give_no_family() {
-        let f = host_families(&snapshot(Metrics::default()));
+        let s = snapshot(Metrics::default());
+        let f = host_families(&s);
         for missing in [
             "host_cpu_usage_percent",
             "host_memory_used_bytes",
@@ -1233,7 +1249,8 @@ mod tests {
 
     #[test]
     fn names_are_unique_and_counters_end_in_total() {
-        let f = host_families(&snapshot(full()));
+        let s = snapshot(full());
+        let f = host_families(&s);
         let mut seen = HashSet::new();
         for fam in &f {
             assert!(seen.insert(fam.name), "{} twice", fam.name);
@@ -1249,12 +1266,13 @@ mod tests {
 
     #[test]
     fn collectors_report_duration_success_and_failures() {
-        let f = collector_families(&snapshot(Metrics::default()));
+        let s = snapshot(Metrics::default());
+        let f = collector_families(&s);
         let value = |name: &str| find(&f, name).unwrap().samples[0].clone();
         assert_eq!(value("metricsd_collector_duration_seconds").value, 0.00025);
         assert_eq!(value("metricsd_collector_success").value, 0.0);
         let failures = value("metricsd_collector_failures_total");
         assert_eq!(failures.value, 3.0);
-        assert_eq!(failures.labels, [("collector", "units".to_string())]);
+        assert_eq!(failures.labels.as_slice(), [("collector", "units".into())]);
     }
 }

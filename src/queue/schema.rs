@@ -14,6 +14,7 @@
 //! 20 MiB for a week pending for three sinks).
 
 use super::QueueError;
+use rusqlite::config::DbConfig;
 use rusqlite::{params, Connection, Transaction};
 use std::path::Path;
 use std::time::Duration;
@@ -73,6 +74,10 @@ pub(super) fn small_lookaside(conn: &Connection) -> rusqlite::Result<()> {
 /// The per-connection settings; fails if WAL mode could not be set.
 pub(super) fn configure(conn: &Connection, path: &Path) -> Result<(), QueueError> {
     conn.busy_timeout(BUSY_TIMEOUT)?;
+    // A cached statement that reads `snapshots` (which has a partial index)
+    // is otherwise planned again each time a new value is bound to it: with
+    // the query planner stability guarantee it is planned once.
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
     // Must be chosen before the first table exists, and before WAL mode
     // writes the header; lets large deletes give space back (see `reclaim`).
     let tables: i64 = conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))?;

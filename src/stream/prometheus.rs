@@ -139,7 +139,7 @@ fn host_metrics(e: &mut Exposition, s: &Snapshot) {
             family.help,
             family.samples.iter().map(|sample| {
                 (
-                    sample.labels.iter().map(|(k, v)| (*k, v.as_str())),
+                    sample.labels.iter().map(|(k, v)| (*k, v.as_ref())),
                     Value::Float(sample.value),
                 )
             }),

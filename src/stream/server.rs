@@ -37,9 +37,7 @@ const MAX_WAITING: usize = 2048;
 const RESERVED_FILES: u64 = 256;
 /// Pause after a failed accept (e.g. out of file descriptors) so the loop does not spin.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
-/// How often the configured token is compared with the one clients hold.
-const TOKEN_CHECK: Duration = Duration::from_millis(250);
-/// Most one warning about failed accepts or shed connections per this long.
+/// At most one warning about failed accepts or shed connections per this long.
 const WARN_EVERY: Duration = Duration::from_secs(60);
 
 /// Tight WebSocket buffers: clients send only small commands, and the server
@@ -135,12 +133,10 @@ impl Server {
     }
 
     /// Publishes every change of `stream.token` to the sessions, which close
-    /// (1008) when they do not hold the new one.
+    /// (1008) when they do not hold the new one. Woken by reloads only.
     async fn follow_token(self: Arc<Server>) {
-        let mut tick = tokio::time::interval(TOKEN_CHECK);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
+        let mut reloads = self.config.changes();
+        while reloads.changed().await.is_ok() {
             let config = self.config.get();
             self.token_tx.send_if_modified(|token| {
                 let changed = *token != config.stream.token;
