@@ -474,14 +474,6 @@ pub enum ModelError {
     Decode(#[from] serde_json::Error),
 }
 
-thread_local! {
-    /// One deflate state per thread, reset for each snapshot: making a new
-    /// one allocates and clears ~300 KiB, several times the cost of
-    /// compressing a snapshot.
-    static DEFLATE: std::cell::RefCell<flate2::Compress> =
-        std::cell::RefCell::new(flate2::Compress::new(flate2::Compression::default(), false));
-}
-
 /// The first byte of a model written with `MODEL_DICTIONARY`. Older models
 /// are bare raw deflate, whose first byte never has both block-type bits
 /// (1 and 2) set, as that block type is reserved: this byte is one of those.
@@ -500,27 +492,26 @@ fn starts_raw_deflate(byte: u8) -> bool {
 
 /// `DICTIONARY_FORMAT` followed by the raw deflate of `input` against
 /// `MODEL_DICTIONARY`.
+///
+/// The deflate state (~380 KiB with zlib-rs) lives only for this call: kept
+/// between snapshots it would stay resident for the daemon's whole life to
+/// save a fraction of a millisecond once per interval.
 fn deflate(input: &[u8]) -> Vec<u8> {
-    DEFLATE.with(|state| {
-        let mut c = state.borrow_mut();
-        c.reset();
-        // A reset drops the dictionary; setting it again is cheap next to
-        // compressing the snapshot.
-        c.set_dictionary(MODEL_DICTIONARY)
-            .expect("dictionary on a fresh deflate stream");
-        let mut out = Vec::with_capacity(input.len() / 2 + 64);
-        out.push(DICTIONARY_FORMAT);
-        loop {
-            let consumed = c.total_in() as usize;
-            let status = c
-                .compress_vec(&input[consumed..], &mut out, flate2::FlushCompress::Finish)
-                .expect("deflate into a Vec");
-            if status == flate2::Status::StreamEnd {
-                return out;
-            }
-            out.reserve(out.capacity().max(256));
+    let mut c = flate2::Compress::new(flate2::Compression::default(), false);
+    c.set_dictionary(MODEL_DICTIONARY)
+        .expect("dictionary on a fresh deflate stream");
+    let mut out = Vec::with_capacity(input.len() / 2 + 64);
+    out.push(DICTIONARY_FORMAT);
+    loop {
+        let consumed = c.total_in() as usize;
+        let status = c
+            .compress_vec(&input[consumed..], &mut out, flate2::FlushCompress::Finish)
+            .expect("deflate into a Vec");
+        if status == flate2::Status::StreamEnd {
+            return out;
         }
-    })
+        out.reserve(out.capacity().max(256));
+    }
 }
 
 /// Inflates a `DICTIONARY_FORMAT` body (the bytes after the marker), refusing
