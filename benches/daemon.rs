@@ -2,13 +2,15 @@
 //! so that 30 samples take 30 s) plus a backend and 10 stream clients.
 //! Prints start-to-READY time, memory as the kernel counts it (RSS, PSS and
 //! anonymous memory from /proc/<pid>/smaps_rollup), the stop time, and
-//! the daemon's CPU time per sample (utime+stime from /proc/<pid>/stat over
-//! at least 30 samples, queue insert, delivery and stream included) without
-//! and then with the stream clients.
+//! the daemon's CPU time per sample (the run time of its threads from
+//! /proc/<pid>/task/*/schedstat over at least 30 samples, queue insert,
+//! delivery and stream included, per thread and with its wake-ups) without
+//! and then with the stream clients, and what one wake-up costs here.
 //!
 //! cargo bench --bench daemon
 
 use futures_util::StreamExt;
+use std::collections::BTreeMap;
 use std::os::unix::net::UnixDatagram;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -74,21 +76,54 @@ fn print_largest_mappings(pid: u32) {
     }
 }
 
-/// The process's CPU time so far (user + system), from /proc/<pid>/stat.
-fn cpu_time(pid: u32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name (which may hold spaces): state is the
-    // first, utime and stime the 12th and 13th (fields 14 and 15 of stat).
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let fields: Vec<u64> = rest
-        .split_whitespace()
-        .skip(11)
-        .take(2)
-        .map(|f| f.parse().unwrap_or(0))
-        .collect();
-    // SAFETY: sysconf has no preconditions.
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    Duration::from_secs_f64(fields.iter().sum::<u64>() as f64 / ticks)
+/// Run time and voluntary context switches of each of the daemon's threads
+/// (by name), from /proc/<pid>/task/*/schedstat (nanoseconds, exact, unlike
+/// utime+stime, which the kernel counts in 10 ms ticks).
+fn thread_cpu(pid: u32) -> BTreeMap<String, (u64, u64)> {
+    let mut threads = BTreeMap::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return threads;
+    };
+    for task in tasks.filter_map(Result::ok) {
+        let read = |f: &str| std::fs::read_to_string(task.path().join(f)).unwrap_or_default();
+        let ns: u64 = read("schedstat")
+            .split_whitespace()
+            .next()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let switches: u64 = read("status")
+            .lines()
+            .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        let entry = threads
+            .entry(read("comm").trim().to_string())
+            .or_insert((0, 0));
+        entry.0 += ns;
+        entry.1 += switches;
+    }
+    threads
+}
+
+/// CPU time one sleep-and-wake of a thread costs on this machine (the
+/// schedstat run time of a thread that only sleeps 50 ms, 40 times): on a
+/// virtual machine each wake-up is charged tens of microseconds.
+fn wake_up_cost() -> Duration {
+    std::thread::spawn(|| {
+        let run_ns = || -> u64 {
+            std::fs::read_to_string("/proc/thread-self/schedstat")
+                .ok()
+                .and_then(|s| s.split_whitespace().next()?.parse().ok())
+                .unwrap_or(0)
+        };
+        let before = run_ns();
+        for _ in 0..40 {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Duration::from_nanos((run_ns() - before) / 40)
+    })
+    .join()
+    .unwrap()
 }
 
 /// One value from the daemon's /metrics.
@@ -106,14 +141,51 @@ fn scrape(port: u16, name: &str) -> u64 {
         .map_or(0, |v| v as u64)
 }
 
-/// CPU time per sample over at least `samples` samples at the 1 s interval.
-/// Only two scrapes per window, so the measurement adds next to nothing.
-fn cpu_per_sample(pid: u32, port: u16, samples: u64) -> (Duration, u64) {
-    let (cpu0, seq0) = (cpu_time(pid), scrape(port, "metricsd_samples_total"));
+/// The daemon's CPU time per sample over at least `samples` samples at the
+/// 1 s interval, in all and per thread, and its wake-ups per sample. Only two
+/// scrapes per window, so the measurement adds next to nothing.
+struct PerSample {
+    cpu: Duration,
+    samples: u64,
+    wake_ups: f64,
+    threads: Vec<(String, Duration)>,
+}
+
+fn cpu_per_sample(pid: u32, port: u16, samples: u64) -> PerSample {
+    let (before, seq0) = (thread_cpu(pid), scrape(port, "metricsd_samples_total"));
     std::thread::sleep(Duration::from_secs(samples) + Duration::from_millis(500));
-    let (cpu1, seq1) = (cpu_time(pid), scrape(port, "metricsd_samples_total"));
+    let (after, seq1) = (thread_cpu(pid), scrape(port, "metricsd_samples_total"));
     let n = seq1.saturating_sub(seq0).max(1);
-    ((cpu1 - cpu0) / n as u32, n)
+    let mut threads = Vec::new();
+    let (mut ns, mut switches) = (0, 0);
+    for (name, (ns1, sw1)) in &after {
+        let (ns0, sw0) = before.get(name).copied().unwrap_or_default();
+        ns += ns1 - ns0;
+        switches += sw1 - sw0;
+        threads.push((name.clone(), Duration::from_nanos((ns1 - ns0) / n)));
+    }
+    PerSample {
+        cpu: Duration::from_nanos(ns / n),
+        samples: n,
+        wake_ups: switches as f64 / n as f64,
+        threads,
+    }
+}
+
+fn print_per_sample(label: &str, m: &PerSample) {
+    let threads: Vec<String> = m
+        .threads
+        .iter()
+        .filter(|(_, d)| !d.is_zero())
+        .map(|(name, d)| format!("{name} {:.2}", d.as_secs_f64() * 1000.0))
+        .collect();
+    println!(
+        "daemon: CPU per sample (1 s interval), {label:<10} {:>6.2} ms over {} samples, {:.1} wake-ups; by thread (ms): {}",
+        m.cpu.as_secs_f64() * 1000.0,
+        m.samples,
+        m.wake_ups,
+        threads.join(", ")
+    );
 }
 
 /// A backend on 127.0.0.1 that accepts every POST at once.
@@ -193,7 +265,7 @@ fn main() {
     while scrape(port, "metricsd_samples_total") < 2 {
         std::thread::sleep(Duration::from_millis(200));
     }
-    let (cpu_alone, n_alone) = cpu_per_sample(pid, port, SAMPLES);
+    let alone = cpu_per_sample(pid, port, SAMPLES);
 
     let frames = Arc::new(AtomicU64::new(0));
     let frames_in_clients = frames.clone();
@@ -229,7 +301,7 @@ fn main() {
     while scrape(port, "metricsd_stream_clients") < CLIENTS as u64 && Instant::now() < connected {
         std::thread::sleep(Duration::from_millis(200));
     }
-    let (cpu_clients, n_clients) = cpu_per_sample(pid, port, SAMPLES);
+    let with_clients = cpu_per_sample(pid, port, SAMPLES);
 
     let deadline = Instant::now() + Duration::from_secs(SAMPLES + 20);
     while received.load(Ordering::Relaxed) < SAMPLES && Instant::now() < deadline {
@@ -271,13 +343,11 @@ fn main() {
         "daemon:   RssAnon {anon:>6} KiB ({:.2} MiB; target <= 1.50 MiB), RssFile {file} KiB",
         anon as f64 / 1024.0
     );
+    print_per_sample("no clients", &alone);
+    print_per_sample(&format!("{CLIENTS} clients"), &with_clients);
     println!(
-        "daemon: CPU per sample (1 s interval, utime+stime), no clients  {:>7.2} ms over {n_alone} samples",
-        cpu_alone.as_secs_f64() * 1000.0
-    );
-    println!(
-        "daemon: CPU per sample (1 s interval, utime+stime), {CLIENTS} clients  {:>7.2} ms over {n_clients} samples",
-        cpu_clients.as_secs_f64() * 1000.0
+        "daemon: one thread wake-up on this machine costs {:.1} us CPU",
+        wake_up_cost().as_secs_f64() * 1e6
     );
     println!(
         "daemon: frames received by clients   {:>8}",

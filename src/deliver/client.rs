@@ -19,11 +19,14 @@ use ureq::Agent;
 const MAX_RESPONSE_BODY: u64 = 64 * 1024;
 /// How much of a rejection's body goes into the logged reason.
 const REASON_SNIPPET: usize = 200;
-/// Per-connection I/O buffers. ureq's default is 128 KiB each way, which
-/// malloc serves as separate mmaps that stay resident for every pooled
-/// connection of every sink (about 256 KiB a sink). Bodies stream through
-/// the output buffer, and the input buffer only needs the response head.
-const IO_BUFFER: usize = 16 * 1024;
+/// Per-connection I/O buffers, filled with zeros when first used and
+/// resident for as long as the keep-alive connection is pooled, in every
+/// sink (ureq's default is 128 KiB each way). Bodies stream through the
+/// output buffer a few KiB per write. The input buffer holds the response
+/// head (so it bounds its size) and doubles as ureq's copy buffer while a
+/// body is sent, which ureq grows to 10 KiB anyway.
+const INPUT_BUFFER: usize = 10 * 1024;
+const OUTPUT_BUFFER: usize = 4 * 1024;
 
 /// Where distributions keep the system's PEM bundle; the first that exists
 /// is used (after `$SSL_CERT_FILE`) when `ca_file` adds roots of its own.
@@ -94,9 +97,9 @@ impl Client {
             .http_status_as_error(false)
             .max_redirects(0)
             .user_agent(crate::USER_AGENT)
-            .input_buffer_size(IO_BUFFER)
-            .output_buffer_size(IO_BUFFER)
-            .max_response_header_size(IO_BUFFER)
+            .input_buffer_size(INPUT_BUFFER)
+            .output_buffer_size(OUTPUT_BUFFER)
+            .max_response_header_size(INPUT_BUFFER)
             .tls_config(TlsConfig::builder().root_certs(roots).build())
             .build();
         let resolver = CachingResolver::default();

@@ -41,6 +41,36 @@ pub(super) const MARKER: &[u8] = b"metricsd-queue-id:";
 /// The history kept when the configuration never said (SPEC §5.2).
 pub const DEFAULT_HISTORY: Duration = Duration::from_secs(24 * 3600);
 
+/// Lookaside of a poster's connection: slot size and count. SQLite's default
+/// (1200 bytes x 40, 48 KiB, every byte written when the connection opens)
+/// is resident for each connection; a poster runs a handful of small
+/// statements and needs far fewer slots.
+const SMALL_LOOKASIDE: (i32, i32) = (1200, 8);
+
+/// Gives a connection that has run no statement yet the small lookaside.
+pub(super) fn small_lookaside(conn: &Connection) -> rusqlite::Result<()> {
+    let (size, count) = SMALL_LOOKASIDE;
+    // SAFETY: the handle is open and used by this thread alone; a null
+    // buffer asks SQLite to allocate (and own) the slots itself.
+    let rc = unsafe {
+        rusqlite::ffi::sqlite3_db_config(
+            conn.handle(),
+            rusqlite::ffi::SQLITE_DBCONFIG_LOOKASIDE,
+            std::ptr::null_mut::<std::ffi::c_void>(),
+            size,
+            count,
+        )
+    };
+    if rc == rusqlite::ffi::SQLITE_OK {
+        Ok(())
+    } else {
+        Err(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rc),
+            Some("cannot set the lookaside size".to_string()),
+        ))
+    }
+}
+
 /// The per-connection settings; fails if WAL mode could not be set.
 pub(super) fn configure(conn: &Connection, path: &Path) -> Result<(), QueueError> {
     conn.busy_timeout(BUSY_TIMEOUT)?;
