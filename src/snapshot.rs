@@ -463,6 +463,35 @@ pub struct Snapshot {
     pub collectors: Vec<CollectorRun>,
 }
 
+/// A `Snapshot` model read without its `collectors` (skipped unparsed).
+#[derive(Deserialize)]
+struct HostModel {
+    timestamp: SystemTime,
+    node_id: String,
+    machine_id: String,
+    event_id: Uuid,
+    seq: u64,
+    interval_secs: u64,
+    #[serde(default)]
+    metrics: Metrics,
+}
+
+/// The JSON of model bytes: a `DICTIONARY_FORMAT` model, or the bare raw
+/// deflate of earlier versions.
+fn model_json(bytes: &[u8]) -> Result<Vec<u8>, ModelError> {
+    match bytes.split_first() {
+        Some((&DICTIONARY_FORMAT, body)) => inflate_with_dictionary(body),
+        Some((&first, _)) if !starts_raw_deflate(first) => Err(ModelError::UnknownFormat(first)),
+        _ => {
+            let mut json = Vec::with_capacity(bytes.len() * 4);
+            flate2::read::DeflateDecoder::new(bytes)
+                .take(MAX_MODEL_JSON)
+                .read_to_end(&mut json)?;
+            Ok(json)
+        }
+    }
+}
+
 /// Model bytes that cannot be read back.
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
@@ -577,20 +606,25 @@ impl Snapshot {
     /// Reads back what `to_model_bytes` wrote, and the bare raw deflate
     /// models of earlier versions.
     pub fn from_model_bytes(bytes: &[u8]) -> Result<Snapshot, ModelError> {
-        let json = match bytes.split_first() {
-            Some((&DICTIONARY_FORMAT, body)) => inflate_with_dictionary(body)?,
-            Some((&first, _)) if !starts_raw_deflate(first) => {
-                return Err(ModelError::UnknownFormat(first))
-            }
-            _ => {
-                let mut json = Vec::with_capacity(bytes.len() * 4);
-                flate2::read::DeflateDecoder::new(bytes)
-                    .take(MAX_MODEL_JSON)
-                    .read_to_end(&mut json)?;
-                json
-            }
-        };
-        Ok(serde_json::from_slice(&json)?)
+        Ok(serde_json::from_slice(&model_json(bytes)?)?)
+    }
+
+    /// As `from_model_bytes`, without the collector runs (`collectors` is
+    /// empty): what the protocol sinks read. Those runs are the daemon's
+    /// own figures, not host series, and a fifth of the model's JSON with
+    /// the dearest part of it to read.
+    pub fn from_model_bytes_for_export(bytes: &[u8]) -> Result<Snapshot, ModelError> {
+        let host: HostModel = serde_json::from_slice(&model_json(bytes)?)?;
+        Ok(Snapshot {
+            timestamp: host.timestamp,
+            node_id: host.node_id,
+            machine_id: host.machine_id,
+            event_id: host.event_id,
+            seq: host.seq,
+            interval_secs: host.interval_secs,
+            metrics: host.metrics,
+            collectors: Vec::new(),
+        })
     }
 
     /// The nested stream form (SPEC §3.1 and §3.3) as JSON text: what the
