@@ -358,6 +358,40 @@ impl Daemon {
         }
     }
 
+    /// Polls `condition` until it holds; on timeout fails naming `what`,
+    /// with the log.
+    pub fn wait_for(&self, what: &str, timeout: Duration, condition: impl FnMut() -> bool) {
+        if !wait_until(timeout, condition) {
+            panic!(
+                "timed out after {timeout:?} waiting for {what}; log:\n{}",
+                self.log()
+            );
+        }
+    }
+
+    /// kill -9, and reap it.
+    pub fn kill_9(mut self) {
+        self.child.kill().expect("kill -9 metricsd");
+        self.exited = Some(self.child.wait().expect("wait for metricsd"));
+    }
+
+    /// SIGTERM, then the exit status; None if it is still running at the deadline.
+    pub fn terminate(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        self.signal(libc::SIGTERM);
+        self.wait_exit(timeout)
+    }
+
+    /// SIGTERM, then a clean exit (code 0) within `timeout`; fails with the
+    /// log otherwise. Returns how long the stop took.
+    pub fn stop_clean(&mut self, timeout: Duration) -> Duration {
+        let sent = Instant::now();
+        self.signal(libc::SIGTERM);
+        let code = self.exit_code(timeout);
+        let took = sent.elapsed();
+        assert_eq!(code, 0, "exit code after SIGTERM; log:\n{}", self.log());
+        took
+    }
+
     /// The exit status if the process has exited.
     pub fn try_exit(&mut self) -> Option<ExitStatus> {
         if self.exited.is_none() {
