@@ -127,7 +127,7 @@ fn server_main() {
                 let seq: u64 = words.next().unwrap().parse().unwrap();
                 // Serialised before the clock starts, as the sampler does.
                 let snapshot = Arc::new(stream_client::snapshot(seq, INTERFACES));
-                let json = snapshot.stream_json().to_string();
+                let json = snapshot.stream_json_text();
                 let len = json.len();
                 let at = unix_nanos();
                 hub.publish(snapshot, json);
@@ -136,7 +136,7 @@ fn server_main() {
             Some("publish-big") => {
                 let seq: u64 = words.next().unwrap().parse().unwrap();
                 let snapshot = Arc::new(stream_client::snapshot(seq, 1500));
-                let json = snapshot.stream_json().to_string();
+                let json = snapshot.stream_json_text();
                 let len = json.len();
                 hub.publish(snapshot, json);
                 writeln!(out, "published {seq} {} {len}", unix_nanos()).unwrap();

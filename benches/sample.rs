@@ -174,11 +174,15 @@ fn main() {
         assert!(!snapshot.to_model_bytes().is_empty());
     });
     report("to_model_bytes", &figures, None);
+    let figures = measure(|| {
+        assert!(!snapshot.stream_json_text().is_empty());
+    });
+    report("stream form (JSON text for the clients)", &figures, None);
     let units = snapshot.metrics.units.as_ref().map_or(0, |u| u.len());
     println!(
         "snapshot size: model {} bytes (target <= 2048), stream JSON {} bytes, flat JSON {} bytes ({units} units)",
         model.len(),
-        snapshot.stream_json().to_string().len(),
+        snapshot.stream_json_text().len(),
         snapshot.flat_json().to_string().len(),
     );
 

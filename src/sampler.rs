@@ -242,7 +242,7 @@ pub fn run(mut ctx: SamplerContext) -> Queue {
             seq,
             config.interval,
         );
-        let stream_json = snapshot.stream_json().to_string();
+        let stream_json = snapshot.stream_json_text();
         let flat_json = snapshot.flat_json().to_string();
         let event_id = snapshot.event_id.to_string();
         let timestamp = snapshot.timestamp_string();

@@ -13,12 +13,14 @@
 
 use crate::collect::units::UnitMetrics;
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::io::Read;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 use uuid::Uuid;
+
+mod stream_form;
 
 const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
 const MIB: f64 = 1024.0 * 1024.0;
@@ -461,6 +463,35 @@ pub struct Snapshot {
     pub collectors: Vec<CollectorRun>,
 }
 
+/// A `Snapshot` model read without its `collectors` (skipped unparsed).
+#[derive(Deserialize)]
+struct HostModel {
+    timestamp: SystemTime,
+    node_id: String,
+    machine_id: String,
+    event_id: Uuid,
+    seq: u64,
+    interval_secs: u64,
+    #[serde(default)]
+    metrics: Metrics,
+}
+
+/// The JSON of model bytes: a `DICTIONARY_FORMAT` model, or the bare raw
+/// deflate of earlier versions.
+fn model_json(bytes: &[u8]) -> Result<Vec<u8>, ModelError> {
+    match bytes.split_first() {
+        Some((&DICTIONARY_FORMAT, body)) => inflate_with_dictionary(body),
+        Some((&first, _)) if !starts_raw_deflate(first) => Err(ModelError::UnknownFormat(first)),
+        _ => {
+            let mut json = Vec::with_capacity(bytes.len() * 4);
+            flate2::read::DeflateDecoder::new(bytes)
+                .take(MAX_MODEL_JSON)
+                .read_to_end(&mut json)?;
+            Ok(json)
+        }
+    }
+}
+
 /// Model bytes that cannot be read back.
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
@@ -559,27 +590,6 @@ fn megabits_per_sec(bytes_per_sec: f64) -> f64 {
     round2(bytes_per_sec * 8.0 / 1_000_000.0)
 }
 
-/// Applies `f` to a group, or gives null when the group is missing.
-fn or_null<T>(group: Option<&T>, f: impl FnOnce(&T) -> Value) -> Value {
-    group.map_or(Value::Null, f)
-}
-
-fn psi_json(line: Option<&PsiLine>, prefix: &str, out: &mut Map<String, Value>) {
-    type Field = fn(&PsiLine) -> f64;
-    let fields: [(&str, Field); 4] = [
-        ("avg10", |l| l.avg10),
-        ("avg60", |l| l.avg60),
-        ("avg300", |l| l.avg300),
-        ("stall_ms_per_sec", |l| l.stall_ms_per_sec),
-    ];
-    for (name, f) in fields {
-        out.insert(
-            format!("{prefix}_{name}"),
-            line.map_or(Value::Null, |l| json!(round2(f(l)))),
-        );
-    }
-}
-
 impl Snapshot {
     pub fn timestamp_string(&self) -> String {
         format_timestamp(self.timestamp)
@@ -596,44 +606,36 @@ impl Snapshot {
     /// Reads back what `to_model_bytes` wrote, and the bare raw deflate
     /// models of earlier versions.
     pub fn from_model_bytes(bytes: &[u8]) -> Result<Snapshot, ModelError> {
-        let json = match bytes.split_first() {
-            Some((&DICTIONARY_FORMAT, body)) => inflate_with_dictionary(body)?,
-            Some((&first, _)) if !starts_raw_deflate(first) => {
-                return Err(ModelError::UnknownFormat(first))
-            }
-            _ => {
-                let mut json = Vec::with_capacity(bytes.len() * 4);
-                flate2::read::DeflateDecoder::new(bytes)
-                    .take(MAX_MODEL_JSON)
-                    .read_to_end(&mut json)?;
-                json
-            }
-        };
-        Ok(serde_json::from_slice(&json)?)
+        Ok(serde_json::from_slice(&model_json(bytes)?)?)
     }
 
-    /// The nested stream form (SPEC §3.1 and §3.3).
-    pub fn stream_json(&self) -> Value {
-        let m = &self.metrics;
-        json!({
-            "type": "snapshot",
-            "timestamp": self.timestamp_string(),
-            "node_id": self.node_id,
-            "machine_id": self.machine_id,
-            "event_id": self.event_id.to_string(),
-            "seq": self.seq,
-            "interval": self.interval_secs,
-            "metrics": {
-                "cpu": cpu_json(m),
-                "memory": memory_json(m),
-                "pressure": pressure_json(m),
-                "disk": disk_json(m),
-                "network": network_json(m),
-                "processes": processes_json(m),
-                "system": system_json(m),
-                "units": units_json(m),
-            },
+    /// As `from_model_bytes`, without the collector runs (`collectors` is
+    /// empty): what the protocol sinks read. Those runs are the daemon's
+    /// own figures, not host series, and a fifth of the model's JSON with
+    /// the dearest part of it to read.
+    pub fn from_model_bytes_for_export(bytes: &[u8]) -> Result<Snapshot, ModelError> {
+        let host: HostModel = serde_json::from_slice(&model_json(bytes)?)?;
+        Ok(Snapshot {
+            timestamp: host.timestamp,
+            node_id: host.node_id,
+            machine_id: host.machine_id,
+            event_id: host.event_id,
+            seq: host.seq,
+            interval_secs: host.interval_secs,
+            metrics: host.metrics,
+            collectors: Vec::new(),
         })
+    }
+
+    /// The nested stream form (SPEC §3.1 and §3.3) as JSON text: what the
+    /// clients, the page and the history receive.
+    pub fn stream_json_text(&self) -> String {
+        stream_form::write(self)
+    }
+
+    /// The nested stream form (SPEC §3.1 and §3.3) as a JSON value.
+    pub fn stream_json(&self) -> Value {
+        serde_json::from_str(&self.stream_json_text()).expect("the stream form is JSON")
     }
 
     /// The flat backend form (SPEC §3.2); a figure whose collector failed is null.
@@ -667,236 +669,4 @@ impl Snapshot {
             "load_avg_15m": load.map(|l| round2(l.load15)),
         })
     }
-}
-
-fn cpu_json(m: &Metrics) -> Value {
-    let cpu = m.cpu.as_ref();
-    let load = m.load.as_ref();
-    let modes = or_null(cpu.and_then(|c| c.modes_percent.as_ref()), |c| {
-        let mut modes = Map::new();
-        for (name, value) in c.named() {
-            modes.insert(name.to_string(), json!(round2(value)));
-        }
-        Value::Object(modes)
-    });
-    json!({
-        "cpu_usage_percent": cpu.and_then(|c| c.usage_percent).map(round2),
-        "cpu_per_core_percent": or_null(cpu.and_then(|c| c.per_core_percent.as_ref()), |c| json!(c.iter().map(|v| round2(*v)).collect::<Vec<_>>())),
-        "load_avg_1min": load.map(|l| round2(l.load1)),
-        "load_avg_5min": load.map(|l| round2(l.load5)),
-        "load_avg_15min": load.map(|l| round2(l.load15)),
-        "cpu_modes_percent": modes,
-    })
-}
-
-fn memory_json(m: &Metrics) -> Value {
-    let mem = m.memory.as_ref();
-    let vm = m.vmstat.as_ref();
-    let g = |f: fn(&MemoryMetrics) -> u64| mem.map(|mem| gib(f(mem)));
-    json!({
-        "memory_total_gb": g(|m| m.total_bytes),
-        "memory_used_gb": g(|m| m.used_bytes()),
-        "memory_available_gb": g(|m| m.available_bytes),
-        "memory_usage_percent": mem.map(|m| percent(m.used_bytes() as f64, m.total_bytes as f64)),
-        "swap_total_gb": g(|m| m.swap_total_bytes),
-        "swap_used_gb": g(|m| m.swap_used_bytes()),
-        "swap_usage_percent": mem.map(|m| percent(m.swap_used_bytes() as f64, m.swap_total_bytes as f64)),
-        "memory_free_gb": g(|m| m.free_bytes),
-        "memory_buffers_gb": g(|m| m.buffers_bytes),
-        "memory_cached_gb": g(|m| m.cached_bytes),
-        "memory_shared_gb": g(|m| m.shared_bytes),
-        "memory_slab_gb": g(|m| m.slab_bytes),
-        "swap_in_pages_per_sec": vm.and_then(|v| v.swap_in_pages_per_sec).map(round2),
-        "swap_out_pages_per_sec": vm.and_then(|v| v.swap_out_pages_per_sec).map(round2),
-        "major_faults_per_sec": vm.and_then(|v| v.major_faults_per_sec).map(round2),
-    })
-}
-
-fn pressure_json(m: &Metrics) -> Value {
-    let p = m.pressure.as_ref();
-    let mut out = Map::new();
-    psi_json(p.and_then(|p| p.cpu_some.as_ref()), "cpu_some", &mut out);
-    psi_json(
-        p.and_then(|p| p.memory_some.as_ref()),
-        "memory_some",
-        &mut out,
-    );
-    psi_json(
-        p.and_then(|p| p.memory_full.as_ref()),
-        "memory_full",
-        &mut out,
-    );
-    psi_json(p.and_then(|p| p.io_some.as_ref()), "io_some", &mut out);
-    psi_json(p.and_then(|p| p.io_full.as_ref()), "io_full", &mut out);
-    Value::Object(out)
-}
-
-fn disk_json(m: &Metrics) -> Value {
-    let usage = or_null(m.filesystems.as_ref(), |mounts| {
-        let mut out = Map::new();
-        for mount in mounts {
-            out.insert(
-                mount.mount.clone(),
-                json!({
-                    "total_gb": gib(mount.total_bytes),
-                    "used_gb": gib(mount.used_bytes),
-                    "free_gb": gib(mount.avail_bytes),
-                    "usage_percent": mount.usage_percent(),
-                    "fs_type": mount.fs_type,
-                    "device": mount.device,
-                    "inodes_total": mount.inodes_total,
-                    "inodes_used": mount.inodes_used(),
-                    "inodes_usage_percent": mount.inodes_usage_percent(),
-                }),
-            );
-        }
-        Value::Object(out)
-    });
-    let io = m.disk_io.as_ref();
-    let devices = or_null(io, |io| {
-        let mut out = Map::new();
-        for d in &io.devices {
-            out.insert(
-                d.name.clone(),
-                json!({
-                    "read_mb_per_sec": mib_per_sec(d.read_bytes_per_sec),
-                    "write_mb_per_sec": mib_per_sec(d.write_bytes_per_sec),
-                    "reads_per_sec": round2(d.reads_per_sec),
-                    "writes_per_sec": round2(d.writes_per_sec),
-                    "util_percent": round2(d.util_percent),
-                    "read_await_ms": round2(d.read_await_ms),
-                    "write_await_ms": round2(d.write_await_ms),
-                    "in_flight": d.in_flight,
-                }),
-            );
-        }
-        Value::Object(out)
-    });
-    json!({
-        "disk_usage": usage,
-        "disk_io": {
-            "read_mb_per_sec": io.map(|io| mib_per_sec(io.read_bytes_per_sec)),
-            "write_mb_per_sec": io.map(|io| mib_per_sec(io.write_bytes_per_sec)),
-            "devices": devices,
-        },
-    })
-}
-
-fn network_json(m: &Metrics) -> Value {
-    let net = m.network.as_ref();
-    let interfaces = or_null(net, |net| {
-        let mut out = Map::new();
-        for i in &net.interfaces {
-            out.insert(
-                i.name.clone(),
-                json!({
-                    "rx_bytes": i.rx_bytes,
-                    "tx_bytes": i.tx_bytes,
-                    "rx_bytes_per_sec": round2(i.rx_bytes_per_sec),
-                    "tx_bytes_per_sec": round2(i.tx_bytes_per_sec),
-                    "rx_errors": i.rx_errors,
-                    "tx_errors": i.tx_errors,
-                    "rx_dropped": i.rx_dropped,
-                    "tx_dropped": i.tx_dropped,
-                    "rx_packets": i.rx_packets,
-                    "tx_packets": i.tx_packets,
-                    "oper_state": i.oper_state,
-                }),
-            );
-        }
-        Value::Object(out)
-    });
-    let tcp = &m.tcp;
-    let r = |v: Option<f64>| v.map(round2);
-    json!({
-        "bytes_sent_mb_per_sec": net.map(|n| mib_per_sec(n.tx_bytes_per_sec())),
-        "bytes_recv_mb_per_sec": net.map(|n| mib_per_sec(n.rx_bytes_per_sec())),
-        "packets_sent": net.map(|n| n.tx_packets()),
-        "packets_recv": net.map(|n| n.rx_packets()),
-        "active_connections": tcp.curr_estab,
-        "interfaces": interfaces,
-        "tcp": {
-            "in_use": tcp.in_use,
-            "time_wait": tcp.time_wait,
-            "orphan": tcp.orphan,
-            "retrans_segs_per_sec": r(tcp.retrans_segs_per_sec),
-            "listen_overflows_per_sec": r(tcp.listen_overflows_per_sec),
-            "listen_drops_per_sec": r(tcp.listen_drops_per_sec),
-            "resets_sent_per_sec": r(tcp.resets_sent_per_sec),
-        },
-    })
-}
-
-fn processes_json(m: &Metrics) -> Value {
-    let p = m.processes.as_ref();
-    let activity = m.activity.as_ref();
-    json!({
-        "process_count": p.map(|p| p.count),
-        "running": activity.map(|a| a.procs_running),
-        "blocked": activity.map(|a| a.procs_blocked),
-        "top_memory_processes": or_null(p, |p| json!(p.top_memory.iter().map(|t| json!({
-            "pid": t.pid, "name": t.name, "memory_percent": t.memory_percent.map(round2),
-        })).collect::<Vec<_>>())),
-        "threads": p.map(|p| p.threads),
-        "zombies": p.and_then(|p| p.zombies),
-        "top_cpu_processes": or_null(p, |p| json!(p.top_cpu.iter().map(|t| json!({
-            "pid": t.pid, "name": t.name, "cpu_percent": round2(t.cpu_percent),
-        })).collect::<Vec<_>>())),
-    })
-}
-
-fn system_json(m: &Metrics) -> Value {
-    let s = &m.system;
-    let a = m.activity.as_ref();
-    json!({
-        "uptime_seconds": s.uptime_seconds,
-        "boot_id": s.boot_id,
-        "context_switches_per_sec": a.and_then(|a| a.context_switches_per_sec).map(round2),
-        "interrupts_per_sec": a.and_then(|a| a.interrupts_per_sec).map(round2),
-        "forks_per_sec": a.and_then(|a| a.forks_per_sec).map(round2),
-        "file_descriptors_allocated": s.file_descriptors_allocated,
-        "file_descriptors_max": s.file_descriptors_max,
-        "clock_synced": s.clock_synced,
-        "clock_max_error_ms": s.clock_max_error_ms.map(round2),
-        "kernel": s.kernel,
-        "os": s.os,
-        "boot_time": a.map(|a| format_timestamp(UNIX_EPOCH + Duration::from_secs(a.boot_time_unix))),
-    })
-}
-
-/// The unit fields of SPEC §3.3, in the contract's order (the model also
-/// keeps each unit's raw counters, which the stream form leaves out).
-const UNIT_FIELDS: [&str; 8] = [
-    "cpu_percent",
-    "memory_mb",
-    "tasks",
-    "io_read_mb_per_sec",
-    "io_write_mb_per_sec",
-    "cpu_pressure_some_avg10",
-    "memory_pressure_some_avg10",
-    "io_pressure_some_avg10",
-];
-
-fn units_json(m: &Metrics) -> Value {
-    or_null(m.units.as_ref(), |units| {
-        let mut out = Map::new();
-        for (name, u) in units {
-            let Ok(Value::Object(mut all)) = serde_json::to_value(u) else {
-                continue;
-            };
-            let mut unit = Map::new();
-            for field in UNIT_FIELDS {
-                let value = match all.remove(field) {
-                    Some(Value::Number(n)) if !n.is_u64() && !n.is_i64() => {
-                        json!(round2(n.as_f64().unwrap_or(0.0)))
-                    }
-                    Some(v) => v,
-                    None => Value::Null,
-                };
-                unit.insert(field.to_string(), value);
-            }
-            out.insert(name.clone(), Value::Object(unit));
-        }
-        Value::Object(out)
-    })
 }

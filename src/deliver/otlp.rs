@@ -537,10 +537,11 @@ impl Sink for Otlp {
     fn encode(&mut self, rows: &[Row], config: &SinkConfig) -> Result<Request, BadRow> {
         let mut request = ExportMetricsServiceRequest::default();
         for (index, row) in rows.iter().enumerate() {
-            let snapshot = Snapshot::from_model_bytes(&row.model).map_err(|e| BadRow {
-                index,
-                reason: e.to_string(),
-            })?;
+            let snapshot =
+                Snapshot::from_model_bytes_for_export(&row.model).map_err(|e| BadRow {
+                    index,
+                    reason: e.to_string(),
+                })?;
             request
                 .resource_metrics
                 .push(resource_metrics(&snapshot, &config.resource_attributes));

@@ -382,6 +382,24 @@ fn the_model_round_trips_through_compact_bytes() {
 }
 
 #[test]
+fn the_export_read_of_a_model_is_the_snapshot_without_collector_runs() {
+    let s = sample();
+    assert!(!s.collectors.is_empty());
+    let bytes = s.to_model_bytes();
+    let export = Snapshot::from_model_bytes_for_export(&bytes).unwrap();
+    assert!(export.collectors.is_empty());
+    assert_eq!(
+        Snapshot {
+            collectors: s.collectors.clone(),
+            ..export
+        },
+        s
+    );
+    assert!(Snapshot::from_model_bytes_for_export(b"not deflate").is_err());
+    assert!(Snapshot::from_model_bytes_for_export(&bytes[..bytes.len() / 2]).is_err());
+}
+
+#[test]
 fn flat_form_is_exactly_the_contract() {
     let expected = json!({
         "event_id": "019ab0c4-6b00-7000-8000-000000000001",
