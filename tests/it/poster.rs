@@ -45,6 +45,18 @@ impl Harness {
         }
     }
 
+    /// A harness with `rows` rows queued before its poster starts.
+    fn posting(
+        backend: &Backend,
+        rows: u64,
+        tweak: impl FnOnce(&mut Config),
+    ) -> (Harness, Vec<String>) {
+        let mut h = Harness::new(&backend.url(), tweak);
+        let ids = h.insert(rows);
+        h.start();
+        (h, ids)
+    }
+
     fn start(&mut self) {
         let ctx = PosterContext {
             db_path: self.db.clone(),
@@ -98,6 +110,21 @@ impl Harness {
             .collect()
     }
 
+    /// Whether no pending row has a try counted against it.
+    fn no_attempts_counted(&self) -> bool {
+        self.queue
+            .oldest("backend", 10)
+            .unwrap()
+            .iter()
+            .all(|r| r.attempts == 0)
+    }
+
+    fn wait_state(&self, state: BackendState) {
+        wait_for(&format!("{state:?} state"), || {
+            self.status.backend_state() == state
+        });
+    }
+
     fn stats(&self) -> metricsd::queue::Stats {
         self.queue.stats(&["backend"]).unwrap()
     }
@@ -131,6 +158,34 @@ fn delivered_in_order(backend: &Backend, expected: &[String]) {
     assert_eq!(backend.delivered_ids(), expected, "delivered ids/order");
 }
 
+/// Waits until as many rows as `expected` are delivered, then checks they
+/// are those, in order.
+fn wait_delivered(backend: &Backend, expected: &[String]) {
+    wait_for(&format!("{} deliveries", expected.len()), || {
+        backend.delivered_ids().len() == expected.len()
+    });
+    delivered_in_order(backend, expected);
+}
+
+/// Waits for `n` more requests than `backend` has seen so far.
+fn more_tries(backend: &Backend, what: &str, n: usize) {
+    let seen = backend.request_count();
+    wait_for(what, || backend.request_count() >= seen + n);
+}
+
+fn stops_at_once(h: &mut Harness) {
+    let took = h.stop();
+    // Far below any wait it was in (a generous bound for a busy machine).
+    assert!(took < Duration::from_secs(2), "{took:?}");
+}
+
+/// A test backend that answers every request as `behaviour`.
+fn answering(behaviour: Behaviour) -> Backend {
+    let backend = Backend::start();
+    backend.set(behaviour);
+    backend
+}
+
 fn requests_for(backend: &Backend, event_id: &str) -> Vec<Request> {
     backend
         .requests()
@@ -142,13 +197,10 @@ fn requests_for(backend: &Backend, event_id: &str) -> Vec<Request> {
 #[test]
 fn rows_arrive_in_flat_form_with_the_required_headers_oldest_first() {
     let backend = Backend::start();
-    let mut h = Harness::new(&backend.url(), |c| {
+    let (mut h, ids) = Harness::posting(&backend, 20, |c| {
         c.backend.token = "s3cret-token".to_string();
     });
-    let ids = h.insert(20);
-    h.start();
-    wait_for("20 deliveries", || backend.delivered_ids().len() == 20);
-    delivered_in_order(&backend, &ids);
+    wait_delivered(&backend, &ids);
     for (request, id) in backend.requests().iter().zip(&ids) {
         assert_eq!(request.method, "POST");
         assert_eq!(request.path, "/api/telemetry/snapshot");
@@ -181,9 +233,7 @@ fn rows_arrive_in_flat_form_with_the_required_headers_oldest_first() {
 #[test]
 fn no_authorization_header_without_a_token() {
     let backend = Backend::start();
-    let mut h = Harness::new(&backend.url(), |_| {});
-    h.insert(1);
-    h.start();
+    let (_h, _) = Harness::posting(&backend, 1, |_| {});
     wait_for("delivery", || backend.delivered_ids().len() == 1);
     assert_eq!(backend.requests()[0].header("authorization"), None);
 }
@@ -191,14 +241,11 @@ fn no_authorization_header_without_a_token() {
 #[test]
 fn batches_are_json_arrays_with_range_keys_and_can_be_gzipped() {
     let backend = Backend::start();
-    let mut h = Harness::new(&backend.url(), |c| {
+    let (_h, ids) = Harness::posting(&backend, 17, |c| {
         c.backend.batch_size = 8;
         c.backend.gzip = true;
     });
-    let ids = h.insert(17);
-    h.start();
-    wait_for("17 deliveries", || backend.delivered_ids().len() == 17);
-    delivered_in_order(&backend, &ids);
+    wait_delivered(&backend, &ids);
     let requests = backend.requests();
     let sizes: Vec<usize> = requests.iter().map(|r| r.event_ids().len()).collect();
     assert_eq!(sizes, [8, 8, 1]);
@@ -215,9 +262,7 @@ fn batches_are_json_arrays_with_range_keys_and_can_be_gzipped() {
 fn a_backend_that_is_down_then_up_gets_everything_in_order() {
     let backend = Backend::start();
     backend.down();
-    let mut h = Harness::new(&backend.url(), |_| {});
-    let mut ids = h.insert(5);
-    h.start();
+    let (mut h, mut ids) = Harness::posting(&backend, 5, |_| {});
     wait_for("failing state", || {
         h.status.backend_state() == BackendState::Failing
             && h.status.post_failures_total.load(Ordering::Relaxed) >= 3
@@ -230,17 +275,14 @@ fn a_backend_that_is_down_then_up_gets_everything_in_order() {
         .unwrap()
         .contains(&backend.addr().to_string()));
     backend.up();
-    wait_for("10 deliveries", || backend.delivered_ids().len() == 10);
-    delivered_in_order(&backend, &ids);
-    wait_for("ok state", || h.status.backend_state() == BackendState::Ok);
+    wait_delivered(&backend, &ids);
+    h.wait_state(BackendState::Ok);
     wait_for("empty queue", || h.stats().pending == 0);
 
     // Down again mid-stream (open keep-alive connection closed): still none lost.
     backend.down();
     let later = h.insert(3);
-    wait_for("failing again", || {
-        h.status.backend_state() == BackendState::Failing
-    });
+    h.wait_state(BackendState::Failing);
     backend.up();
     wait_for("13 deliveries", || backend.delivered_ids().len() == 13);
     ids.extend(later);
@@ -249,43 +291,28 @@ fn a_backend_that_is_down_then_up_gets_everything_in_order() {
 
 #[test]
 fn server_errors_500_and_503_are_retried_until_accepted() {
-    let backend = Backend::start();
-    backend.set(Behaviour::Status(500));
-    let mut h = Harness::new(&backend.url(), |_| {});
-    let ids = h.insert(3);
-    h.start();
+    let backend = answering(Behaviour::Status(500));
+    let (h, ids) = Harness::posting(&backend, 3, |_| {});
     wait_for("3 failed tries", || backend.request_count() >= 3);
     backend.set(Behaviour::Status(503));
-    let seen = backend.request_count();
-    wait_for("2 more failed tries", || {
-        backend.request_count() >= seen + 2
-    });
+    more_tries(&backend, "2 more failed tries", 2);
     assert_eq!(h.pending_ids(), ids);
-    assert!(h
-        .queue
-        .oldest("backend", 10)
-        .unwrap()
-        .iter()
-        .all(|r| r.attempts == 0));
+    assert!(h.no_attempts_counted());
     assert_eq!(h.status.backend_state(), BackendState::Failing);
     backend.set(Behaviour::Ok);
-    wait_for("deliveries", || backend.delivered_ids().len() == 3);
-    delivered_in_order(&backend, &ids);
+    wait_delivered(&backend, &ids);
     // Every failed try was for the oldest row.
     for r in backend.requests().iter().filter(|r| !r.delivered()) {
         assert_eq!(r.event_ids(), vec![ids[0].clone()]);
     }
     assert_eq!(h.stats().dead, 0);
-    wait_for("ok state", || h.status.backend_state() == BackendState::Ok);
+    h.wait_state(BackendState::Ok);
 }
 
 #[test]
 fn retry_after_seconds_is_honoured() {
-    let backend = Backend::start();
-    backend.set(Behaviour::RetryAfter(429, "2".to_string()));
-    let mut h = Harness::new(&backend.url(), |_| {});
-    let ids = h.insert(1);
-    h.start();
+    let backend = answering(Behaviour::RetryAfter(429, "2".to_string()));
+    let (_h, ids) = Harness::posting(&backend, 1, |_| {});
     wait_for("first try", || backend.request_count() >= 1);
     backend.set(Behaviour::Ok);
     wait_for("delivery", || backend.delivered_ids().len() == 1);
@@ -304,11 +331,9 @@ fn retry_after_as_http_date_and_capped_by_max_retry_after() {
     let in_an_hour =
         httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(3600));
     backend.set(Behaviour::RetryAfter(503, in_an_hour));
-    let mut h = Harness::new(&backend.url(), |c| {
+    let (_h, _) = Harness::posting(&backend, 1, |c| {
         c.backend.max_retry_after = Duration::from_secs(1);
     });
-    h.insert(1);
-    h.start();
     wait_for("first try", || backend.request_count() >= 1);
     backend.set(Behaviour::Ok);
     wait_for("delivery", || backend.delivered_ids().len() == 1);
@@ -322,42 +347,27 @@ fn retry_after_as_http_date_and_capped_by_max_retry_after() {
 
 #[test]
 fn unauthorized_and_not_found_keep_rows_pending_and_recover() {
-    let backend = Backend::start();
-    backend.set(Behaviour::Status(401));
-    let mut h = Harness::new(&backend.url(), |c| c.backend.max_attempts = 1);
-    let ids = h.insert(4);
-    h.start();
+    let backend = answering(Behaviour::Status(401));
+    let (h, ids) = Harness::posting(&backend, 4, |c| c.backend.max_attempts = 1);
     wait_for("401 tries", || backend.request_count() >= 4);
     backend.set(Behaviour::Status(404));
-    let seen = backend.request_count();
-    wait_for("404 tries", || backend.request_count() >= seen + 4);
+    more_tries(&backend, "404 tries", 4);
     backend.set(Behaviour::Status(403));
-    let seen = backend.request_count();
-    wait_for("403 tries", || backend.request_count() >= seen + 2);
+    more_tries(&backend, "403 tries", 2);
     // Even with max_attempts = 1, nothing went dead: these say nothing about the rows.
     assert_eq!(h.pending_ids(), ids);
     assert!(h.dead_ids().is_empty());
-    assert!(h
-        .queue
-        .oldest("backend", 10)
-        .unwrap()
-        .iter()
-        .all(|r| r.attempts == 0));
+    assert!(h.no_attempts_counted());
     assert!(h.status.last_error().unwrap().contains("403"));
     backend.set(Behaviour::Ok);
-    wait_for("deliveries", || backend.delivered_ids().len() == 4);
-    delivered_in_order(&backend, &ids);
+    wait_delivered(&backend, &ids);
 }
 
 #[test]
 fn conflict_409_counts_as_delivered() {
-    let backend = Backend::start();
-    backend.set(Behaviour::Status(409));
-    let mut h = Harness::new(&backend.url(), |_| {});
-    let ids = h.insert(2);
-    h.start();
-    wait_for("deliveries", || backend.delivered_ids().len() == 2);
-    delivered_in_order(&backend, &ids);
+    let backend = answering(Behaviour::Status(409));
+    let (h, ids) = Harness::posting(&backend, 2, |_| {});
+    wait_delivered(&backend, &ids);
     wait_for("empty queue", || h.stats().pending == 0);
     assert_eq!(backend.request_count(), 2);
 }
@@ -470,19 +480,15 @@ fn max_pending_keeps_the_newest_rows_while_the_backend_is_down() {
             && h.status.queue_pending.load(Ordering::Relaxed) == 5
     });
     backend.up();
-    wait_for("five deliveries", || backend.delivered_ids().len() == 5);
-    delivered_in_order(&backend, &ids[7..]);
+    wait_delivered(&backend, &ids[7..]);
 }
 
 #[test]
 fn a_hanging_backend_is_given_up_after_the_timeout_and_retried() {
-    let backend = Backend::start();
-    backend.set(Behaviour::Hang);
-    let mut h = Harness::new(&backend.url(), |c| {
+    let backend = answering(Behaviour::Hang);
+    let (h, ids) = Harness::posting(&backend, 2, |c| {
         c.backend.timeout = Duration::from_millis(500);
     });
-    let ids = h.insert(2);
-    h.start();
     wait_for("two tries", || backend.request_count() >= 2);
     let requests = backend.requests();
     let gap = requests[1].at - requests[0].at;
@@ -500,19 +506,15 @@ fn a_hanging_backend_is_given_up_after_the_timeout_and_retried() {
     );
     assert_eq!(h.pending_ids(), ids);
     backend.set(Behaviour::Ok);
-    wait_for("deliveries", || backend.delivered_ids().len() == 2);
-    delivered_in_order(&backend, &ids);
+    wait_delivered(&backend, &ids);
 }
 
 #[test]
 fn shutdown_during_a_hanging_post_keeps_the_rows() {
-    let backend = Backend::start();
-    backend.set(Behaviour::Hang);
-    let mut h = Harness::new(&backend.url(), |c| {
+    let backend = answering(Behaviour::Hang);
+    let (mut h, ids) = Harness::posting(&backend, 3, |c| {
         c.backend.timeout = Duration::from_secs(2);
     });
-    let ids = h.insert(3);
-    h.start();
     wait_for("a post in flight", || backend.request_count() >= 1);
     let took = h.stop();
     // The in-flight POST may finish (here: time out); the daemon waits at most 5 s.
@@ -529,25 +531,16 @@ fn an_idle_poster_stops_at_once_on_shutdown() {
     let backend = Backend::start();
     let mut h = Harness::new(&backend.url(), |_| {});
     h.start();
-    wait_for("ok state", || h.status.backend_state() == BackendState::Ok);
-    let took = h.stop();
-    // Far below any wait it was in (a generous bound for a busy machine).
-    assert!(took < Duration::from_secs(2), "{took:?}");
+    h.wait_state(BackendState::Ok);
+    stops_at_once(&mut h);
 
     // And while waiting out a long backoff.
-    let backend = Backend::start();
-    backend.set(Behaviour::Status(503));
-    let mut h = Harness::new(&backend.url(), |c| {
+    let backend = answering(Behaviour::Status(503));
+    let (mut h, _) = Harness::posting(&backend, 1, |c| {
         c.backend.retry_backoff = vec![Duration::from_secs(3600)];
     });
-    h.insert(1);
-    h.start();
-    wait_for("failing", || {
-        h.status.backend_state() == BackendState::Failing
-    });
-    let took = h.stop();
-    // Far below any wait it was in (a generous bound for a busy machine).
-    assert!(took < Duration::from_secs(2), "{took:?}");
+    h.wait_state(BackendState::Failing);
+    stops_at_once(&mut h);
     assert_eq!(h.stats().pending, 1);
 }
 
@@ -564,8 +557,7 @@ fn no_url_posts_nothing_until_a_reload_sets_one() {
     let mut c = (*h.config.get()).clone();
     c.backend.url = backend.url();
     h.reload(c);
-    wait_for("deliveries", || backend.delivered_ids().len() == 3);
-    delivered_in_order(&backend, &ids);
+    wait_delivered(&backend, &ids);
     assert_eq!(h.status.backend_state(), BackendState::Ok);
     wait_for("status counters", || {
         h.status.delivered_total.load(Ordering::Relaxed) == 3
@@ -576,9 +568,7 @@ fn no_url_posts_nothing_until_a_reload_sets_one() {
     let mut c = (*h.config.get()).clone();
     c.backend.url = String::new();
     h.reload(c);
-    wait_for("disabled", || {
-        h.status.backend_state() == BackendState::Disabled
-    });
+    h.wait_state(BackendState::Disabled);
     wait_for("poster ended", || h.status.configured_sinks().is_empty());
     h.insert(1);
     std::thread::sleep(Duration::from_millis(300));
@@ -594,23 +584,17 @@ fn no_url_posts_nothing_until_a_reload_sets_one() {
 
 #[test]
 fn a_reload_with_a_new_url_and_token_cuts_a_long_backoff_short() {
-    let broken = Backend::start();
-    broken.set(Behaviour::Status(401));
+    let broken = answering(Behaviour::Status(401));
     let fixed = Backend::start();
-    let mut h = Harness::new(&broken.url(), |c| {
+    let (mut h, ids) = Harness::posting(&broken, 2, |c| {
         c.backend.retry_backoff = vec![Duration::from_secs(3600)];
     });
-    let ids = h.insert(2);
-    h.start();
-    wait_for("failing", || {
-        h.status.backend_state() == BackendState::Failing
-    });
+    h.wait_state(BackendState::Failing);
     let mut c = (*h.config.get()).clone();
     c.backend.url = fixed.url();
     c.backend.token = "new-token".to_string();
     h.reload(c);
-    wait_for("deliveries", || fixed.delivered_ids().len() == 2);
-    delivered_in_order(&fixed, &ids);
+    wait_delivered(&fixed, &ids);
     assert_eq!(
         fixed.requests()[0].header("authorization"),
         Some("Bearer new-token")
@@ -623,21 +607,16 @@ use crate::common::logs::{capture as capture_logs, logged};
 #[test]
 fn state_changes_are_logged_once_each_and_the_token_never() {
     capture_logs();
-    let backend = Backend::start();
-    backend.set(Behaviour::Status(401));
+    let backend = answering(Behaviour::Status(401));
     let host = backend.addr().to_string();
-    let mut h = Harness::new(&backend.url(), |c| {
+    let (h, ids) = Harness::posting(&backend, 2, |c| {
         c.backend.token = "tok-Zq8-never-log-me".to_string();
     });
-    let ids = h.insert(2);
-    h.start();
     wait_for("several failed tries", || backend.request_count() >= 5);
     backend.set(Behaviour::Status(503));
-    let seen = backend.request_count();
-    wait_for("more failed tries", || backend.request_count() >= seen + 3);
+    more_tries(&backend, "more failed tries", 3);
     backend.set(Behaviour::Ok);
-    wait_for("deliveries", || backend.delivered_ids().len() == 2);
-    delivered_in_order(&backend, &ids);
+    wait_delivered(&backend, &ids);
     wait_for("ok log", || {
         !logged(log::Level::Info, "ok again").is_empty()
     });
@@ -667,22 +646,14 @@ fn state_changes_are_logged_once_each_and_the_token_never() {
 #[test]
 fn a_receiver_that_rejects_everything_trips_the_breaker_after_five_rows() {
     capture_logs();
-    let backend = Backend::start();
-    backend.set(Behaviour::Status(400));
-    let mut h = Harness::new(&backend.url(), |c| {
+    let backend = answering(Behaviour::Status(400));
+    let (h, ids) = Harness::posting(&backend, 20, |c| {
         c.backend.max_attempts = 1;
         c.backend.retry_backoff = vec![Duration::from_millis(50)];
     });
-    let ids = h.insert(20);
-    h.start();
-    wait_for("failing", || {
-        h.status.backend_state() == BackendState::Failing
-    });
+    h.wait_state(BackendState::Failing);
     // Well past the trip: the breaker holds the rest back.
-    let seen = backend.request_count();
-    wait_for("more rejected tries", || {
-        backend.request_count() >= seen + 5
-    });
+    more_tries(&backend, "more rejected tries", 5);
     let stats = h.stats();
     // max_attempts = 1: each of the five is dead at its first rejection;
     // the sixth and later stay pending.
@@ -696,9 +667,8 @@ fn a_receiver_that_rejects_everything_trips_the_breaker_after_five_rows() {
 
     // It accepts again: everything still pending is delivered, in order.
     backend.set(Behaviour::Ok);
-    wait_for("deliveries", || backend.delivered_ids().len() == 15);
-    delivered_in_order(&backend, &ids[5..]);
-    wait_for("ok", || h.status.backend_state() == BackendState::Ok);
+    wait_delivered(&backend, &ids[5..]);
+    h.wait_state(BackendState::Ok);
     assert_eq!(h.stats().dead, 5);
 }
 
@@ -725,8 +695,7 @@ fn rows_older_than_max_age_are_removed_unsent_and_counted() {
     let fresh = h.insert(2);
     backend.up();
     h.start();
-    wait_for("fresh rows", || backend.delivered_ids().len() == 2);
-    delivered_in_order(&backend, &fresh);
+    wait_delivered(&backend, &fresh);
     for id in &old {
         assert!(requests_for(&backend, id).is_empty(), "{id} was sent");
     }
