@@ -9,20 +9,8 @@ fn main() {
     let cli = Cli::parse();
     let config = cli.config.as_deref();
     if matches!(cli.command, None | Some(Command::Run(_))) {
-        // An allocator setting, not a trick on pages: a few threads with
-        // little to allocate need one malloc arena, not one per thread.
-        // SAFETY: mallopt only tunes the allocator; called before any thread exists.
-        unsafe { libc::mallopt(libc::M_ARENA_MAX, 1) };
-        // Blocks of 32 KiB and more get a mapping of their own, which goes
-        // back to the kernel when they are freed. These are short-lived
-        // buffers: the inflate state of each queued row a poster decodes
-        // (~47 KiB), the deflate state of each snapshot's model (~380 KiB),
-        // JSON buffers. Carved from the heap instead (glibc's default
-        // threshold is 128 KiB, and it rises to the largest block freed so
-        // far), they leave holes between the threads' long-lived blocks that
-        // stay resident. Setting it also stops that rise.
-        // SAFETY: as above.
-        unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, 32 * 1024) };
+        metricsd::os::malloc::reexec_without_thread_caches();
+        metricsd::os::malloc::tune();
     } else {
         // One-shot commands behave like other CLI tools when piped into `head`.
         // SAFETY: restoring the default disposition before any thread exists.

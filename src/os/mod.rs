@@ -1,8 +1,10 @@
 //! The small operating-system pieces: the instance lock, the state
-//! directory, systemd notifications, signals, and detaching for `run --daemon`.
+//! directory, systemd notifications, signals, detaching for `run --daemon`,
+//! and the allocator's settings.
 
 pub mod detach;
 pub mod lock;
+pub mod malloc;
 pub mod notify;
 pub mod signals;
 pub mod statedir;

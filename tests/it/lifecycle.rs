@@ -3,7 +3,7 @@
 //! instance lock, `run --daemon`, systemd notifications and journal logging.
 
 use crate::common::daemon::{process_alive, send_signal, wait_until, Daemon, Setup};
-use crate::common::wait_for;
+use crate::common::{self as common, wait_for};
 use serde_json::Value;
 use std::io::Read;
 use std::net::{TcpListener, TcpStream};
@@ -313,6 +313,51 @@ fn second_instance_on_the_same_state_dir_is_refused() {
     assert!(first.try_exit().is_none(), "the first instance exited");
 
     first.stop_clean(Duration::from_secs(6));
+}
+
+// --- the allocator's settings ------------------------------------------------------------
+
+fn environ(pid: i32) -> Vec<String> {
+    let raw = std::fs::read(format!("/proc/{pid}/environ")).expect("read /proc/<pid>/environ");
+    raw.split(|b| *b == 0)
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .collect()
+}
+
+/// `run` re-executes itself once with glibc's per-thread caches off (see
+/// `os::malloc`): same pid and name, the variable set; a value the user
+/// set is left alone.
+#[test]
+fn run_turns_off_glibc_thread_caches_unless_the_user_set_tunables() {
+    let setup = Setup::new("1s", "", "");
+    let args = ["--config", setup.config_str(), "run"];
+    for user in [None, Some("glibc.malloc.check=0")] {
+        let mut cmd = common::daemon::command(&args, &[]);
+        cmd.env_remove("GLIBC_TUNABLES");
+        if let Some(value) = user {
+            cmd.env("GLIBC_TUNABLES", value);
+        }
+        let mut daemon = Daemon::spawn_command(cmd, false);
+        daemon.wait_for_line(STARTED, START);
+        let set: Vec<String> = environ(daemon.pid())
+            .into_iter()
+            .filter(|v| v.starts_with("GLIBC_TUNABLES="))
+            .collect();
+        let expected = format!(
+            "GLIBC_TUNABLES={}",
+            user.unwrap_or("glibc.malloc.tcache_count=0")
+        );
+        assert_eq!(set, vec![expected], "user value {user:?}");
+        let comm = std::fs::read_to_string(format!("/proc/{}/comm", daemon.pid())).unwrap();
+        assert_eq!(comm.trim(), "metricsd", "the process keeps its name");
+        daemon.signal(libc::SIGTERM);
+        assert_eq!(
+            daemon.exit_code(Duration::from_secs(6)),
+            0,
+            "{}",
+            daemon.log()
+        );
+    }
 }
 
 // --- run --daemon -----------------------------------------------------------------------
