@@ -15,17 +15,21 @@
 
 #[path = "../tests/it/common/backend.rs"]
 mod backend;
+#[path = "common/mod.rs"]
+mod common;
 #[path = "../tests/it/common/rows.rs"]
 mod rows;
 
 use backend::Backend;
+use common::daemon::Daemon;
+use common::{free_port, wait_until};
 use metricsd::queue::Queue;
 use serde_json::Value;
 use std::collections::HashSet;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -33,74 +37,17 @@ use tokio_tungstenite::tungstenite::{self, Message};
 
 const BIN: &str = env!("CARGO_BIN_EXE_metricsd");
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// `metricsd --config <config> run`.
+fn start(config: &Path) -> Daemon {
+    Daemon::spawn(&["--config", config.to_str().unwrap(), "run"], &[], false)
 }
 
-fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    while !condition() {
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    true
-}
-
-struct Daemon {
-    child: Child,
-}
-
-impl Daemon {
-    /// `metricsd --config <config> run`, its log appended to `log`.
-    fn start(config: &Path, log: &Path) -> Daemon {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .unwrap();
-        let child = Command::new(BIN)
-            .arg("--config")
-            .arg(config)
-            .arg("run")
-            .env_remove("METRICSD_CONFIG")
-            .env_remove("NOTIFY_SOCKET")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start metricsd");
-        Daemon { child }
-    }
-
-    fn running(&mut self) -> bool {
-        self.child.try_wait().unwrap().is_none()
-    }
-
-    fn kill_9(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    /// SIGTERM; returns the exit status and how long the stop took.
-    fn stop(mut self) -> (String, Duration) {
-        let sent = Instant::now();
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
-        let status = self.child.wait().unwrap();
-        (status.to_string(), sent.elapsed())
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+/// SIGTERM; the exit status as text.
+fn stop(mut daemon: Daemon) -> String {
+    let timeout = Duration::from_secs(120);
+    match daemon.terminate(timeout) {
+        Some(status) => status.to_string(),
+        None => format!("still running {timeout:?} after SIGTERM"),
     }
 }
 
@@ -181,7 +128,6 @@ fn kill9_rounds() {
         &backend.url(),
         "batch_size = 10\n",
     );
-    let log = dir.path().join("daemon.log");
 
     let mut queued: HashSet<String> = HashSet::new();
     {
@@ -200,11 +146,11 @@ fn kill9_rounds() {
         // Between rounds nothing runs: whatever is pending must arrive.
         queued.extend(peek_ids(&config));
         let served = backend.served();
-        let daemon = Daemon::start(&config, &log);
+        let daemon = start(&config);
         if !wait_until(Duration::from_secs(15), || backend.served() > served) {
             panic!(
-                "round {round}: the drain never started; see {}",
-                log.display()
+                "round {round}: the drain never started; log:\n{}",
+                daemon.log()
             );
         }
         std::thread::sleep(Duration::from_millis(fastrand::u64(0..300)));
@@ -214,13 +160,13 @@ fn kill9_rounds() {
         }
     }
     queued.extend(peek_ids(&config));
-    let daemon = Daemon::start(&config, &log);
+    let daemon = start(&config);
     // `queue stats` is cheap; reading every body the backend got is not.
     let all_in = wait_until(Duration::from_secs(300), || {
         std::thread::sleep(Duration::from_millis(500));
         pending(&config) == 0
     });
-    let (status, _) = daemon.stop();
+    let status = stop(daemon);
     let (lost, duplicates, unique) = tally(&queued, &backend);
     println!(
         "faults: kill -9 x{rounds} mid-drain in {:.0} s: {} queued, {unique} delivered, \
@@ -294,12 +240,11 @@ fn connection_flood() {
     let port = free_port();
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let config = write_config(dir.path(), &state, port, "", "");
-    let log = dir.path().join("daemon.log");
-    let mut daemon = Daemon::start(&config, &log);
+    let mut daemon = start(&config);
     assert!(
         wait_until(Duration::from_secs(15), || TcpStream::connect(addr).is_ok()),
-        "not listening; see {}",
-        log.display()
+        "not listening; log:\n{}",
+        daemon.log()
     );
 
     // The stream client: when each snapshot arrives.
@@ -383,10 +328,10 @@ fn connection_flood() {
     ws_thread.join().unwrap();
     let idle_closed = idle.iter().filter(|c| closed_by_server(c)).count();
     let slow_closed = slow.iter().filter(|c| closed_by_server(c)).count();
-    let alive = daemon.running();
+    let alive = daemon.try_exit().is_none();
     drop(idle);
     drop(slow);
-    let (status, _) = daemon.stop();
+    let status = stop(daemon);
 
     latencies.sort();
     let arrivals = arrivals.lock().unwrap().clone();
@@ -516,12 +461,11 @@ fn full_disk() {
     let port = free_port();
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let config = write_config(dir.path(), &state, port, &backend.url(), "");
-    let log = dir.path().join("daemon.log");
-    let mut daemon = Daemon::start(&config, &log);
+    let mut daemon = start(&config);
     assert!(
         wait_until(Duration::from_secs(20), || pending(&config) >= 3),
-        "no rows queued; see {}",
-        log.display()
+        "no rows queued; log:\n{}",
+        daemon.log()
     );
     let filler_dir = state.clone();
     let mut committed: HashSet<String> = peek_ids(&config).into_iter().collect();
@@ -534,7 +478,7 @@ fn full_disk() {
     });
     let full_for = full_started.elapsed();
     let failed_inserts = insert_failures(addr).unwrap_or(0) - failures_before;
-    let alive_while_full = daemon.running();
+    let alive_while_full = daemon.try_exit().is_none();
 
     std::fs::remove_file(filler_dir.join("filler")).unwrap();
     let pending_after_full = pending(&config);
@@ -547,7 +491,7 @@ fn full_disk() {
         std::thread::sleep(Duration::from_millis(500));
         pending(&config) == 0
     });
-    let (status, _) = daemon.stop();
+    let status = stop(daemon);
     let (lost, duplicates, _) = tally(&committed, &backend);
     run("umount", &[state.to_str().unwrap()]);
     println!(

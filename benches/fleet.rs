@@ -9,6 +9,10 @@
 //!
 //! Run: cargo bench --bench fleet   (FLEET_DAEMONS=N to change N)
 
+#[path = "common/mod.rs"]
+mod common;
+
+use common::free_port;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -16,14 +20,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 const INTERVAL_S: u64 = 10;
 const ROUNDS: usize = 3;
 const BIN_MS: u64 = 100;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// (node_id, sample time ms, arrival time ms) of every post.
 type Arrivals = Arc<Mutex<Vec<(String, u64, u64)>>>;

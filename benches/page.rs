@@ -10,44 +10,23 @@
 #[path = "../tests/it/common/browser.rs"]
 mod browser;
 
+#[path = "common/mod.rs"]
+mod common;
+
 use metricsd::queue::Queue;
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
+// browser.rs reaches these as `super::`.
+pub use common::{free_port, wait_for, wait_until};
 
 const ROWS: u64 = 1440;
 const ROUNDS: usize = 30;
 const HISTORY_TARGET_MS: f64 = 20.0;
 const WIRE_TARGET_KIB: f64 = 300.0;
 const MEMORY_TARGET_KIB: i64 = 512;
-
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-pub fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if condition() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    condition()
-}
-
-pub fn wait_for(what: &str, timeout: Duration, condition: impl FnMut() -> bool) {
-    assert!(
-        wait_until(timeout, condition),
-        "timed out waiting for {what}"
-    );
-}
 
 /// A day of flat rows at 60 s, ending now, as the sampler would have queued them.
 fn fill_history(db: &std::path::Path) {

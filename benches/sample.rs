@@ -10,6 +10,10 @@
 //!
 //! Run: cargo bench --bench sample
 
+#[path = "common/mod.rs"]
+mod common;
+
+use common::cpu_time;
 use metricsd::collect::processes::ProcessScanner;
 use metricsd::collect::{build, Collector, Roots};
 use metricsd::config::Config;
@@ -19,17 +23,6 @@ use std::time::{Duration, Instant};
 
 const SAMPLES: u32 = 1000;
 const WARM_UP: u32 = 20;
-
-/// User + system CPU time of this process so far.
-fn cpu_time() -> Duration {
-    // SAFETY: an all-zero rusage is valid, and getrusage only writes into it.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: RUSAGE_SELF with a valid out-pointer.
-    let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
-    assert_eq!(rc, 0, "getrusage failed");
-    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-    tv(usage.ru_utime) + tv(usage.ru_stime)
-}
 
 struct Figures {
     cpu_per_call: Duration,

@@ -9,22 +9,16 @@
 //!
 //! Run: cargo bench --bench units  (METRICSD_BENCH_UNITS=N to change N; default 40)
 
+#[path = "common/mod.rs"]
+mod common;
+
+use common::cpu_time;
 use metricsd::collect::units::{find_v2_root, UnitsCollector};
 use metricsd::collect::Roots;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 const SAMPLES: u32 = 1000;
-
-fn cpu_time() -> Duration {
-    // SAFETY: an all-zero rusage is valid, and getrusage only writes into it.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: RUSAGE_SELF with a valid out-pointer.
-    let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
-    assert_eq!(rc, 0, "getrusage failed");
-    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-    tv(usage.ru_utime) + tv(usage.ru_stime)
-}
 
 fn measure(label: &str, collector: &mut UnitsCollector) {
     let mut reported = 0;

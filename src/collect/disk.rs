@@ -1,7 +1,7 @@
 //! Collector `disk`: I/O of whole block devices from /proc/diskstats, per
 //! device (bytes, operations, utilisation, latency) and summed.
 
-use super::{counter_rate, invalid, Collect, CollectError, Roots};
+use super::{counter_rate, invalid, previous, reused_entry, Collect, CollectError, Roots};
 use crate::procfs::{self, FileReader, ProcFile};
 use crate::snapshot::{DeviceMetrics, DiskIoMetrics, Metrics};
 use std::collections::HashMap;
@@ -65,10 +65,7 @@ pub fn parse_diskstats(
                 .and_then(|s| procfs::parse_u64(s.as_bytes()))
                 .ok_or_else(bad)?;
         }
-        if used == out.len() {
-            out.push(DiskCounters::default());
-        }
-        let entry = &mut out[used];
+        let entry = reused_entry(out, used);
         entry.name.clear();
         entry.name.push_str(name);
         entry.reads = v[0];
@@ -135,11 +132,7 @@ pub fn io_metrics(prev: &[DiskCounters], cur: &[DiskCounters], elapsed: Duration
         .iter()
         .enumerate()
         .map(|(i, c)| {
-            // Devices are almost always at the same position as last time.
-            let before = match prev.get(i) {
-                Some(p) if p.name == c.name => Some(p),
-                _ => prev.iter().find(|p| p.name == c.name),
-            };
+            let before = previous(prev, i, |p| p.name == c.name);
             device_metrics(before, c, elapsed)
         })
         .collect();

@@ -147,6 +147,24 @@ pub fn counter_rate(prev: u64, cur: u64, elapsed: Duration) -> f64 {
     (cur - prev) as f64 / secs
 }
 
+/// The previous reading of a device (`same` picks it out), looked for first
+/// at `index`: devices and interfaces almost always keep their position.
+pub(crate) fn previous<T>(prev: &[T], index: usize, same: impl Fn(&T) -> bool) -> Option<&T> {
+    match prev.get(index) {
+        Some(p) if same(p) => Some(p),
+        _ => prev.iter().find(|p| same(p)),
+    }
+}
+
+/// Entry `used` of a buffer of per-device counters kept between readings
+/// (its strings' allocations reused), added when the buffer is that short.
+pub(crate) fn reused_entry<T: Default>(out: &mut Vec<T>, used: usize) -> &mut T {
+    if used == out.len() {
+        out.push(T::default());
+    }
+    &mut out[used]
+}
+
 /// `*` in exclude globs also matches `/` (so `/run/*` covers `/run/user/1000`).
 const GLOB_OPTIONS: MatchOptions = MatchOptions {
     case_sensitive: true,

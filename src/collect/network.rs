@@ -1,7 +1,7 @@
 //! Collector `network`: per-interface counters and rates from
 //! /proc/net/dev, and each interface's state from /sys/class/net/<if>/operstate.
 
-use super::{counter_rate, invalid, Collect, CollectError, Filters, Roots};
+use super::{counter_rate, invalid, previous, reused_entry, Collect, CollectError, Filters, Roots};
 use crate::config::CollectConfig;
 use crate::procfs::{self, FileReader, ProcFile};
 use crate::snapshot::{InterfaceMetrics, Metrics, NetworkMetrics};
@@ -52,10 +52,7 @@ pub fn parse_net_dev(text: &str, out: &mut Vec<IfCounters>) -> io::Result<()> {
         if n < 16 || name.is_empty() {
             return Err(invalid(format!("bad /proc/net/dev line {line:?}")));
         }
-        if used == out.len() {
-            out.push(IfCounters::default());
-        }
-        let entry = &mut out[used];
+        let entry = reused_entry(out, used);
         entry.name.clear();
         entry.name.push_str(name);
         entry.rx_bytes = v[0];
@@ -90,11 +87,7 @@ pub fn interface_metrics(
         .enumerate()
         .filter(|(_, c)| !filters.interface_excluded(&c.name))
         .map(|(i, c)| {
-            // Interfaces are almost always at the same position as last time.
-            let before = match prev.get(i) {
-                Some(p) if p.name == c.name => Some(p),
-                _ => prev.iter().find(|p| p.name == c.name),
-            };
+            let before = previous(prev, i, |p| p.name == c.name);
             let (rx_rate, tx_rate) = match before {
                 Some(p) => (
                     counter_rate(p.rx_bytes, c.rx_bytes, elapsed),

@@ -56,29 +56,51 @@ pub struct QueueFile {
     pub history: Dur,
 }
 
-/// Every key a sink section may hold, whichever section it came from; the
-/// keys a section lacks keep their defaults.
-#[derive(Debug, Default)]
-pub struct SinkFile {
-    pub url: Text,
-    pub token: Secret,
-    pub token_file: Text,
-    pub timeout: Dur,
-    pub batch_size: Int,
-    pub gzip: Flag,
-    pub retry_backoff: DurList,
-    pub max_retry_after: Dur,
-    pub max_attempts: Int,
-    pub ca_file: Text,
-    pub splay: SplayValue,
-    pub max_age: Dur,
-    pub username: Text,
-    pub password: Secret,
-    pub password_file: Text,
-    pub headers: SecretMap,
-    pub labels: TextMap,
-    pub resource_attributes: TextMap,
+/// Every delivery key of `[backend]`, given once: `$then!` receives them
+/// (as `[key: Type, ...]`) followed by `$args`.
+macro_rules! with_sink_keys {
+    ($then:ident! $($args:tt)*) => {
+        $then! {
+            [
+                url: Text,
+                token: Secret,
+                token_file: Text,
+                timeout: Dur,
+                batch_size: Int,
+                gzip: Flag,
+                retry_backoff: DurList,
+                max_retry_after: Dur,
+                max_attempts: Int,
+                ca_file: Text,
+                splay: SplayValue,
+                max_age: Dur,
+            ]
+            $($args)*
+        }
+    };
 }
+
+/// `SinkFile`: every delivery key plus every extra key of any sink section.
+macro_rules! sink_file {
+    ([$($key:ident : $kty:ty),* $(,)?] { $($extra:ident : $ety:ty),* $(,)? }) => {
+        /// Every key a sink section may hold, whichever section it came from; the
+        /// keys a section lacks keep their defaults.
+        #[derive(Debug, Default)]
+        pub struct SinkFile {
+            $(pub $key: $kty,)*
+            $(pub $extra: $ety,)*
+        }
+    };
+}
+
+with_sink_keys!(sink_file! {
+    username: Text,
+    password: Secret,
+    password_file: Text,
+    headers: SecretMap,
+    labels: TextMap,
+    resource_attributes: TextMap,
+});
 
 fn path_text(p: &Option<std::path::PathBuf>) -> Text {
     Text(
@@ -126,21 +148,16 @@ impl SinkFile {
 /// Adding a sink is one line here.
 macro_rules! sink_section {
     ($name:ident { $($extra:ident : $ty:ty),* $(,)? }) => {
+        with_sink_keys!(sink_section_with! $name { $($extra: $ty),* });
+    };
+}
+
+macro_rules! sink_section_with {
+    ([$($key:ident : $kty:ty),* $(,)?] $name:ident { $($extra:ident : $ty:ty),* }) => {
         #[derive(Debug, Deserialize, Serialize)]
         #[serde(deny_unknown_fields, default)]
         pub struct $name {
-            pub url: Text,
-            pub token: Secret,
-            pub token_file: Text,
-            pub timeout: Dur,
-            pub batch_size: Int,
-            pub gzip: Flag,
-            pub retry_backoff: DurList,
-            pub max_retry_after: Dur,
-            pub max_attempts: Int,
-            pub ca_file: Text,
-            pub splay: SplayValue,
-            pub max_age: Dur,
+            $(pub $key: $kty,)*
             $(pub $extra: $ty,)*
         }
 
@@ -153,18 +170,7 @@ macro_rules! sink_section {
         impl From<SinkFile> for $name {
             fn from(f: SinkFile) -> Self {
                 $name {
-                    url: f.url,
-                    token: f.token,
-                    token_file: f.token_file,
-                    timeout: f.timeout,
-                    batch_size: f.batch_size,
-                    gzip: f.gzip,
-                    retry_backoff: f.retry_backoff,
-                    max_retry_after: f.max_retry_after,
-                    max_attempts: f.max_attempts,
-                    ca_file: f.ca_file,
-                    splay: f.splay,
-                    max_age: f.max_age,
+                    $($key: f.$key,)*
                     $($extra: f.$extra,)*
                 }
             }
@@ -173,18 +179,7 @@ macro_rules! sink_section {
         impl From<$name> for SinkFile {
             fn from(s: $name) -> Self {
                 SinkFile {
-                    url: s.url,
-                    token: s.token,
-                    token_file: s.token_file,
-                    timeout: s.timeout,
-                    batch_size: s.batch_size,
-                    gzip: s.gzip,
-                    retry_backoff: s.retry_backoff,
-                    max_retry_after: s.max_retry_after,
-                    max_attempts: s.max_attempts,
-                    ca_file: s.ca_file,
-                    splay: s.splay,
-                    max_age: s.max_age,
+                    $($key: s.$key,)*
                     $($extra: s.$extra,)*
                     ..SinkFile::default()
                 }

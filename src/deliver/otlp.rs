@@ -535,18 +535,19 @@ pub struct Otlp;
 
 impl Sink for Otlp {
     fn encode(&mut self, rows: &[Row], config: &SinkConfig) -> Result<Request, BadRow> {
-        let mut request = ExportMetricsServiceRequest::default();
+        // An `ExportMetricsServiceRequest`, written one `resource_metrics`
+        // field at a time: each snapshot's messages are encoded while they
+        // are in the cache, and the batch's are never all held at once.
+        let mut body = Vec::new();
         for (index, row) in rows.iter().enumerate() {
             let snapshot =
                 Snapshot::from_model_bytes_for_export(&row.model).map_err(|e| BadRow {
                     index,
                     reason: e.to_string(),
                 })?;
-            request
-                .resource_metrics
-                .push(resource_metrics(&snapshot, &config.resource_attributes));
+            let resource = resource_metrics(&snapshot, &config.resource_attributes);
+            prost::encoding::message::encode(1, &resource, &mut body);
         }
-        let mut body = request.encode_to_vec();
         let mut headers = vec![("Content-Type", "application/x-protobuf".to_string())];
         if config.gzip {
             body = gzip(&body);
@@ -562,5 +563,55 @@ impl Sink for Otlp {
             rejected_points: partial.rejected_data_points as u64,
             message: partial.error_message.chars().take(200).collect(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Config, SinkKind};
+    use prost::Message;
+
+    #[test]
+    fn a_batch_is_the_request_of_each_snapshots_resource_metrics() {
+        let config = Config::default();
+        let mut collector = crate::collect::Collector::new(Default::default(), &config.collect);
+        let interval = std::time::Duration::from_secs(1);
+        crate::sampler::take_snapshot(&mut collector, "n", "m", 1, interval);
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let base = crate::sampler::take_snapshot(&mut collector, "web-1", "abc", 2, interval);
+        let rows: Vec<Row> = (0..5)
+            .map(|i| {
+                let mut s = base.clone();
+                s.node_id = format!("web-{i}");
+                s.timestamp += std::time::Duration::from_secs(60 * i);
+                Row {
+                    id: i as i64,
+                    event_id: s.event_id.to_string(),
+                    created_at: s.timestamp_string(),
+                    attempts: 0,
+                    last_error: None,
+                    payload: String::new(),
+                    model: s.to_model_bytes(),
+                }
+            })
+            .collect();
+        let mut sink_config = config.sink(SinkKind::Otlp).clone();
+        sink_config.gzip = false;
+        let request = Otlp.encode(&rows, &sink_config).unwrap();
+        let expected = ExportMetricsServiceRequest {
+            resource_metrics: rows
+                .iter()
+                .map(|r| {
+                    let s = Snapshot::from_model_bytes(&r.model).unwrap();
+                    resource_metrics(&s, &sink_config.resource_attributes)
+                })
+                .collect(),
+        };
+        assert!(expected.resource_metrics[0].scope_metrics[0].metrics.len() > 10);
+        assert_eq!(
+            ExportMetricsServiceRequest::decode(&request.body[..]).unwrap(),
+            expected
+        );
     }
 }

@@ -60,8 +60,12 @@ pub struct Family<'a> {
     /// for counts and ratios.
     pub unit: &'static str,
     /// Never empty: a family without samples is left out.
-    pub samples: Vec<Sample<'a>>,
+    pub samples: Samples<'a>,
 }
+
+/// A family's samples: most families have one, kept inline (no allocation
+/// for each of them in every snapshot).
+pub type Samples<'a> = SmallVec<[Sample<'a>; 1]>;
 
 const MS: f64 = 1e-3;
 const US: f64 = 1e-6;
@@ -77,6 +81,17 @@ impl<'a> Families<'a> {
         unit: &'static str,
         help: &'static str,
         samples: Vec<Sample<'a>>,
+    ) {
+        self.add_samples(name, kind, unit, help, SmallVec::from_vec(samples));
+    }
+
+    fn add_samples(
+        &mut self,
+        name: &'static str,
+        kind: Kind,
+        unit: &'static str,
+        help: &'static str,
+        samples: Samples<'a>,
     ) {
         if !samples.is_empty() {
             self.0.push(Family {
@@ -98,7 +113,7 @@ impl<'a> Families<'a> {
         help: &'static str,
         value: Option<f64>,
     ) {
-        self.add(
+        self.add_samples(
             name,
             kind,
             unit,

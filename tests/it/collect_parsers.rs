@@ -23,6 +23,14 @@ fn read(rel: &str) -> String {
     std::fs::read_to_string(fixture(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
 }
 
+/// `parser, "fixture" => expected;`: each parser applied to its fixture's
+/// text gives what is expected.
+macro_rules! assert_parses {
+    ($($parse:path, $rel:literal => $expected:expr;)+) => {
+        $(assert_eq!($parse(&read($rel)).unwrap(), $expected, "{}", $rel);)+
+    };
+}
+
 fn default_collect() -> CollectConfig {
     Config::default().collect
 }
@@ -156,14 +164,10 @@ fn meminfo_in_bytes_and_stream_units() {
 
 #[test]
 fn vmstat_swap_and_fault_counters() {
-    assert_eq!(
-        memory::parse_vmstat(&read("state1/proc/vmstat")).unwrap(),
-        (100, 200, 5000)
-    );
-    assert_eq!(
-        memory::parse_vmstat(&read("state2/proc/vmstat")).unwrap(),
-        (110, 300, 5050)
-    );
+    assert_parses! {
+        memory::parse_vmstat, "state1/proc/vmstat" => (100, 200, 5000);
+        memory::parse_vmstat, "state2/proc/vmstat" => (110, 300, 5050);
+    }
     assert!(memory::parse_vmstat("pswpin 1\npswpout x\npgmajfault 2\n").is_err());
 }
 
@@ -185,51 +189,25 @@ fn pressure_with_and_without_the_full_line() {
 
 #[test]
 fn snmp_netstat_and_sockstat() {
-    assert_eq!(
-        tcp::parse_snmp(&read("state1/proc/net/snmp")).unwrap(),
-        (42, 0, 5)
-    );
-    assert_eq!(
-        tcp::parse_snmp(&read("state2/proc/net/snmp")).unwrap(),
-        (40, 30, 15)
-    );
-    assert_eq!(
-        tcp::parse_netstat(&read("state1/proc/net/netstat")).unwrap(),
-        (10, 12)
-    );
-    assert_eq!(
-        tcp::parse_netstat(&read("state2/proc/net/netstat")).unwrap(),
-        (15, 20)
-    );
-    assert_eq!(
-        tcp::parse_sockstat(&read("state1/proc/net/sockstat")).unwrap(),
-        (25, 2, 7)
-    );
-    assert_eq!(
-        tcp::parse_sockstat6(&read("state1/proc/net/sockstat6")).unwrap(),
-        6
-    );
+    assert_parses! {
+        tcp::parse_snmp, "state1/proc/net/snmp" => (42, 0, 5);
+        tcp::parse_snmp, "state2/proc/net/snmp" => (40, 30, 15);
+        tcp::parse_netstat, "state1/proc/net/netstat" => (10, 12);
+        tcp::parse_netstat, "state2/proc/net/netstat" => (15, 20);
+        tcp::parse_sockstat, "state1/proc/net/sockstat" => (25, 2, 7);
+        tcp::parse_sockstat6, "state1/proc/net/sockstat6" => 6;
+    }
     assert!(tcp::parse_netstat("IpExt: A\nIpExt: 1\n").is_err());
 }
 
 #[test]
 fn file_nr_operstate_and_os_release() {
-    assert_eq!(
-        system::parse_file_nr(&read("state1/proc/sys/fs/file-nr")).unwrap(),
-        (1632, 9_223_372_036_854_775_807)
-    );
-    assert_eq!(
-        network::parse_operstate(&read("state1/sys/class/net/eth0/operstate")).unwrap(),
-        "up"
-    );
-    assert_eq!(
-        network::parse_operstate(&read("state1/sys/class/net/eth1/operstate")).unwrap(),
-        "down"
-    );
-    assert_eq!(
-        system::parse_os_release(&read("state1/etc/os-release")).unwrap(),
-        "Fixture Linux 1 (test)"
-    );
+    assert_parses! {
+        system::parse_file_nr, "state1/proc/sys/fs/file-nr" => (1632, 9_223_372_036_854_775_807);
+        network::parse_operstate, "state1/sys/class/net/eth0/operstate" => "up";
+        network::parse_operstate, "state1/sys/class/net/eth1/operstate" => "down";
+        system::parse_os_release, "state1/etc/os-release" => "Fixture Linux 1 (test)";
+    }
 }
 
 // ------------------------------------------------------------- /proc/<pid>/stat
@@ -250,18 +228,11 @@ fn pid_stat_with_spaces_and_parentheses_in_the_name() {
 
 #[test]
 fn loadavg_and_uptime_and_boot_id() {
-    assert_eq!(
-        load::parse_loadavg(&read("state1/proc/loadavg")).unwrap(),
-        (0.52, 1.25, 2.0)
-    );
-    assert_eq!(
-        system::parse_uptime(&read("state1/proc/uptime")).unwrap(),
-        12345
-    );
-    assert_eq!(
-        system::parse_boot_id(&read("state1/proc/sys/kernel/random/boot_id")).unwrap(),
-        "4a3e7f4c-9d1b-4b8e-9c55-0f5e2b6a7d10"
-    );
+    assert_parses! {
+        load::parse_loadavg, "state1/proc/loadavg" => (0.52, 1.25, 2.0);
+        system::parse_uptime, "state1/proc/uptime" => 12345;
+        system::parse_boot_id, "state1/proc/sys/kernel/random/boot_id" => "4a3e7f4c-9d1b-4b8e-9c55-0f5e2b6a7d10";
+    }
 }
 
 // ------------------------------------------------------------------- network
@@ -333,14 +304,10 @@ fn network_rate_is_exact_for_a_known_delta_and_elapsed_time() {
 
 #[test]
 fn curr_estab_from_snmp() {
-    assert_eq!(
-        tcp::parse_curr_estab(&read("state1/proc/net/snmp")).unwrap(),
-        42
-    );
-    assert_eq!(
-        tcp::parse_curr_estab(&read("state2/proc/net/snmp")).unwrap(),
-        40
-    );
+    assert_parses! {
+        tcp::parse_curr_estab, "state1/proc/net/snmp" => 42;
+        tcp::parse_curr_estab, "state2/proc/net/snmp" => 40;
+    }
 }
 
 // ---------------------------------------------------------------------- disk

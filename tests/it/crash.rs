@@ -3,122 +3,37 @@
 //! drain loses nothing (a row may be sent twice, with the same event_id).
 
 use crate::common::backend::Backend;
-use crate::common::free_port;
+use crate::common::daemon::Setup;
 use crate::common::rows::row;
 use metricsd::queue::Queue;
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// The sink most tests use.
 const B: &str = "backend";
 
-struct Daemon {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Daemon {
-    /// Starts `metricsd run`, its log going to `daemon.log` beside the config.
-    fn start(config: &Path) -> Daemon {
-        let log = config.with_file_name("daemon.log");
-        let log_file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_metricsd"))
-            .arg("--config")
-            .arg(config)
-            .arg("run")
-            .env_remove("METRICSD_CONFIG")
-            .env_remove("NOTIFY_SOCKET")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log_file)
-            .spawn()
-            .expect("start metricsd");
-        Daemon { child, log }
-    }
-
-    /// Polls `condition` until it holds; on timeout fails with the daemon's log.
-    fn wait_for(&self, what: &str, timeout: Duration, condition: impl Fn() -> bool) {
-        let deadline = Instant::now() + timeout;
-        while !condition() {
-            if Instant::now() >= deadline {
-                let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-                let tail: Vec<&str> = log.lines().rev().take(40).collect();
-                panic!(
-                    "timed out waiting for {what}; daemon log (last lines, newest first):\n{}",
-                    tail.join("\n")
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn kill_9(mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-
-    /// SIGTERM, then wait for a clean exit.
-    fn stop(mut self) {
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                assert!(status.success(), "metricsd exited with {status}");
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!("metricsd did not stop within 10 s of SIGTERM");
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn write_config(dir: &Path, state: &Path, url: &str, max_pending: u64) -> PathBuf {
-    let path = dir.join("metricsd.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "interval = \"1s\"\n\
-             state_dir = {state:?}\n\
-             log_level = \"debug\"\n\
-             [stream]\n\
-             listen = \"127.0.0.1:{port}\"\n\
-             [queue]\n\
+/// The daemon's files, posting to `url` with at most `max_pending` rows queued.
+fn setup(url: &str, max_pending: u64) -> Setup {
+    Setup::new(
+        "1s",
+        "log_level = \"debug\"",
+        &format!(
+            "[queue]\n\
              max_pending = {max_pending}\n\
              [backend]\n\
              url = {url:?}\n\
              timeout = \"2s\"\n\
-             retry_backoff = [\"100ms\"]\n",
-            state = state.to_string_lossy(),
-            port = free_port(),
+             retry_backoff = [\"100ms\"]\n"
         ),
     )
-    .unwrap();
-    path
 }
 
-fn metricsd(config: &Path, args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_metricsd"))
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .env_remove("METRICSD_CONFIG")
-        .output()
-        .unwrap();
+/// `metricsd --config <file> <args>`, which must succeed; its stdout.
+fn metricsd(setup: &Setup, args: &[&str]) -> String {
+    let out = setup.cli(args);
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -129,8 +44,8 @@ fn metricsd(config: &Path, args: &[&str]) -> String {
 }
 
 /// `metricsd queue peek -n 100000`: the pending event_ids, oldest first.
-fn peek_ids(config: &Path) -> Vec<String> {
-    metricsd(config, &["queue", "peek", "-n", "100000"])
+fn peek_ids(setup: &Setup) -> Vec<String> {
+    metricsd(setup, &["queue", "peek", "-n", "100000"])
         .lines()
         .map(|l| {
             let v: Value = serde_json::from_str(l).unwrap();
@@ -167,23 +82,21 @@ fn duplicates_only_repeat(backend: &Backend) {
 fn committed_snapshots_survive_kill_9() {
     let backend = Backend::start();
     backend.down();
-    let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join("state");
-    let config = write_config(dir.path(), &state, &backend.url(), 10_080);
-    let db = state.join("queue.db");
+    let setup = setup(&backend.url(), 10_080);
+    let db = setup.state_dir.join("queue.db");
 
-    let daemon = Daemon::start(&config);
+    let daemon = setup.start(&[]);
     daemon.wait_for("3 queued snapshots", Duration::from_secs(15), || {
         pending(&db) >= 3
     });
-    let stats: Value = serde_json::from_str(&metricsd(&config, &["queue", "stats"])).unwrap();
+    let stats: Value = serde_json::from_str(&metricsd(&setup, &["queue", "stats"])).unwrap();
     assert!(stats["pending"].as_u64().unwrap() >= 3, "{stats}");
-    let queued = peek_ids(&config);
+    let queued = peek_ids(&setup);
     assert!(queued.len() >= 3);
     daemon.kill_9();
 
     backend.up();
-    let daemon = Daemon::start(&config);
+    let mut daemon = setup.start(&[]);
     daemon.wait_for(
         "every queued snapshot at the backend",
         Duration::from_secs(15),
@@ -192,7 +105,7 @@ fn committed_snapshots_survive_kill_9() {
             queued.iter().all(|id| delivered.contains(id))
         },
     );
-    daemon.stop();
+    daemon.stop_clean(Duration::from_secs(10));
     // Oldest first: the backlog arrives in the order it was queued.
     let delivered = backend.delivered_ids();
     assert_eq!(delivered[..queued.len()], queued[..]);
@@ -206,11 +119,9 @@ fn kill_9_during_a_drain_loses_nothing() {
     let backend = Backend::start();
     // Slow enough that every kill lands in the middle of the drain.
     backend.set_delay(Duration::from_millis(5));
-    let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join("state");
-    std::fs::create_dir_all(&state).unwrap();
-    let config = write_config(dir.path(), &state, &backend.url(), 100_000);
-    let db = state.join("queue.db");
+    let setup = setup(&backend.url(), 100_000);
+    std::fs::create_dir_all(&setup.state_dir).unwrap();
+    let db = setup.state_dir.join("queue.db");
 
     // A backlog written by the library before the daemon ever runs.
     let mut seen: HashSet<String> = HashSet::new();
@@ -228,9 +139,9 @@ fn kill_9_during_a_drain_loses_nothing() {
     let started = Instant::now();
     for round in 0..ROUNDS {
         // Between rounds nothing runs: everything pending now must arrive.
-        seen.extend(peek_ids(&config));
+        seen.extend(peek_ids(&setup));
         let served = backend.served();
-        let daemon = Daemon::start(&config);
+        let daemon = setup.start(&[]);
         daemon.wait_for(
             &format!("round {round}: the drain to start"),
             Duration::from_secs(15),
@@ -241,16 +152,16 @@ fn kill_9_during_a_drain_loses_nothing() {
         // The kill landed in the middle of the drain, not after it.
         assert!(pending(&db) > 0, "round {round}: the backlog ran out");
     }
-    seen.extend(peek_ids(&config));
+    seen.extend(peek_ids(&setup));
 
     // A last run drains what is left.
-    let daemon = Daemon::start(&config);
+    let mut daemon = setup.start(&[]);
     // A generous bound: a debug build on two busy cores drains slowly.
     daemon.wait_for("every row at the backend", Duration::from_secs(120), || {
         let delivered: HashSet<String> = backend.delivered_ids().into_iter().collect();
         seen.iter().all(|id| delivered.contains(id))
     });
-    daemon.stop();
+    daemon.stop_clean(Duration::from_secs(10));
 
     let delivered = backend.delivered_ids();
     let unique: HashSet<&String> = delivered.iter().collect();

@@ -154,6 +154,26 @@ struct SilentBackend {
 }
 
 impl SilentBackend {
+    /// A daemon posting to this backend, with a timeout no test waits out.
+    fn setup(&self) -> Setup {
+        Setup::new(
+            "1s",
+            "",
+            &format!(
+                "[backend]\nurl = \"http://127.0.0.1:{}/ingest\"\ntimeout = \"60s\"\n",
+                self.port
+            ),
+        )
+    }
+
+    /// Waits for the next POST; without one in `timeout`, fails saying
+    /// `what`, with the daemon's log.
+    fn wait_post(&self, daemon: &Daemon, timeout: Duration, what: &str) {
+        if self.requests.recv_timeout(timeout).is_err() {
+            panic!("{what}; log:\n{}", daemon.log());
+        }
+    }
+
     fn start() -> SilentBackend {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
@@ -195,26 +215,16 @@ impl Drop for SilentBackend {
 #[test]
 fn sigterm_during_a_hung_post_exits_within_6s_and_keeps_the_rows() {
     let backend = SilentBackend::start();
-    let setup = Setup::new(
-        "1s",
-        "",
-        &format!(
-            "[backend]\nurl = \"http://127.0.0.1:{}/ingest\"\ntimeout = \"60s\"\n",
-            backend.port
-        ),
-    );
+    let setup = backend.setup();
     let mut daemon = setup.start(&[]);
     daemon.wait_for_line(STARTED, START);
-    backend
-        .requests
-        .recv_timeout(Duration::from_secs(10))
-        .unwrap_or_else(|_| panic!("no POST reached the backend; log:\n{}", daemon.log()));
+    backend.wait_post(
+        &daemon,
+        Duration::from_secs(10),
+        "no POST reached the backend",
+    );
 
-    let sent = Instant::now();
-    daemon.signal(libc::SIGTERM);
-    let code = daemon.exit_code(Duration::from_secs(10));
-    let took = sent.elapsed();
-    assert_eq!(code, 0, "log:\n{}", daemon.log());
+    let took = daemon.stop_clean(Duration::from_secs(10));
     assert!(
         took <= Duration::from_secs(6),
         "exit took {took:?} with a hung POST"
@@ -239,8 +249,7 @@ fn sighup_changes_the_sampling_interval() {
     let after = spacing_at_interval(&mut ws, 1.0, Duration::from_secs(10));
     assert_near(after, Duration::from_secs(1), "spacing after reload to 1s");
 
-    daemon.signal(libc::SIGTERM);
-    assert_eq!(daemon.exit_code(Duration::from_secs(6)), 0);
+    daemon.stop_clean(Duration::from_secs(6));
 }
 
 #[test]
@@ -281,8 +290,7 @@ fn sighup_with_a_broken_file_keeps_the_old_configuration() {
         "spacing after a rejected reload",
     );
 
-    daemon.signal(libc::SIGTERM);
-    assert_eq!(daemon.exit_code(Duration::from_secs(6)), 0);
+    daemon.stop_clean(Duration::from_secs(6));
 }
 
 // --- one instance per state directory ---------------------------------------------------
@@ -304,8 +312,7 @@ fn second_instance_on_the_same_state_dir_is_refused() {
     // The first one is untouched.
     assert!(first.try_exit().is_none(), "the first instance exited");
 
-    first.signal(libc::SIGTERM);
-    assert_eq!(first.exit_code(Duration::from_secs(6)), 0);
+    first.stop_clean(Duration::from_secs(6));
 }
 
 // --- the allocator's settings ------------------------------------------------------------
@@ -592,13 +599,7 @@ fn log_lines(journal: bool) -> (Setup, Vec<String>) {
     let mut daemon = Daemon::spawn(&["--config", setup.config_str(), "run"], &[DEBUG], journal);
     let (first, _) = daemon.wait_for_line_from(0, SAMPLED, START);
     daemon.wait_for_line_from(first + 1, SAMPLED, Duration::from_secs(5));
-    daemon.signal(libc::SIGTERM);
-    assert_eq!(
-        daemon.exit_code(Duration::from_secs(6)),
-        0,
-        "log:\n{}",
-        daemon.log()
-    );
+    daemon.stop_clean(Duration::from_secs(6));
     let lines = daemon.stderr.snapshot();
     assert!(!lines.is_empty(), "nothing logged");
     (setup, lines)
@@ -730,13 +731,7 @@ fn assert_watchdog_stops_for(fault: &str, thread: &str) {
     );
     assert!(daemon.try_exit().is_none(), "the daemon exited");
     // The stuck thread does not keep the stop from finishing in its budget.
-    daemon.signal(libc::SIGTERM);
-    assert_eq!(
-        daemon.exit_code(Duration::from_secs(10)),
-        0,
-        "log:\n{}",
-        daemon.log()
-    );
+    daemon.stop_clean(Duration::from_secs(10));
 }
 
 #[test]
@@ -752,19 +747,13 @@ fn the_watchdog_stops_when_the_stream_runtime_is_blocked() {
 #[test]
 fn the_watchdog_continues_while_the_poster_waits_on_a_hung_backend() {
     let backend = SilentBackend::start();
-    let setup = Setup::new(
-        "1s",
-        "",
-        &format!(
-            "[backend]\nurl = \"http://127.0.0.1:{}/ingest\"\ntimeout = \"60s\"\n",
-            backend.port
-        ),
-    );
+    let setup = backend.setup();
     let (mut daemon, mut notify) = start_with_watchdog(&setup, &[]);
-    backend
-        .requests
-        .recv_timeout(Duration::from_secs(15))
-        .unwrap_or_else(|_| panic!("no POST reached the backend; log:\n{}", daemon.log()));
+    backend.wait_post(
+        &daemon,
+        Duration::from_secs(15),
+        "no POST reached the backend",
+    );
     // The POST hangs for longer than several watchdog periods: still pinged.
     let until = Instant::now() + Duration::from_secs(4);
     let mut pings = 0;
@@ -783,8 +772,7 @@ fn the_watchdog_continues_while_the_poster_waits_on_a_hung_backend() {
     }
     assert!(pings >= 3, "only {pings} WATCHDOG=1 in 4 s");
     assert!(!daemon.log().contains("withholding the watchdog"));
-    daemon.signal(libc::SIGTERM);
-    assert_eq!(daemon.exit_code(Duration::from_secs(10)), 0);
+    daemon.stop_clean(Duration::from_secs(10));
 }
 
 // --- the stop budget ----------------------------------------------------------------------
@@ -823,23 +811,15 @@ fn a_stop_with_hung_posts_and_clients_that_never_read_ends_within_6s_with_an_emp
     // Clients that complete the handshake and then never read.
     let silent: Vec<Ws> = (0..4).map(|_| connect_stream(&setup)).collect();
     for sink in 0..3 {
-        backend
-            .requests
-            .recv_timeout(Duration::from_secs(15))
-            .unwrap_or_else(|_| {
-                panic!(
-                    "only {sink} of 3 sinks reached the backend; log:\n{}",
-                    daemon.log()
-                )
-            });
+        backend.wait_post(
+            &daemon,
+            Duration::from_secs(15),
+            &format!("only {sink} of 3 sinks reached the backend"),
+        );
     }
     // The welcome and the latest snapshot already wait unread in each socket.
 
-    let sent = Instant::now();
-    daemon.signal(libc::SIGTERM);
-    let code = daemon.exit_code(Duration::from_secs(15));
-    let took = sent.elapsed();
-    assert_eq!(code, 0, "log:\n{}", daemon.log());
+    let took = daemon.stop_clean(Duration::from_secs(15));
     assert!(took <= Duration::from_secs(6), "the stop took {took:?}");
 
     let wal = setup.state_dir.join("queue.db-wal");
@@ -944,8 +924,7 @@ fn daemon_mode_reports_a_held_lock_with_1_naming_the_holder() {
     assert_eq!(code, 1, "stderr: {err}");
     assert!(err.contains(&first.pid().to_string()), "{err}");
     assert!(first.try_exit().is_none(), "the first instance exited");
-    first.signal(libc::SIGTERM);
-    assert_eq!(first.exit_code(Duration::from_secs(10)), 0);
+    first.stop_clean(Duration::from_secs(10));
 }
 
 #[test]
@@ -992,8 +971,7 @@ fn a_failed_daemon_start_leaves_no_pid_file() {
         !refused.join("metricsd.pid").exists(),
         "pid file left by a refused start"
     );
-    first.signal(libc::SIGTERM);
-    assert_eq!(first.exit_code(Duration::from_secs(10)), 0);
+    first.stop_clean(Duration::from_secs(10));
 
     // Unopenable queue (fails after the detach, before serving): a
     // directory where the first run's queue file was.
@@ -1152,13 +1130,7 @@ fn a_sighup_during_start_up_is_queued_not_fatal() {
     // The queued reload is honoured once the daemon is up.
     let (started, _) = daemon.wait_for_line_from(0, STARTED, START);
     daemon.wait_for_line_from(started, "configuration reloaded", Duration::from_secs(10));
-    daemon.signal(libc::SIGTERM);
-    assert_eq!(
-        daemon.exit_code(Duration::from_secs(10)),
-        0,
-        "log:\n{}",
-        daemon.log()
-    );
+    daemon.stop_clean(Duration::from_secs(10));
 }
 
 #[test]
@@ -1180,8 +1152,7 @@ fn after_a_reload_to_a_shorter_interval_the_next_sample_keeps_half_an_interval()
         gap >= Duration::from_secs(2),
         "the next sample came {gap:?} after the last"
     );
-    daemon.signal(libc::SIGTERM);
-    assert_eq!(daemon.exit_code(Duration::from_secs(10)), 0);
+    daemon.stop_clean(Duration::from_secs(10));
 }
 
 // --- a failing queue insert -------------------------------------------------------------
@@ -1289,11 +1260,5 @@ fn a_failing_queue_insert_degrades_health_counts_and_logs_once_then_recovers() {
     wait_for("inserts resume", START, || queue_pending(&setup) > pending);
     assert!(insert_failures_total(&setup) >= failures);
 
-    daemon.signal(libc::SIGTERM);
-    assert_eq!(
-        daemon.exit_code(Duration::from_secs(10)),
-        0,
-        "{}",
-        daemon.log()
-    );
+    daemon.stop_clean(Duration::from_secs(10));
 }

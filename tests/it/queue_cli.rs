@@ -1,6 +1,7 @@
 //! `metricsd queue stats | peek | retry-dead | purge` (SPEC §1): through the
 //! library entry point (exact output) and through the real binary.
 
+use crate::common::daemon::{run_with_config, Daemon};
 use crate::common::rows::row;
 use metricsd::cli::QueueCommand;
 use metricsd::queue::Queue;
@@ -282,14 +283,16 @@ fn commands_work_while_the_daemon_writes() {
 
 // ---- the real binary ----
 
-fn metricsd(config: &Path, args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_metricsd"))
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .env_remove("METRICSD_CONFIG")
-        .output()
-        .unwrap()
+/// `metricsd queue stats`, which must succeed, as JSON.
+fn stats_json(config: &Path) -> Value {
+    let out = run_with_config(config, &["queue", "stats"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 fn config_file(dir: &Path, state_dir: &Path) -> std::path::PathBuf {
@@ -317,33 +320,26 @@ fn the_binary_runs_the_queue_commands() {
     queue.reject(B, &[first[0].id], "HTTP 400", 1, 10).unwrap();
     let config = config_file(dir.path(), &state);
 
-    let out = metricsd(&config, &["queue", "stats"]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = stats_json(&config);
     assert_eq!(
         (v["pending"].as_u64(), v["dead"].as_u64()),
         (Some(2), Some(1))
     );
 
-    let out = metricsd(&config, &["queue", "peek", "-n", "1"]);
+    let out = run_with_config(&config, &["queue", "peek", "-n", "1"]);
     let lines = json_lines(&String::from_utf8(out.stdout).unwrap());
     assert_eq!(lines.len(), 1);
     assert_eq!(lines[0]["event_id"], ids[1].as_str());
 
-    let out = metricsd(&config, &["queue", "peek", "--dead"]);
+    let out = run_with_config(&config, &["queue", "peek", "--dead"]);
     let lines = json_lines(&String::from_utf8(out.stdout).unwrap());
     assert_eq!(lines[0]["event_id"], ids[0].as_str());
 
-    let out = metricsd(&config, &["queue", "retry-dead"]);
+    let out = run_with_config(&config, &["queue", "retry-dead"]);
     assert_eq!(String::from_utf8(out.stdout).unwrap(), "{\"moved\":1}\n");
-    let out = metricsd(&config, &["queue", "purge"]);
+    let out = run_with_config(&config, &["queue", "purge"]);
     assert_eq!(String::from_utf8(out.stdout).unwrap(), "{\"purged\":3}\n");
-    let out = metricsd(&config, &["queue", "purge", "--dead"]);
+    let out = run_with_config(&config, &["queue", "purge", "--dead"]);
     assert_eq!(String::from_utf8(out.stdout).unwrap(), "{\"purged\":0}\n");
 }
 
@@ -353,7 +349,7 @@ fn the_binary_exits_73_for_an_unopenable_state_directory() {
     let file = dir.path().join("plain-file");
     std::fs::write(&file, b"x").unwrap();
     let config = config_file(dir.path(), &file.join("state"));
-    let out = metricsd(&config, &["queue", "stats"]);
+    let out = run_with_config(&config, &["queue", "stats"]);
     assert_eq!(out.status.code(), Some(73));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(&*file.to_string_lossy()), "{err}");
@@ -382,14 +378,7 @@ fn the_binary_never_cuts_off_a_running_daemons_connections() {
         let oldest = poster.oldest(B, 1).unwrap();
         poster.delete_delivered(B, &[oldest[0].id]).unwrap();
         expected -= 1;
-        let out = metricsd(&config, &["queue", "stats"]);
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let v = stats_json(&config);
         assert_eq!(v["pending"], expected, "round {round}");
         assert!(
             state.join("queue.db-wal").exists(),
@@ -556,7 +545,7 @@ fn the_binary_takes_sink_and_refuses_an_unknown_one() {
     std::fs::create_dir(&state).unwrap();
     let (_queue, ids) = two_sinks(&state);
     let config = config_file(dir.path(), &state);
-    let out = metricsd(&config, &["queue", "peek", "--dead", "--sink", "otlp"]);
+    let out = run_with_config(&config, &["queue", "peek", "--dead", "--sink", "otlp"]);
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -566,17 +555,17 @@ fn the_binary_takes_sink_and_refuses_an_unknown_one() {
     let lines = json_lines(&String::from_utf8(out.stdout).unwrap());
     assert_eq!(lines.len(), 1);
     assert_eq!(lines[0]["event_id"], ids[0].as_str());
-    let out = metricsd(&config, &["queue", "retry-dead", "--sink", "otlp"]);
+    let out = run_with_config(&config, &["queue", "retry-dead", "--sink", "otlp"]);
     assert_eq!(String::from_utf8(out.stdout).unwrap(), "{\"moved\":1}\n");
-    let out = metricsd(&config, &["queue", "purge", "--sink", "otlp"]);
+    let out = run_with_config(&config, &["queue", "purge", "--sink", "otlp"]);
     assert_eq!(String::from_utf8(out.stdout).unwrap(), "{\"purged\":3}\n");
     // stats lists the configured sinks: here the backend alone.
-    let out = metricsd(&config, &["queue", "stats"]);
+    let out = run_with_config(&config, &["queue", "stats"]);
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["sinks"].as_object().unwrap().len(), 1, "{v}");
     assert_eq!(v["sinks"]["backend"]["pending"], 2);
 
-    let out = metricsd(&config, &["queue", "peek", "--sink", "prometheus"]);
+    let out = run_with_config(&config, &["queue", "peek", "--sink", "prometheus"]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -617,30 +606,18 @@ fn the_daemon_exits_73_when_its_queue_file_cannot_be_written() {
         ),
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_metricsd"))
-        .arg("--config")
-        .arg(&config)
-        .arg("run")
-        .env_remove("METRICSD_CONFIG")
-        .env_remove("NOTIFY_SOCKET")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    // A daemon that started anyway would run forever: stop it by its pid.
-    let exited = crate::common::wait_until(Duration::from_secs(20), || {
-        child.try_wait().unwrap().is_some()
-    });
-    if !exited {
-        let _ = child.kill();
-    }
-    let out = child.wait_with_output().unwrap();
+    // A daemon that started anyway would run forever: it is killed on drop.
+    let mut daemon = Daemon::spawn(&["--config", config.to_str().unwrap(), "run"], &[], false);
+    let status = daemon.wait_exit(Duration::from_secs(20));
     if root {
         let _ = Command::new("chattr").arg("-i").arg(&db).status();
     }
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(exited, "the daemon started with an unwritable queue: {err}");
-    assert_eq!(out.status.code(), Some(73), "{err}");
+    let err = daemon.log();
+    assert!(
+        status.is_some(),
+        "the daemon started with an unwritable queue: {err}"
+    );
+    assert_eq!(status.and_then(|s| s.code()), Some(73), "{err}");
     assert!(
         err.contains(&*db.to_string_lossy()) && err.contains("cannot be written"),
         "{err}"

@@ -13,6 +13,19 @@ use tokio_tungstenite::tungstenite::Message;
 
 const SOON: Duration = Duration::from_secs(5);
 
+/// A client of `addr` past the welcome.
+async fn welcomed(addr: std::net::SocketAddr) -> Ws {
+    let mut ws = connect(addr).await;
+    expect_welcome(&mut ws).await;
+    ws
+}
+
+/// Sends `{"command": command}` and returns the next message.
+async fn ask(ws: &mut Ws, command: &str) -> Value {
+    send_text(ws, &format!(r#"{{"command":"{command}"}}"#)).await;
+    next_json(ws, SOON).await
+}
+
 #[tokio::test]
 async fn welcome_then_latest_then_new_snapshots_in_order() {
     let server = TestServer::start(|_| {});
@@ -40,10 +53,8 @@ async fn welcome_then_latest_then_new_snapshots_in_order() {
 #[tokio::test]
 async fn before_any_snapshot_only_the_welcome_then_the_first_snapshot() {
     let server = TestServer::start(|_| {});
-    let mut ws = connect(server.addr).await;
-    expect_welcome(&mut ws).await;
-    send_text(&mut ws, r#"{"command":"get_metrics"}"#).await;
-    let reply = next_json(&mut ws, SOON).await;
+    let mut ws = welcomed(server.addr).await;
+    let reply = ask(&mut ws, "get_metrics").await;
     assert_eq!(reply["type"], "error", "{reply}");
     server.publish(snapshot(1, 1));
     let got = next_json(&mut ws, SOON).await;
@@ -55,13 +66,11 @@ async fn before_any_snapshot_only_the_welcome_then_the_first_snapshot() {
 async fn get_metrics_answers_at_once_with_the_latest_snapshot() {
     let server = TestServer::start(|_| {});
     let published = server.publish(snapshot(7, 2));
-    let mut ws = connect(server.addr).await;
-    expect_welcome(&mut ws).await;
+    let mut ws = welcomed(server.addr).await;
     assert_eq!(next_json(&mut ws, SOON).await["seq"], 7);
 
     let asked = Instant::now();
-    send_text(&mut ws, r#"{"command":"get_metrics"}"#).await;
-    let reply = next_json(&mut ws, SOON).await;
+    let reply = ask(&mut ws, "get_metrics").await;
     assert!(asked.elapsed() < Duration::from_secs(1));
     assert_eq!(reply["type"], "snapshot");
     assert_eq!(reply["seq"], 7, "no new sample is taken");
@@ -71,10 +80,8 @@ async fn get_metrics_answers_at_once_with_the_latest_snapshot() {
 #[tokio::test]
 async fn ping_gets_pong() {
     let server = TestServer::start(|_| {});
-    let mut ws = connect(server.addr).await;
-    expect_welcome(&mut ws).await;
-    send_text(&mut ws, r#"{"command":"ping"}"#).await;
-    let pong = next_json(&mut ws, SOON).await;
+    let mut ws = welcomed(server.addr).await;
+    let pong = ask(&mut ws, "ping").await;
     assert_eq!(pong["type"], "pong");
     let ts = pong["timestamp"].as_str().unwrap();
     let at = humantime::parse_rfc3339(ts).expect("RFC 3339 timestamp");
@@ -85,8 +92,7 @@ async fn ping_gets_pong() {
 #[tokio::test]
 async fn bad_commands_get_an_error_and_the_connection_stays_open() {
     let server = TestServer::start(|_| {});
-    let mut ws = connect(server.addr).await;
-    expect_welcome(&mut ws).await;
+    let mut ws = welcomed(server.addr).await;
 
     let cases: [(Message, &str); 5] = [
         (Message::text(r#"{"command":"reboot"}"#), "unknown command"),
@@ -102,15 +108,13 @@ async fn bad_commands_get_an_error_and_the_connection_stays_open() {
         let error = reply["error"].as_str().unwrap();
         assert!(error.contains(why), "{error:?} should mention {why:?}");
     }
-    send_text(&mut ws, r#"{"command":"ping"}"#).await;
-    assert_eq!(next_json(&mut ws, SOON).await["type"], "pong");
+    assert_eq!(ask(&mut ws, "ping").await["type"], "pong");
 }
 
 #[tokio::test]
 async fn a_100_kib_frame_closes_with_1009() {
     let server = TestServer::start(|_| {});
-    let mut ws = connect(server.addr).await;
-    expect_welcome(&mut ws).await;
+    let mut ws = welcomed(server.addr).await;
     let big = format!(r#"{{"command":"ping","pad":"{}"}}"#, "x".repeat(100 * 1024));
     ws.send(Message::text(big)).await.unwrap();
     match next(&mut ws, SOON).await {
@@ -123,8 +127,7 @@ async fn a_100_kib_frame_closes_with_1009() {
 #[tokio::test]
 async fn a_message_just_under_64_kib_is_accepted() {
     let server = TestServer::start(|_| {});
-    let mut ws = connect(server.addr).await;
-    expect_welcome(&mut ws).await;
+    let mut ws = welcomed(server.addr).await;
     let body = r#"{"command":"ping","pad":""}"#;
     let big = body.replace(
         r#""pad":"""#,
@@ -657,8 +660,7 @@ async fn shutdown_sends_1001_to_every_client() {
     server.publish(snapshot(1, 1));
     let mut clients = Vec::new();
     for _ in 0..3 {
-        let mut ws = connect(server.addr).await;
-        expect_welcome(&mut ws).await;
+        let mut ws = welcomed(server.addr).await;
         assert_eq!(next_json(&mut ws, SOON).await["seq"], 1);
         clients.push(ws);
     }
@@ -1111,8 +1113,7 @@ mod hardening {
 
     async fn close_code_after(frame: Frame) -> Next {
         let server = TestServer::start(|_| {});
-        let mut ws = connect(server.addr).await;
-        expect_welcome(&mut ws).await;
+        let mut ws = welcomed(server.addr).await;
         ws.send(Message::Frame(frame)).await.unwrap();
         let got = next(&mut ws, SOON).await;
         assert!(wait_until_async(SOON, || server.clients() == 0).await);

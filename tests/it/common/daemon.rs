@@ -11,6 +11,7 @@ use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -87,6 +88,13 @@ pub fn run_cli(args: &[&str], env: &[(&str, &str)]) -> Output {
         stdout: out.join().unwrap(),
         stderr: err.join().unwrap(),
     }
+}
+
+/// `metricsd --config <config> <args>` run to completion.
+pub fn run_with_config(config: &Path, args: &[&str]) -> Output {
+    let mut all = vec!["--config", config.to_str().unwrap()];
+    all.extend_from_slice(args);
+    run_cli(&all, &[])
 }
 
 fn wait_child(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
@@ -172,19 +180,21 @@ impl Setup {
 
     /// `metricsd --config <file> <args>` run to completion (e.g. `queue stats`).
     pub fn cli(&self, args: &[&str]) -> Output {
-        let mut all = vec!["--config", self.config_str()];
-        all.extend_from_slice(args);
-        run_cli(&all, &[])
+        run_with_config(&self.config, args)
     }
 }
 
 /// Lines read from one of the child's pipes, shared with the reader thread.
 #[derive(Clone, Default)]
-pub struct Lines(Arc<Mutex<Vec<String>>>);
+pub struct Lines {
+    lines: Arc<Mutex<Vec<String>>>,
+    /// Set once the reader has seen the pipe's end: every line is in.
+    ended: Arc<AtomicBool>,
+}
 
 impl Lines {
     fn collect_from(&self, source: impl Read + Send + 'static) {
-        let sink = self.0.clone();
+        let (sink, ended) = (self.lines.clone(), self.ended.clone());
         thread::spawn(move || {
             for line in BufReader::new(source).lines() {
                 match line {
@@ -192,15 +202,20 @@ impl Lines {
                     Err(_) => break,
                 }
             }
+            ended.store(true, Ordering::SeqCst);
         });
     }
 
+    fn ended(&self) -> bool {
+        self.ended.load(Ordering::SeqCst)
+    }
+
     pub fn snapshot(&self) -> Vec<String> {
-        self.0.lock().unwrap().clone()
+        self.lines.lock().unwrap().clone()
     }
 
     pub fn len(&self) -> usize {
-        self.0.lock().unwrap().len()
+        self.lines.lock().unwrap().len()
     }
 
     /// The first line at index >= `from` that satisfies `pred`, waiting up to
@@ -214,7 +229,7 @@ impl Lines {
         let deadline = Instant::now() + timeout;
         loop {
             {
-                let lines = self.0.lock().unwrap();
+                let lines = self.lines.lock().unwrap();
                 if let Some((i, l)) = lines.iter().enumerate().skip(from).find(|(_, l)| pred(l)) {
                     return Some((i, l.clone()));
                 }
@@ -358,10 +373,45 @@ impl Daemon {
         }
     }
 
+    /// Polls `condition` until it holds; on timeout fails naming `what`,
+    /// with the log.
+    pub fn wait_for(&self, what: &str, timeout: Duration, condition: impl FnMut() -> bool) {
+        if !wait_until(timeout, condition) {
+            panic!(
+                "timed out after {timeout:?} waiting for {what}; log:\n{}",
+                self.log()
+            );
+        }
+    }
+
+    /// kill -9, and reap it.
+    pub fn kill_9(mut self) {
+        self.child.kill().expect("kill -9 metricsd");
+        self.exited = Some(self.child.wait().expect("wait for metricsd"));
+    }
+
+    /// SIGTERM, then the exit status; None if it is still running at the deadline.
+    pub fn terminate(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        self.signal(libc::SIGTERM);
+        self.wait_exit(timeout)
+    }
+
+    /// SIGTERM, then a clean exit (code 0) within `timeout`; fails with the
+    /// log otherwise. Returns how long the stop took.
+    pub fn stop_clean(&mut self, timeout: Duration) -> Duration {
+        let sent = Instant::now();
+        self.signal(libc::SIGTERM);
+        let code = self.exit_code(timeout);
+        let took = sent.elapsed();
+        assert_eq!(code, 0, "exit code after SIGTERM; log:\n{}", self.log());
+        took
+    }
+
     /// The exit status if the process has exited.
     pub fn try_exit(&mut self) -> Option<ExitStatus> {
         if self.exited.is_none() {
-            self.exited = self.child.try_wait().expect("try_wait");
+            let status = self.child.try_wait().expect("try_wait");
+            self.set_exited(status);
         }
         self.exited
     }
@@ -369,9 +419,21 @@ impl Daemon {
     /// Waits for the process to exit; None if it is still running at the deadline.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
         if self.exited.is_none() {
-            self.exited = wait_child(&mut self.child, timeout);
+            let status = wait_child(&mut self.child, timeout);
+            self.set_exited(status);
         }
         self.exited
+    }
+
+    /// Records the exit; once exited, waits (briefly) for the reader threads
+    /// to take in what the process wrote last, so its log is complete.
+    fn set_exited(&mut self, status: Option<ExitStatus>) {
+        self.exited = status;
+        if status.is_some() {
+            wait_until(Duration::from_secs(5), || {
+                self.stderr.ended() && self.stdout.ended()
+            });
+        }
     }
 
     /// Waits for the exit and returns the code; panics with the log if the
