@@ -157,11 +157,15 @@ pub struct SeriesOf<'a> {
     plans: &'a mut Plans,
     /// The plan of the latest sample's family, in `plans.list`.
     current: Option<usize>,
-    /// The `samples` field up to the value (tag, length, value tag) and
-    /// after it (timestamp tag and varint), the same for every series.
-    sample_head: [u8; 3],
-    sample_tail: Vec<u8>,
+    /// The `samples` field, the same for every series but for the value
+    /// at `VALUE_AT`: tag, length, value tag, value, timestamp tag and
+    /// varint; `sample_field_len` bytes of it.
+    sample_field: [u8; 23],
+    sample_field_len: usize,
 }
+
+/// Where the value's 8 bytes are in `SeriesOf::sample_field`.
+const VALUE_AT: usize = 3;
 
 impl<'a> SeriesOf<'a> {
     pub fn new(
@@ -201,18 +205,22 @@ impl<'a> SeriesOf<'a> {
             plans.list.clear();
         }
         let timestamp = timestamp_ms as u64;
-        let mut sample_tail = vec![TIMESTAMP];
-        encode_varint(timestamp, &mut sample_tail);
-        let sample_len = 1 + 8 + sample_tail.len();
+        let mut sample = vec![LEN_2, 0, VALUE];
+        sample.extend_from_slice(&[0; 8]);
+        sample.push(TIMESTAMP);
+        encode_varint(timestamp, &mut sample);
+        // A sample is at most 1 + 8 + 1 + 10 bytes: a one-byte length.
+        sample[1] = (sample.len() - 2) as u8;
+        let mut sample_field = [0; 23];
+        sample_field[..sample.len()].copy_from_slice(&sample);
         SeriesOf {
             out,
             common,
             common_bytes,
             plans,
             current: None,
-            // A sample is at most 1 + 8 + 1 + 10 bytes: a one-byte length.
-            sample_head: [LEN_2, sample_len as u8, VALUE],
-            sample_tail,
+            sample_field,
+            sample_field_len: sample.len(),
         }
     }
 
@@ -293,7 +301,7 @@ impl<'a> SeriesOf<'a> {
             list.push(Plan::default());
         }
         if !list[at].is_for(family, labels) {
-            let sample_len = self.sample_head[1] as usize;
+            let sample_len = self.sample_field[1] as usize;
             Self::make_plan(&mut list[at], &self.common, family, labels, sample_len);
         }
         self.current = Some(at);
@@ -348,9 +356,9 @@ impl<'a> SeriesOf<'a> {
                 }
             }
         }
-        out.extend_from_slice(&self.sample_head);
-        out.extend_from_slice(&value.to_le_bytes());
-        out.extend_from_slice(&self.sample_tail);
+        let mut sample = self.sample_field;
+        sample[VALUE_AT..VALUE_AT + 8].copy_from_slice(&value.to_le_bytes());
+        out.extend_from_slice(&sample[..self.sample_field_len]);
     }
 }
 
