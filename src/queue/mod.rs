@@ -43,14 +43,6 @@ const RECLAIM_FREE_PAGES: i64 = 256;
 /// Page cache of each poster's connection (KiB).
 const DELIVERY_CACHE_KIB: i64 = 64;
 
-/// A connection's lookaside (SQLite's per-connection pool for small
-/// allocations): SQLite's default, or the posters' smaller one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Lookaside {
-    Default,
-    Small,
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
     #[error("{path}: {source}")]
@@ -227,16 +219,12 @@ impl Queue {
     /// through SQLite, which keeps its locks for all the process's
     /// connections together.
     pub fn connect(path: &Path) -> Result<Queue, QueueError> {
-        Self::connect_with(path, Lookaside::Default)
-    }
-
-    fn connect_with(path: &Path, lookaside: Lookaside) -> Result<Queue, QueueError> {
         // Switching a new file to WAL takes an exclusive lock for which
         // SQLite does not wait, so two processes creating the queue at once
         // could see "database is locked": try again within the busy timeout.
         let deadline = Instant::now() + schema::BUSY_TIMEOUT;
         loop {
-            match Self::connect_once(path, lookaside) {
+            match Self::connect_once(path) {
                 Err(e) if e.is_busy() && Instant::now() < deadline => {
                     std::thread::sleep(Duration::from_millis(5 + fastrand::u64(0..20)));
                 }
@@ -245,7 +233,7 @@ impl Queue {
         }
     }
 
-    fn connect_once(path: &Path, lookaside: Lookaside) -> Result<Queue, QueueError> {
+    fn connect_once(path: &Path) -> Result<Queue, QueueError> {
         let open_err = |source| QueueError::Open {
             path: path.to_path_buf(),
             source,
@@ -254,9 +242,7 @@ impl Queue {
             | OpenFlags::SQLITE_OPEN_CREATE
             | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(path, flags).map_err(open_err)?;
-        if lookaside == Lookaside::Small {
-            schema::small_lookaside(&conn).map_err(open_err)?;
-        }
+        schema::small_lookaside(&conn).map_err(open_err)?;
         schema::configure(&conn, path).map_err(|e| match e {
             QueueError::Sqlite(source) => open_err(source),
             other => other,
@@ -281,7 +267,7 @@ impl Queue {
     /// this, one fsync per delivered row caps the drain at the disk's fsync
     /// rate.
     pub fn connect_for_delivery(path: &Path) -> Result<Queue, QueueError> {
-        let queue = Self::connect_with(path, Lookaside::Small)?;
+        let queue = Self::connect(path)?;
         // A poster only walks its own oldest rows and deletes them: a small
         // page cache serves that (the OS caches the file), instead of the
         // sampler's 512 KiB again for every sink.

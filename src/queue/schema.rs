@@ -41,13 +41,15 @@ pub(super) const MARKER: &[u8] = b"metricsd-queue-id:";
 /// The history kept when the configuration never said (SPEC §5.2).
 pub const DEFAULT_HISTORY: Duration = Duration::from_secs(24 * 3600);
 
-/// Lookaside of a poster's connection: slot size and count. SQLite's default
-/// (1200 bytes x 40, 48 KiB, every byte written when the connection opens)
-/// is resident for each connection; a poster runs a handful of small
-/// statements and needs far fewer slots.
+/// Lookaside (SQLite's per-connection pool for small allocations): slot
+/// size and count. SQLite's default (1200 bytes x 40, 48 KiB, every byte
+/// written when the connection opens) is resident for each connection, and
+/// the daemon has one per sink besides the sampler's; each runs a handful
+/// of short statements, for which a few slots do (beyond them SQLite uses
+/// malloc).
 const SMALL_LOOKASIDE: (i32, i32) = (1200, 8);
 
-/// Gives a connection that has run no statement yet the small lookaside.
+/// Gives a connection that has run no statement yet `SMALL_LOOKASIDE`.
 pub(super) fn small_lookaside(conn: &Connection) -> rusqlite::Result<()> {
     let (size, count) = SMALL_LOOKASIDE;
     // SAFETY: the handle is open and used by this thread alone; a null
