@@ -5,7 +5,7 @@ use crate::common::backend::{Backend, Behaviour, Request};
 use crate::common::rows::{config, row};
 use metricsd::config::{Config, SharedConfig};
 use metricsd::deliver::{PosterContext, Posters};
-use metricsd::queue::Queue;
+use metricsd::queue::{Queue, Row};
 use metricsd::shutdown::{Shutdown, Wake};
 use metricsd::status::{BackendState, Status};
 use std::path::PathBuf;
@@ -93,21 +93,11 @@ impl Harness {
     }
 
     fn pending_ids(&self) -> Vec<String> {
-        self.queue
-            .oldest("backend", usize::MAX)
-            .unwrap()
-            .into_iter()
-            .map(|r| r.event_id)
-            .collect()
+        event_ids(self.queue.oldest("backend", usize::MAX).unwrap())
     }
 
     fn dead_ids(&self) -> Vec<String> {
-        self.queue
-            .oldest_dead("backend", usize::MAX)
-            .unwrap()
-            .into_iter()
-            .map(|r| r.event_id)
-            .collect()
+        event_ids(self.queue.oldest_dead("backend", usize::MAX).unwrap())
     }
 
     /// Whether no pending row has a try counted against it.
@@ -148,6 +138,10 @@ impl Drop for Harness {
             posters.join_by(Instant::now() + WAIT);
         }
     }
+}
+
+fn event_ids(rows: Vec<Row>) -> Vec<String> {
+    rows.into_iter().map(|r| r.event_id).collect()
 }
 
 fn wait_for(what: &str, condition: impl Fn() -> bool) {
