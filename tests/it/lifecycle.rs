@@ -362,6 +362,20 @@ fn run_turns_off_glibc_thread_caches_unless_the_user_set_tunables() {
 
 // --- run --daemon -----------------------------------------------------------------------
 
+/// `--config <config> run --daemon --pidfile <pidfile> --log-file <logfile>`.
+fn daemon_mode<'a>(config: &'a str, pidfile: &'a str, logfile: &'a str) -> [&'a str; 8] {
+    [
+        "--config",
+        config,
+        "run",
+        "--daemon",
+        "--pidfile",
+        pidfile,
+        "--log-file",
+        logfile,
+    ]
+}
+
 fn read_pid(path: &Path) -> Option<i32> {
     std::fs::read_to_string(path).ok()?.trim().parse().ok()
 }
@@ -378,16 +392,11 @@ fn daemon_mode_writes_pidfile_serves_and_cleans_up() {
     std::fs::create_dir_all(pidfile.parent().unwrap()).unwrap();
     std::fs::create_dir_all(logfile.parent().unwrap()).unwrap();
     let mut launcher = Daemon::spawn(
-        &[
-            "--config",
+        &daemon_mode(
             setup.config_str(),
-            "run",
-            "--daemon",
-            "--pidfile",
             pidfile.to_str().unwrap(),
-            "--log-file",
             logfile.to_str().unwrap(),
-        ],
+        ),
         &[],
         false,
     );
@@ -849,16 +858,7 @@ fn launch_daemon(dir: &Path, config: &str) -> (i32, String, Daemon) {
     let pidfile = dir.join("metricsd.pid");
     let logfile = dir.join("metricsd.log");
     let mut launcher = Daemon::spawn(
-        &[
-            "--config",
-            config,
-            "run",
-            "--daemon",
-            "--pidfile",
-            pidfile.to_str().unwrap(),
-            "--log-file",
-            logfile.to_str().unwrap(),
-        ],
+        &daemon_mode(config, pidfile.to_str().unwrap(), logfile.to_str().unwrap()),
         &[],
         false,
     );
@@ -1017,19 +1017,8 @@ fn daemon_mode_exits_0_once_serving_and_relative_paths_survive_the_detach_and_a_
     };
     std::fs::write(dir.path().join("metricsd.toml"), config_text("1s")).unwrap();
     std::fs::write(dir.path().join("token"), "first-token\n").unwrap();
-    let mut cmd = crate::common::daemon::command(
-        &[
-            "--config",
-            "metricsd.toml",
-            "run",
-            "--daemon",
-            "--pidfile",
-            "run.pid",
-            "--log-file",
-            "daemon.log",
-        ],
-        &[],
-    );
+    let mut cmd =
+        crate::common::daemon::command(&daemon_mode("metricsd.toml", "run.pid", "daemon.log"), &[]);
     cmd.current_dir(dir.path());
     let mut launcher = Daemon::spawn_command(cmd, false);
     let code = launcher.exit_code(Duration::from_secs(30));

@@ -150,6 +150,12 @@ fn within(value: f64, low: f64, high: f64, slack: f64, what: &str) {
     );
 }
 
+/// Like [`within`], between two readings taken before and after, whichever
+/// is larger.
+fn around(value: f64, before: f64, after: f64, slack: f64, what: &str) {
+    within(value, before.min(after), before.max(after), slack, what);
+}
+
 #[test]
 fn stream_form_matches_the_host() {
     let load_before = loadavg();
@@ -173,15 +179,19 @@ fn stream_form_matches_the_host() {
         .iter()
         .enumerate()
     {
-        let lo = load_before[i].min(load_after[i]);
-        let hi = load_before[i].max(load_after[i]);
-        within(m["cpu"][key].as_f64().unwrap(), lo, hi, 0.01, key);
+        around(
+            m["cpu"][key].as_f64().unwrap(),
+            load_before[i],
+            load_after[i],
+            0.01,
+            key,
+        );
     }
     let count = m["processes"]["process_count"].as_u64().unwrap();
-    within(
+    around(
         count as f64,
-        procs_before.min(procs_after) as f64,
-        procs_before.max(procs_after) as f64,
+        procs_before as f64,
+        procs_after as f64,
         5.0,
         "process_count",
     );
@@ -245,10 +255,10 @@ fn stream_form_matches_the_host() {
         "tx_bytes",
     );
     let estab = m["network"]["active_connections"].as_u64().unwrap();
-    within(
+    around(
         estab as f64,
-        estab_before.min(estab_after) as f64,
-        estab_before.max(estab_after) as f64,
+        estab_before as f64,
+        estab_after as f64,
         3.0,
         "active_connections",
     );
@@ -289,14 +299,18 @@ fn flat_form_matches_the_host() {
         .iter()
         .enumerate()
     {
-        let lo = load_before[i].min(load_after[i]);
-        let hi = load_before[i].max(load_after[i]);
-        within(f[key].as_f64().unwrap(), lo, hi, 0.01, key);
+        around(
+            f[key].as_f64().unwrap(),
+            load_before[i],
+            load_after[i],
+            0.01,
+            key,
+        );
     }
-    within(
+    around(
         f["process_count"].as_f64().unwrap(),
-        procs_before.min(procs_after) as f64,
-        procs_before.max(procs_after) as f64,
+        procs_before as f64,
+        procs_after as f64,
         5.0,
         "process_count",
     );

@@ -168,12 +168,7 @@ fn peek_prints_the_oldest_rows_with_the_payload_as_an_object() {
     assert_eq!(lines.len(), 10);
     let rows = queue.oldest(B, 10).unwrap();
     for ((line, id), row) in lines.iter().zip(&ids).zip(&rows) {
-        let keys: Vec<&str> = line
-            .as_object()
-            .unwrap()
-            .keys()
-            .map(String::as_str)
-            .collect();
+        let keys = keys_of(line);
         assert_eq!(
             keys,
             [
@@ -282,6 +277,11 @@ fn commands_work_while_the_daemon_writes() {
 }
 
 // ---- the real binary ----
+
+/// The keys of a JSON object, in order.
+fn keys_of(v: &Value) -> Vec<&str> {
+    v.as_object().unwrap().keys().map(String::as_str).collect()
+}
 
 /// `metricsd queue stats`, which must succeed, as JSON.
 fn stats_json(config: &Path) -> Value {
@@ -434,12 +434,7 @@ fn stats_has_one_entry_per_configured_sink() {
         sinks.keys().map(String::as_str).collect::<Vec<_>>(),
         vec!["backend", "otlp", "remote_write"]
     );
-    let keys: Vec<&str> = sinks["otlp"]
-        .as_object()
-        .unwrap()
-        .keys()
-        .map(String::as_str)
-        .collect();
+    let keys = keys_of(&sinks["otlp"]);
     assert_eq!(
         keys,
         [

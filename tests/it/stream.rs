@@ -20,6 +20,13 @@ async fn welcomed(addr: std::net::SocketAddr) -> Ws {
     ws
 }
 
+/// A server with the test configuration and a client past its welcome.
+async fn server_and_client() -> (TestServer, Ws) {
+    let server = TestServer::start(|_| {});
+    let ws = welcomed(server.addr).await;
+    (server, ws)
+}
+
 /// Sends `{"command": command}` and returns the next message.
 async fn ask(ws: &mut Ws, command: &str) -> Value {
     send_text(ws, &format!(r#"{{"command":"{command}"}}"#)).await;
@@ -52,8 +59,7 @@ async fn welcome_then_latest_then_new_snapshots_in_order() {
 
 #[tokio::test]
 async fn before_any_snapshot_only_the_welcome_then_the_first_snapshot() {
-    let server = TestServer::start(|_| {});
-    let mut ws = welcomed(server.addr).await;
+    let (server, mut ws) = server_and_client().await;
     let reply = ask(&mut ws, "get_metrics").await;
     assert_eq!(reply["type"], "error", "{reply}");
     server.publish(snapshot(1, 1));
@@ -79,8 +85,7 @@ async fn get_metrics_answers_at_once_with_the_latest_snapshot() {
 
 #[tokio::test]
 async fn ping_gets_pong() {
-    let server = TestServer::start(|_| {});
-    let mut ws = welcomed(server.addr).await;
+    let (_server, mut ws) = server_and_client().await;
     let pong = ask(&mut ws, "ping").await;
     assert_eq!(pong["type"], "pong");
     let ts = pong["timestamp"].as_str().unwrap();
@@ -91,8 +96,7 @@ async fn ping_gets_pong() {
 
 #[tokio::test]
 async fn bad_commands_get_an_error_and_the_connection_stays_open() {
-    let server = TestServer::start(|_| {});
-    let mut ws = welcomed(server.addr).await;
+    let (_server, mut ws) = server_and_client().await;
 
     let cases: [(Message, &str); 5] = [
         (Message::text(r#"{"command":"reboot"}"#), "unknown command"),
@@ -113,8 +117,7 @@ async fn bad_commands_get_an_error_and_the_connection_stays_open() {
 
 #[tokio::test]
 async fn a_100_kib_frame_closes_with_1009() {
-    let server = TestServer::start(|_| {});
-    let mut ws = welcomed(server.addr).await;
+    let (server, mut ws) = server_and_client().await;
     let big = format!(r#"{{"command":"ping","pad":"{}"}}"#, "x".repeat(100 * 1024));
     ws.send(Message::text(big)).await.unwrap();
     match next(&mut ws, SOON).await {
@@ -126,8 +129,7 @@ async fn a_100_kib_frame_closes_with_1009() {
 
 #[tokio::test]
 async fn a_message_just_under_64_kib_is_accepted() {
-    let server = TestServer::start(|_| {});
-    let mut ws = welcomed(server.addr).await;
+    let (_server, mut ws) = server_and_client().await;
     let body = r#"{"command":"ping","pad":""}"#;
     let big = body.replace(
         r#""pad":"""#,
@@ -1112,8 +1114,7 @@ mod hardening {
     }
 
     async fn close_code_after(frame: Frame) -> Next {
-        let server = TestServer::start(|_| {});
-        let mut ws = welcomed(server.addr).await;
+        let (server, mut ws) = server_and_client().await;
         ws.send(Message::Frame(frame)).await.unwrap();
         let got = next(&mut ws, SOON).await;
         assert!(wait_until_async(SOON, || server.clients() == 0).await);
