@@ -25,13 +25,12 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
-/// How often an idle poster looks at the configuration even without a wake
-/// (a reload may have changed or removed its sink).
-const IDLE_RECHECK: Duration = Duration::from_secs(2);
+/// How often an idle poster looks at the queue and the configuration even
+/// without a wake. Inserts and reloads ring `wake`, so this is only a
+/// safety net; each wake-up costs CPU (tens of µs on a virtual machine).
+const IDLE_RECHECK: Duration = Duration::from_secs(60);
 /// Wait after a queue error (busy beyond its timeout, disk trouble).
 const QUEUE_ERROR_WAIT: Duration = Duration::from_secs(2);
-/// Backoff waits are cut into slices this long to notice a reload.
-const PAUSE_SLICE: Duration = Duration::from_millis(250);
 /// Repeated warnings (expired rows, partial successes) at most this often.
 const WARN_EVERY: Duration = Duration::from_secs(60);
 
@@ -564,13 +563,13 @@ impl Poster {
         let deadline = Instant::now() + delay;
         loop {
             let now = Instant::now();
-            if now >= deadline {
+            if now >= deadline || self.shutdown.is_triggered() {
                 return;
             }
-            if self.shutdown.sleep((deadline - now).min(PAUSE_SLICE)) {
-                return;
-            }
-            if !Arc::ptr_eq(&self.config.get(), config) {
+            // Inserts ring the wake too: only shutdown or a reload (a new
+            // configuration) ends the pause early.
+            self.wake.wait_timeout(deadline - now, &self.shutdown);
+            if self.shutdown.is_triggered() || !Arc::ptr_eq(&self.config.get(), config) {
                 return;
             }
         }
