@@ -540,11 +540,7 @@ impl Sink for Otlp {
         // are in the cache, and the batch's are never all held at once.
         let mut body = Vec::new();
         for (index, row) in rows.iter().enumerate() {
-            let snapshot =
-                Snapshot::from_model_bytes_for_export(&row.model).map_err(|e| BadRow {
-                    index,
-                    reason: e.to_string(),
-                })?;
+            let snapshot = super::sink::export_read(index, row)?;
             let resource = resource_metrics(&snapshot, &config.resource_attributes);
             prost::encoding::message::encode(1, &resource, &mut body);
         }
@@ -575,25 +571,13 @@ mod tests {
     #[test]
     fn a_batch_is_the_request_of_each_snapshots_resource_metrics() {
         let config = Config::default();
-        let mut collector = crate::collect::Collector::new(Default::default(), &config.collect);
-        let interval = std::time::Duration::from_secs(1);
-        crate::sampler::take_snapshot(&mut collector, "n", "m", 1, interval);
-        std::thread::sleep(std::time::Duration::from_millis(50));
-        let base = crate::sampler::take_snapshot(&mut collector, "web-1", "abc", 2, interval);
+        let base = crate::deliver::sink::testing::this_host();
         let rows: Vec<Row> = (0..5)
             .map(|i| {
                 let mut s = base.clone();
                 s.node_id = format!("web-{i}");
                 s.timestamp += std::time::Duration::from_secs(60 * i);
-                Row {
-                    id: i as i64,
-                    event_id: s.event_id.to_string(),
-                    created_at: s.timestamp_string(),
-                    attempts: 0,
-                    last_error: None,
-                    payload: String::new(),
-                    model: s.to_model_bytes(),
-                }
+                crate::deliver::sink::testing::row_of(i as i64, &s)
             })
             .collect();
         let mut sink_config = config.sink(SinkKind::Otlp).clone();

@@ -471,11 +471,7 @@ impl Sink for RemoteWrite {
         let mut packer = Packer::new();
         let mut plans = Plans::default();
         for (index, row) in rows.iter().enumerate() {
-            let snapshot =
-                Snapshot::from_model_bytes_for_export(&row.model).map_err(|e| BadRow {
-                    index,
-                    reason: e.to_string(),
-                })?;
+            let snapshot = super::sink::export_read(index, row)?;
             let start = raw.len();
             append_snapshot(&mut raw, &mut plans, &snapshot, &config.labels);
             // Pack before the next snapshot (about as large as this one)
@@ -496,6 +492,7 @@ impl Sink for RemoteWrite {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::deliver::sink::testing::{row_of, this_host};
     use crate::queue::Row;
     use prost::Message;
     use proto::{Sample, TimeSeries, WriteRequest};
@@ -596,16 +593,6 @@ mod tests {
         WriteRequest { timeseries }
     }
 
-    /// Two readings of this host, so that rates and shares are there too.
-    fn this_host() -> Snapshot {
-        let config = crate::config::Config::default();
-        let mut collector = crate::collect::Collector::new(Default::default(), &config.collect);
-        let interval = std::time::Duration::from_secs(1);
-        crate::sampler::take_snapshot(&mut collector, "n", "m", 1, interval);
-        std::thread::sleep(std::time::Duration::from_millis(50));
-        crate::sampler::take_snapshot(&mut collector, "web-1", "abc", 2, interval)
-    }
-
     #[test]
     fn a_batch_of_real_snapshots_encodes_as_the_struct_built_request() {
         let base = this_host();
@@ -630,15 +617,7 @@ mod tests {
         let rows: Vec<Row> = snapshots
             .iter()
             .enumerate()
-            .map(|(i, s)| Row {
-                id: i as i64,
-                event_id: s.event_id.to_string(),
-                created_at: s.timestamp_string(),
-                attempts: 0,
-                last_error: None,
-                payload: String::new(),
-                model: s.to_model_bytes(),
-            })
+            .map(|(i, s)| row_of(i as i64, s))
             .collect();
         // Configured labels sorting before, between and after the own
         // ones, and some the family or instance/machine_id override.

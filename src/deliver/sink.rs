@@ -5,6 +5,7 @@
 
 use crate::config::{SinkConfig, SinkKind};
 use crate::queue::Row;
+use crate::snapshot::Snapshot;
 
 /// One encoded batch: the body and its content headers. Credentials and
 /// the configured extra headers are added by the client for every sink.
@@ -46,5 +47,46 @@ pub fn for_kind(kind: SinkKind) -> Box<dyn Sink> {
         SinkKind::Backend => Box::new(super::json::Json),
         SinkKind::RemoteWrite => Box::new(super::remote_write::RemoteWrite),
         SinkKind::Otlp => Box::new(super::otlp::Otlp),
+    }
+}
+
+/// The snapshot a protocol sink encodes from the `index`th row of its batch:
+/// the stored model, read for export; a model that does not decode makes
+/// the row a `BadRow`.
+pub fn export_read(index: usize, row: &Row) -> Result<Snapshot, BadRow> {
+    Snapshot::from_model_bytes_for_export(&row.model).map_err(|e| BadRow {
+        index,
+        reason: e.to_string(),
+    })
+}
+
+/// Real snapshots and rows for the sinks' encoder tests.
+#[cfg(test)]
+pub mod testing {
+    use crate::queue::Row;
+    use crate::snapshot::Snapshot;
+
+    /// Two readings of this host, so that rates and shares are there too.
+    pub fn this_host() -> Snapshot {
+        let config = crate::config::Config::default();
+        let mut collector = crate::collect::Collector::new(Default::default(), &config.collect);
+        let interval = std::time::Duration::from_secs(1);
+        crate::sampler::take_snapshot(&mut collector, "n", "m", 1, interval);
+        // A window for the rates between the two readings.
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        crate::sampler::take_snapshot(&mut collector, "web-1", "abc", 2, interval)
+    }
+
+    /// `s` as the queue would hand it to a protocol sink.
+    pub fn row_of(id: i64, s: &Snapshot) -> Row {
+        Row {
+            id,
+            event_id: s.event_id.to_string(),
+            created_at: s.timestamp_string(),
+            attempts: 0,
+            last_error: None,
+            payload: String::new(),
+            model: s.to_model_bytes(),
+        }
     }
 }
