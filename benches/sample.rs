@@ -17,6 +17,7 @@ use common::cpu_time;
 use metricsd::collect::processes::ProcessScanner;
 use metricsd::collect::{build, Collector, Roots};
 use metricsd::config::Config;
+use metricsd::procfs::End;
 use metricsd::snapshot::Metrics;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -222,43 +223,52 @@ fn main() {
 
 /// The system calls of one sample without the collectors around them.
 struct KernelFloor {
-    files: Vec<std::fs::File>,
+    files: Vec<(std::fs::File, End)>,
     pid_stats: Vec<std::fs::File>,
     proc_dir: Option<metricsd::procfs::DirScan>,
+    reader: metricsd::procfs::FileReader,
     buf: Vec<u8>,
 }
 
 impl KernelFloor {
     fn open(with_processes: bool) -> KernelFloor {
         use std::fs::File;
-        let mut paths: Vec<std::path::PathBuf> = [
-            "stat",
-            "loadavg",
-            "meminfo",
-            "vmstat",
-            "pressure/cpu",
-            "pressure/memory",
-            "pressure/io",
-            "diskstats",
-            "net/dev",
-            "net/snmp",
-            "net/netstat",
-            "net/sockstat",
-            "net/sockstat6",
-            "sys/fs/file-nr",
-            "uptime",
-            "loadavg",
+        // Each file stops where its collector's read stops (procfs::End).
+        let whole = End::WholeInOneRead;
+        let first_page = End::When(|bytes| {
+            metricsd::procfs::has_keyed_lines(bytes, &[b"pswpin", b"pswpout", b"pgmajfault"])
+        });
+        let mut paths: Vec<(std::path::PathBuf, End)> = [
+            ("stat", whole),
+            ("loadavg", whole),
+            ("meminfo", whole),
+            ("vmstat", first_page),
+            ("pressure/cpu", whole),
+            ("pressure/memory", whole),
+            ("pressure/io", whole),
+            ("diskstats", End::Eof),
+            ("net/dev", End::Eof),
+            ("net/snmp", whole),
+            ("net/netstat", whole),
+            ("net/sockstat", whole),
+            ("net/sockstat6", whole),
+            ("sys/fs/file-nr", whole),
+            ("uptime", whole),
+            ("loadavg", whole),
         ]
         .iter()
-        .map(|f| Path::new("/proc").join(f))
+        .map(|(f, end)| (Path::new("/proc").join(f), *end))
         .collect();
         if let Ok(dir) = std::fs::read_dir("/sys/class/net") {
             paths.extend(
                 dir.filter_map(Result::ok)
-                    .map(|e| e.path().join("operstate")),
+                    .map(|e| (e.path().join("operstate"), whole)),
             );
         }
-        let files = paths.iter().filter_map(|p| File::open(p).ok()).collect();
+        let files = paths
+            .iter()
+            .filter_map(|(p, end)| Some((File::open(p).ok()?, *end)))
+            .collect();
         let mut pid_stats = Vec::new();
         if with_processes {
             for entry in std::fs::read_dir("/proc").unwrap().filter_map(Result::ok) {
@@ -280,23 +290,24 @@ impl KernelFloor {
             pid_stats,
             proc_dir: with_processes
                 .then(|| metricsd::procfs::DirScan::open(Path::new("/proc")).unwrap()),
-            buf: vec![0; 16 * 1024],
+            reader: metricsd::procfs::FileReader::new(),
+            buf: vec![0; 1024],
         }
     }
 
-    /// Reads every file to its end, as the collectors do.
+    /// Reads every file as far as the collectors do: one read per
+    /// process's stat.
     fn read_all(&mut self) {
         use std::os::unix::fs::FileExt;
         let mut total = 0usize;
-        for f in self.files.iter().chain(&self.pid_stats) {
-            let mut at = 0u64;
-            while let Ok(n) = f.read_at(&mut self.buf, at) {
-                if n == 0 {
-                    break;
-                }
-                at += n as u64;
-                total += n;
-            }
+        for (f, end) in &self.files {
+            total += self
+                .reader
+                .read_from_start_until(f, *end)
+                .map_or(0, |b| b.len());
+        }
+        for f in &self.pid_stats {
+            total += f.read_at(&mut self.buf, 0).unwrap_or(0);
         }
         if let Some(dir) = &mut self.proc_dir {
             dir.for_each(|name, _, _| total += name.len()).unwrap();

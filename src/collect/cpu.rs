@@ -205,7 +205,7 @@ pub struct CpuCollector {
 impl CpuCollector {
     pub fn new(roots: &Roots) -> CpuCollector {
         CpuCollector {
-            file: ProcFile::new(roots.proc.join("stat")),
+            file: ProcFile::whole(roots.proc.join("stat")),
             reader: FileReader::new(),
             prev: None,
             cur: StatSample::default(),

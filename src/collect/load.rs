@@ -27,7 +27,7 @@ pub struct LoadCollector {
 impl LoadCollector {
     pub fn new(roots: &Roots) -> LoadCollector {
         LoadCollector {
-            file: ProcFile::new(roots.proc.join("loadavg")),
+            file: ProcFile::whole(roots.proc.join("loadavg")),
             reader: FileReader::with_capacity(256),
         }
     }

@@ -207,7 +207,7 @@ impl Collect for NetworkCollector {
             let file = self
                 .operstate
                 .entry(i.name.clone())
-                .or_insert_with(|| ProcFile::new(self.class_net.join(&i.name).join("operstate")));
+                .or_insert_with(|| ProcFile::whole(self.class_net.join(&i.name).join("operstate")));
             i.oper_state = file
                 .read(&mut self.reader)
                 .ok()

@@ -68,7 +68,7 @@ impl PressureCollector {
     pub fn new(roots: &Roots) -> PressureCollector {
         let dir = roots.proc.join("pressure");
         PressureCollector {
-            files: ["cpu", "memory", "io"].map(|r| ProcFile::new(dir.join(r))),
+            files: ["cpu", "memory", "io"].map(|r| ProcFile::whole(dir.join(r))),
             reader: FileReader::with_capacity(512),
             prev: None,
             absent_logged: false,

@@ -470,7 +470,7 @@ impl ProcessCollector {
         ProcessCollector {
             scanner: ProcessScanner::new(&roots.proc),
             top_n: config.top_processes,
-            loadavg: ProcFile::new(roots.proc.join("loadavg")),
+            loadavg: ProcFile::whole(roots.proc.join("loadavg")),
             reader: FileReader::with_capacity(256),
         }
     }

@@ -110,9 +110,9 @@ pub struct SystemCollector {
 impl SystemCollector {
     pub fn new(roots: &Roots) -> SystemCollector {
         SystemCollector {
-            uptime: ProcFile::new(roots.proc.join("uptime")),
-            boot_id_file: ProcFile::new(roots.proc.join("sys/kernel/random/boot_id")),
-            file_nr: ProcFile::new(roots.proc.join("sys/fs/file-nr")),
+            uptime: ProcFile::whole(roots.proc.join("uptime")),
+            boot_id_file: ProcFile::whole(roots.proc.join("sys/kernel/random/boot_id")),
+            file_nr: ProcFile::whole(roots.proc.join("sys/fs/file-nr")),
             // os-release(5): /etc first, then the vendor's copy.
             os_release: [
                 roots.etc.join("os-release"),

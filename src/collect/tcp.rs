@@ -92,10 +92,10 @@ impl TcpCollector {
     pub fn new(roots: &Roots) -> TcpCollector {
         let net = roots.proc.join("net");
         TcpCollector {
-            snmp: ProcFile::new(net.join("snmp")),
-            netstat: ProcFile::new(net.join("netstat")),
-            sockstat: ProcFile::new(net.join("sockstat")),
-            sockstat6: ProcFile::new(net.join("sockstat6")),
+            snmp: ProcFile::whole(net.join("snmp")),
+            netstat: ProcFile::whole(net.join("netstat")),
+            sockstat: ProcFile::whole(net.join("sockstat")),
+            sockstat6: ProcFile::whole(net.join("sockstat6")),
             reader: FileReader::new(),
             prev: None,
         }

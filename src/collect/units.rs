@@ -20,7 +20,7 @@
 
 use super::{CollectError, Roots, Warnings};
 use crate::config::CollectConfig;
-use crate::procfs::{self, FileReader};
+use crate::procfs::{self, End, FileReader};
 use crate::snapshot::round2;
 use glob::Pattern;
 use serde::{Deserialize, Serialize};
@@ -264,7 +264,7 @@ impl Reads {
     /// The bytes of `dir/file`, opening the file when it is not kept open.
     fn bytes(&mut self, file: &mut CgroupFile, dir: &Path) -> Result<&[u8], Miss> {
         if let Some(open) = &file.file {
-            return match self.reader.read_from_start(open) {
+            return match self.reader.read_from_start_until(open, End::WholeInOneRead) {
                 Ok(_) => Ok(self.reader.bytes()),
                 Err(e) => {
                     self.close(file);
@@ -288,7 +288,9 @@ impl Reads {
         if self.kept < MAX_KEPT_OPEN && is_cgroupfs(&opened) {
             self.kept += 1;
             let kept = file.file.insert(opened);
-            self.reader.read_from_start(kept).map_err(classify)
+            self.reader
+                .read_from_start_until(kept, End::WholeInOneRead)
+                .map_err(classify)
         } else {
             self.reader.read_from(opened).map_err(classify)
         }
