@@ -235,14 +235,11 @@ impl KernelFloor {
         use std::fs::File;
         // Each file stops where its collector's read stops (procfs::End).
         let whole = End::WholeInOneRead;
-        let first_page = End::When(|bytes| {
-            metricsd::procfs::has_keyed_lines(bytes, &[b"pswpin", b"pswpout", b"pgmajfault"])
-        });
         let mut paths: Vec<(std::path::PathBuf, End)> = [
             ("stat", whole),
             ("loadavg", whole),
             ("meminfo", whole),
-            ("vmstat", first_page),
+            ("vmstat", End::Eof),
             ("pressure/cpu", whole),
             ("pressure/memory", whole),
             ("pressure/io", whole),

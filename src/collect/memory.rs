@@ -2,7 +2,7 @@
 //! swap and major fault counters from /proc/vmstat.
 
 use super::{counter_rate, invalid, read_parsed, Collect, CollectError, Roots};
-use crate::procfs::{self, End, FileReader, ProcFile};
+use crate::procfs::{self, FileReader, ProcFile};
 use crate::snapshot::{MemoryMetrics, Metrics, VmstatMetrics};
 use std::io;
 use std::time::Instant;
@@ -88,12 +88,6 @@ pub fn parse_vmstat(text: &str) -> io::Result<(u64, u64, u64)> {
     }
 }
 
-/// The /proc/vmstat lines `parse_vmstat` needs. They sit in the file's
-/// first seq_file page, and each further page costs all its sums again.
-fn has_vmstat_counters(bytes: &[u8]) -> bool {
-    procfs::has_keyed_lines(bytes, &[b"pswpin", b"pswpout", b"pgmajfault"])
-}
-
 pub struct MemoryCollector {
     meminfo: ProcFile,
     vmstat: ProcFile,
@@ -105,7 +99,7 @@ impl MemoryCollector {
     pub fn new(roots: &Roots) -> MemoryCollector {
         MemoryCollector {
             meminfo: ProcFile::whole(roots.proc.join("meminfo")),
-            vmstat: ProcFile::until(roots.proc.join("vmstat"), End::When(has_vmstat_counters)),
+            vmstat: ProcFile::new(roots.proc.join("vmstat")),
             reader: FileReader::new(),
             prev_vmstat: None,
         }
