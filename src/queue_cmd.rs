@@ -162,11 +162,12 @@ fn write_stats(out: &mut dyn Write, s: &Stats) -> io::Result<()> {
 /// string), keeping its field order; a payload that is not valid JSON is
 /// shown as a string rather than breaking the line.
 pub fn row_json(row: &Row) -> String {
-    let payload_is_json = serde_json::from_str::<serde::de::IgnoredAny>(&row.payload).is_ok();
+    let flat = row.payload();
+    let payload_is_json = serde_json::from_str::<serde::de::IgnoredAny>(&flat).is_ok();
     let payload = if payload_is_json {
-        row.payload.trim().to_string()
+        flat.trim().to_string()
     } else {
-        json_string(&row.payload)
+        json_string(&flat)
     };
     let last_error = row
         .last_error
@@ -199,7 +200,7 @@ mod tests {
             created_at: "2026-01-01T00:00:00.000Z".to_string(),
             attempts: 2,
             last_error: last_error.map(str::to_string),
-            payload: payload.to_string(),
+            flat: payload.to_string(),
             model: Vec::new(),
         }
     }

@@ -24,23 +24,22 @@ impl Sink for Json {
     }
 }
 
-/// The request body: the stored flat object itself, or (batch mode) a JSON
-/// array of them, even of one. Rows hold JSON already, so no re-encoding.
+/// The request body: the flat object itself, or (batch mode) a JSON array
+/// of them, even of one. The flat forms are JSON already, so no re-encoding.
 pub fn request_body(rows: &[Row], batch: bool) -> Vec<u8> {
     if !batch {
         return rows
             .first()
-            .map(|r| r.payload.as_bytes().to_vec())
+            .map(|r| r.payload().into_owned().into_bytes())
             .unwrap_or_default();
     }
-    let len = rows.iter().map(|r| r.payload.len() + 1).sum::<usize>() + 2;
-    let mut body = Vec::with_capacity(len);
+    let mut body = Vec::with_capacity(rows.len() * 600 + 2);
     body.push(b'[');
     for (i, row) in rows.iter().enumerate() {
         if i > 0 {
             body.push(b',');
         }
-        body.extend_from_slice(row.payload.as_bytes());
+        body.extend_from_slice(row.payload().as_bytes());
     }
     body.push(b']');
     body
@@ -70,7 +69,7 @@ mod tests {
             created_at: "2026-01-01T00:00:00.000Z".to_string(),
             attempts: 0,
             last_error: None,
-            payload: payload.to_string(),
+            flat: payload.to_string(),
             model: Vec::new(),
         }
     }

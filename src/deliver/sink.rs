@@ -85,7 +85,7 @@ pub mod testing {
             created_at: s.timestamp_string(),
             attempts: 0,
             last_error: None,
-            payload: String::new(),
+            flat: String::new(),
             model: s.to_model_bytes(),
         }
     }

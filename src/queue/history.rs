@@ -87,7 +87,7 @@ impl Queue {
                     created_at: field("timestamp"),
                     attempts: 0,
                     last_error: None,
-                    payload: flat,
+                    flat,
                     model: Vec::new(),
                 }
             })

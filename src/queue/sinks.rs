@@ -4,6 +4,7 @@
 use super::history::{record, trim_history};
 use super::{age_s, unix_ms, unix_ms_of, unix_now, Queue, QueueError};
 use rusqlite::{params, OptionalExtension, Transaction};
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::time::SystemTime;
 
@@ -18,10 +19,24 @@ pub struct Row {
     /// How many times this sink's receiver rejected the row as bad.
     pub attempts: u32,
     pub last_error: Option<String>,
-    /// The flat JSON form (SPEC §3.2).
-    pub payload: String,
+    /// The flat JSON form (SPEC §3.2) when the row carries one of its own
+    /// (history rows, and files written before models were kept); empty
+    /// for a snapshot stored with its model, whose flat form `payload`
+    /// derives when a sink needs it: the protocol sinks never do.
+    pub flat: String,
     /// The full snapshot, as the sampler stored it (opaque here).
     pub model: Vec<u8>,
+}
+
+impl Row {
+    /// The flat JSON form (SPEC §3.2), stored or derived from the model.
+    pub fn payload(&self) -> Cow<'_, str> {
+        if self.flat.is_empty() {
+            Cow::Owned(flat_from_model(&self.model))
+        } else {
+            Cow::Borrowed(&self.flat)
+        }
+    }
 }
 
 /// A sink's persisted counters, cheap to read after every change.
@@ -162,20 +177,14 @@ impl Queue {
         ))?;
         let rows = stmt
             .query_map(params![sink, n.min(i64::MAX as usize) as i64], |r| {
-                let payload: String = r.get(5)?;
-                let model: Vec<u8> = r.get(6)?;
                 Ok(Row {
                     id: r.get(0)?,
                     event_id: r.get(1)?,
                     created_at: r.get(2)?,
                     attempts: r.get(3)?,
                     last_error: r.get(4)?,
-                    payload: if payload.is_empty() {
-                        flat_from_model(&model)
-                    } else {
-                        payload
-                    },
-                    model,
+                    flat: r.get(5)?,
+                    model: r.get(6)?,
                 })
             })?
             .collect::<Result<Vec<_>, _>>()?;

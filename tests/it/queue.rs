@@ -86,7 +86,7 @@ fn rows_come_back_oldest_first_with_their_fields() {
     let first = &rows[0];
     assert_eq!(first.attempts, 0);
     assert_eq!(first.last_error, None);
-    let payload: serde_json::Value = serde_json::from_str(&first.payload).unwrap();
+    let payload: serde_json::Value = serde_json::from_str(&first.payload()).unwrap();
     assert_eq!(payload["event_id"], ids[0]);
     assert_eq!(payload["timestamp"], first.created_at);
     assert_eq!(pending_ids(&queue), ids);
@@ -495,7 +495,7 @@ fn one_snapshot_is_queued_once_for_every_sink_with_its_model() {
         );
         for r in &rows {
             assert_eq!(r.model, format!("model-{}", r.event_id).as_bytes());
-            let flat: serde_json::Value = serde_json::from_str(&r.payload).unwrap();
+            let flat: serde_json::Value = serde_json::from_str(&r.payload()).unwrap();
             assert_eq!(flat["event_id"], r.event_id);
         }
         assert_eq!(queue.counts(sink).unwrap().pending, 4);
@@ -783,7 +783,7 @@ fn history_is_trimmed_by_age_but_never_under_a_sink() {
     assert_eq!(history_ids(&queue, 0, 100), vec![recent.clone()]);
     assert_eq!(ids_of(&queue, B), vec![old_pending.clone()]);
     assert!(queue.oldest(B, 1).unwrap()[0]
-        .payload
+        .payload()
         .contains(&old_pending));
     let _ = old_free;
 
@@ -867,7 +867,7 @@ fn a_schema_1_file_upgrades_keeping_every_backend_row_and_counter() {
         ]
     );
     assert_eq!(pending[0].created_at, "2026-11-30T12:05:00.000Z");
-    let flat: serde_json::Value = serde_json::from_str(&pending[0].payload).unwrap();
+    let flat: serde_json::Value = serde_json::from_str(&pending[0].payload()).unwrap();
     assert_eq!(
         (flat["event_id"].as_str(), flat["cpu_percent"].as_f64()),
         (Some(&*event(5)), Some(5.5))
@@ -1124,5 +1124,30 @@ fn a_queue_that_cannot_be_written_is_an_error_not_a_new_file() {
         assert_eq!(files_named(&state, "queue.db"), vec!["queue.db"], "{what}");
         drop(_guard);
         assert_eq!(ids_of(&Queue::open(&path).unwrap(), B), ids, "{what}");
+    }
+}
+
+#[test]
+fn a_row_stored_as_its_model_is_read_without_its_flat_form_until_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut queue = Queue::open(&db(&dir)).unwrap();
+    let s = crate::snapshot_forms::sample();
+    let flat = s.flat_json().to_string();
+    queue
+        .insert(
+            &s.event_id.to_string(),
+            &s.timestamp_string(),
+            &flat,
+            &s.to_model_bytes(),
+            &SINKS,
+            100,
+        )
+        .unwrap();
+    for sink in SINKS {
+        let row = queue.oldest(sink, 1).unwrap().remove(0);
+        // Reading rows decodes no model: the protocol sinks never need the
+        // flat form, and the poster reads its rows again after a splay.
+        assert!(row.flat.is_empty(), "{sink}: flat form derived on read");
+        assert_eq!(row.payload(), flat, "{sink}");
     }
 }

@@ -188,7 +188,7 @@ fn peek_prints_the_oldest_rows_with_the_payload_as_an_object() {
         assert!(line["payload"].is_object());
         assert_eq!(line["payload"]["event_id"], id.as_str());
         // The stored flat form, field order and all.
-        assert_eq!(line["payload"].to_string(), row.payload);
+        assert_eq!(line["payload"].to_string(), row.payload());
     }
     assert_eq!(json_lines(&run(peek(3, false), dir.path()).1).len(), 3);
     assert_eq!(json_lines(&run(peek(100, false), dir.path()).1).len(), 12);

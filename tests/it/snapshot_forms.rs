@@ -10,7 +10,7 @@ use uuid::Uuid;
 const GIB: u64 = 1 << 30;
 const MIB: u64 = 1 << 20;
 
-fn sample() -> Snapshot {
+pub(crate) fn sample() -> Snapshot {
     let mut units = BTreeMap::new();
     units.insert(
         "nginx.service".to_string(),
