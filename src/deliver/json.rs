@@ -1,4 +1,4 @@
-//! `[backend]`: the flat JSON form as stored (SPEC §5.3), one object per
+//! `[backend]`: the flat JSON form (SPEC §5.3), one object per
 //! POST, or a JSON array of up to `batch_size` rows.
 
 use super::client::gzip;
