@@ -5,7 +5,8 @@
 //! the daemon's CPU time per sample (the run time of its threads from
 //! /proc/<pid>/task/*/schedstat over at least 30 samples, queue insert,
 //! delivery and stream included, per thread and with its wake-ups) without
-//! and then with the stream clients, and what one wake-up costs here.
+//! and then with the stream clients, where a sample's time goes by the
+//! daemon's own /metrics, and what one wake-up costs here.
 //!
 //! cargo bench --bench daemon
 
@@ -126,19 +127,63 @@ fn wake_up_cost() -> Duration {
     .unwrap()
 }
 
-/// One value from the daemon's /metrics.
-fn scrape(port: u16, name: &str) -> u64 {
+/// The daemon's /metrics page (empty if it cannot be read).
+fn metrics_text(port: u16) -> String {
     use std::io::{Read, Write};
     let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
-        return 0;
+        return String::new();
     };
     let _ = write!(s, "GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
     let mut text = String::new();
     let _ = s.read_to_string(&mut text);
+    text
+}
+
+/// The values of the series whose name (with its labels) starts with `prefix`.
+fn series(text: &str, prefix: &str) -> Vec<f64> {
     text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .map_or(0, |v| v as u64)
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse().ok())
+        .collect()
+}
+
+/// One value from the daemon's /metrics.
+fn scrape(port: u16, name: &str) -> u64 {
+    series(&metrics_text(port), &format!("{name} "))
+        .first()
+        .map_or(0, |v| *v as u64)
+}
+
+/// Where a sample's time goes inside the running daemon, from its own
+/// /metrics over `samples` samples (after the CPU windows, whose two
+/// scrapes each this would disturb): the collectors' total, and the whole
+/// sample (collectors, encoding, the fsync'd insert). Wall time; the
+/// collectors do not block, so theirs is CPU time too.
+fn sample_breakdown(port: u16, samples: u64) -> (Duration, Duration) {
+    let (mut collectors, mut whole, mut n) = (0.0, 0.0, 0u32);
+    let mut last = scrape(port, "metricsd_samples_total");
+    let deadline = Instant::now() + Duration::from_secs(samples * 3);
+    while u64::from(n) < samples && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1000));
+        let text = metrics_text(port);
+        let seq = series(&text, "metricsd_samples_total ").first().copied();
+        if seq.is_some_and(|s| s as u64 != last) {
+            last = seq.unwrap_or_default() as u64;
+            collectors += series(&text, "metricsd_collector_duration_seconds{")
+                .iter()
+                .sum::<f64>();
+            whole += series(&text, "metricsd_sample_duration_seconds ")
+                .first()
+                .copied()
+                .unwrap_or(0.0);
+            n += 1;
+        }
+    }
+    let n = f64::from(n.max(1));
+    (
+        Duration::from_secs_f64(collectors / n),
+        Duration::from_secs_f64(whole / n),
+    )
 }
 
 /// The daemon's CPU time per sample over at least `samples` samples at the
@@ -266,6 +311,7 @@ fn main() {
         std::thread::sleep(Duration::from_millis(200));
     }
     let alone = cpu_per_sample(pid, port, SAMPLES);
+    let (collectors, whole_sample) = sample_breakdown(port, 10);
 
     let frames = Arc::new(AtomicU64::new(0));
     let frames_in_clients = frames.clone();
@@ -344,6 +390,11 @@ fn main() {
         anon as f64 / 1024.0
     );
     print_per_sample("no clients", &alone);
+    println!(
+        "daemon: inside a sample (wall, from its /metrics, mean of 10): collectors {:.0} us, the whole sample (collectors, encoding, fsync'd insert) {:.0} us",
+        collectors.as_secs_f64() * 1e6,
+        whole_sample.as_secs_f64() * 1e6
+    );
     print_per_sample(&format!("{CLIENTS} clients"), &with_clients);
     println!(
         "daemon: one thread wake-up on this machine costs {:.1} us CPU",
