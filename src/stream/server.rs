@@ -102,7 +102,7 @@ impl Server {
                 _ = &mut stop => break,
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => {
-                        let (admitted, shed) = self.waiting.admit();
+                        let (admitted, shed) = self.waiting.admit(has_sent_bytes(&stream));
                         if shed && due(&mut shed_warned) {
                             log::warn!("stream: too many connections sent no request yet; closing the oldest ones");
                         }
@@ -148,22 +148,20 @@ impl Server {
         }
     }
 
-    /// One connection: it is held in `waiting` (and may be shed) until it
-    /// has been answered or has become a WebSocket client.
+    /// One connection: it is held in `waiting` (and may be shed) until its
+    /// request head has come in.
     async fn connection(
         self: Arc<Server>,
         stream: TcpStream,
         peer: SocketAddr,
-        mut admitted: super::admission::Admitted,
+        admitted: super::admission::Admitted,
     ) {
         let _ = stream.set_nodelay(true);
         let mut closing = self.closing.clone();
         let accepted = tokio::select! {
-            accepted = self.request(stream, peer) => accepted,
-            _ = admitted.shed() => return,
+            accepted = self.request(stream, peer, admitted) => accepted,
             _ = until_closing(&mut closing) => return,
         };
-        drop(admitted);
         if let Some((ws, session, slot)) = accepted {
             log::debug!("stream: client {peer} connected");
             client::run(ws, peer, session).await;
@@ -178,8 +176,17 @@ impl Server {
         &self,
         mut stream: TcpStream,
         peer: SocketAddr,
+        mut admitted: super::admission::Admitted,
     ) -> Option<(Ws, Session, ClientSlot)> {
-        let (request, leftover) = match timeout(HEAD_TIMEOUT, http::read_head(&mut stream)).await {
+        let head = tokio::select! {
+            head = timeout(HEAD_TIMEOUT, http::read_head(&mut stream)) => head,
+            _ = admitted.shed() => return None,
+        };
+        // The head is in: what is left is bounded (a response under its write
+        // timeout, or a place among max_clients), so a flood of connections
+        // that send nothing can no longer push this one out.
+        drop(admitted);
+        let (request, leftover) = match head {
             Ok(Ok(read)) => read,
             Ok(Err(error)) => {
                 let response = match error {
@@ -351,6 +358,13 @@ impl Server {
 
 /// How many connections may wait for their request at once: [`MAX_WAITING`],
 /// or fewer when the open-files limit (raised as far as allowed) is lower.
+/// Whether the peer has sent anything yet (a peek that does not wait):
+/// a normal client's request is usually there by the time it is accepted.
+fn has_sent_bytes(stream: &TcpStream) -> bool {
+    let mut byte = [std::mem::MaybeUninit::<u8>::uninit()];
+    matches!(socket2::SockRef::from(stream).peek(&mut byte), Ok(n) if n > 0)
+}
+
 fn waiting_capacity(max_clients: usize) -> usize {
     let files = listener::raise_open_files_limit();
     let spare = files.saturating_sub(RESERVED_FILES + max_clients as u64);
