@@ -10,6 +10,9 @@
 //!
 //! cargo bench --bench daemon
 
+mod common;
+
+use common::{free_port, wait_for, wait_until};
 use futures_util::StreamExt;
 use std::collections::BTreeMap;
 use std::os::unix::net::UnixDatagram;
@@ -20,14 +23,6 @@ use std::time::{Duration, Instant};
 
 const CLIENTS: usize = 10;
 const SAMPLES: u64 = 30;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn rss_kib(pid: u32, field: &str) -> u64 {
     let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -149,9 +144,7 @@ fn series(text: &str, prefix: &str) -> Vec<f64> {
 
 /// One value from the daemon's /metrics.
 fn scrape(port: u16, name: &str) -> u64 {
-    series(&metrics_text(port), &format!("{name} "))
-        .first()
-        .map_or(0, |v| *v as u64)
+    value(&metrics_text(port), name) as u64
 }
 
 /// Where a sample's time goes inside the running daemon, from its own
@@ -162,28 +155,36 @@ fn scrape(port: u16, name: &str) -> u64 {
 fn sample_breakdown(port: u16, samples: u64) -> (Duration, Duration) {
     let (mut collectors, mut whole, mut n) = (0.0, 0.0, 0u32);
     let mut last = scrape(port, "metricsd_samples_total");
-    let deadline = Instant::now() + Duration::from_secs(samples * 3);
-    while u64::from(n) < samples && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(1000));
-        let text = metrics_text(port);
-        let seq = series(&text, "metricsd_samples_total ").first().copied();
-        if seq.is_some_and(|s| s as u64 != last) {
-            last = seq.unwrap_or_default() as u64;
-            collectors += series(&text, "metricsd_collector_duration_seconds{")
-                .iter()
-                .sum::<f64>();
-            whole += series(&text, "metricsd_sample_duration_seconds ")
-                .first()
-                .copied()
-                .unwrap_or(0.0);
-            n += 1;
+    for _ in 0..samples {
+        // The next sample: the page's sample count has moved.
+        let mut text = String::new();
+        let next = wait_until(Duration::from_secs(5), || {
+            text = metrics_text(port);
+            value(&text, "metricsd_samples_total") as u64 != last
+        });
+        if !next {
+            break;
         }
+        last = value(&text, "metricsd_samples_total") as u64;
+        collectors += series(&text, "metricsd_collector_duration_seconds{")
+            .iter()
+            .sum::<f64>();
+        whole += value(&text, "metricsd_sample_duration_seconds");
+        n += 1;
     }
     let n = f64::from(n.max(1));
     (
         Duration::from_secs_f64(collectors / n),
         Duration::from_secs_f64(whole / n),
     )
+}
+
+/// The value of the unlabelled series `name` in a /metrics page, or 0.
+fn value(text: &str, name: &str) -> f64 {
+    series(text, &format!("{name} "))
+        .first()
+        .copied()
+        .unwrap_or(0.0)
 }
 
 /// The daemon's CPU time per sample over at least `samples` samples at the
@@ -307,9 +308,9 @@ fn main() {
     let rss_at_ready = rss_kib(pid, "VmRSS:");
 
     // Past the first samples (start-up work), then one window without clients.
-    while scrape(port, "metricsd_samples_total") < 2 {
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_for("two samples", Duration::from_secs(10), || {
+        scrape(port, "metricsd_samples_total") >= 2
+    });
     let alone = cpu_per_sample(pid, port, SAMPLES);
     let (collectors, whole_sample) = sample_breakdown(port, 10);
 
@@ -343,16 +344,14 @@ fn main() {
         });
     });
 
-    let connected = Instant::now() + Duration::from_secs(10);
-    while scrape(port, "metricsd_stream_clients") < CLIENTS as u64 && Instant::now() < connected {
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_for("the stream clients", Duration::from_secs(10), || {
+        scrape(port, "metricsd_stream_clients") >= CLIENTS as u64
+    });
     let with_clients = cpu_per_sample(pid, port, SAMPLES);
 
-    let deadline = Instant::now() + Duration::from_secs(SAMPLES + 20);
-    while received.load(Ordering::Relaxed) < SAMPLES && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_until(Duration::from_secs(SAMPLES + 20), || {
+        received.load(Ordering::Relaxed) >= SAMPLES
+    });
     let rss = rollup_kib(pid, "Rss:");
     let pss = rollup_kib(pid, "Pss:");
     let pss_anon = rollup_kib(pid, "Pss_Anon:");

@@ -69,20 +69,6 @@ fn snapshots(n: u64) -> Vec<Snapshot> {
         .collect()
 }
 
-/// A row as the queue hands it over: the model only, no flat form (the
-/// JSON backend derives it when it encodes).
-fn row(i: i64, s: &Snapshot) -> Row {
-    Row {
-        id: i,
-        event_id: s.event_id.to_string(),
-        created_at: s.timestamp_string(),
-        attempts: 0,
-        last_error: None,
-        flat: String::new(),
-        model: s.to_model_bytes(),
-    }
-}
-
 /// Rounds of each encoding measurement; the cheapest is printed, as the
 /// cores are shared and other work only ever adds to a round.
 const ROUNDS: usize = 5;
@@ -108,7 +94,9 @@ fn encoding(snaps: &[Snapshot]) {
     let rows: Vec<Row> = snaps
         .iter()
         .enumerate()
-        .map(|(i, s)| row(i as i64, s))
+        // As the queue hands them over: the model only (the JSON backend
+        // derives the flat form when it encodes).
+        .map(|(i, s)| Row::of_snapshot(i as i64, s))
         .collect();
     let samples: usize = metricsd::export::families::host_families(&snaps[0])
         .iter()

@@ -298,10 +298,7 @@ impl KernelFloor {
         use std::os::unix::fs::FileExt;
         let mut total = 0usize;
         for (f, end) in &self.files {
-            total += self
-                .reader
-                .read_from_start_until(f, *end)
-                .map_or(0, |b| b.len());
+            total += self.reader.read_from_start(f, *end).map_or(0, |b| b.len());
         }
         for f in &self.pid_stats {
             total += f.read_at(&mut self.buf, 0).unwrap_or(0);

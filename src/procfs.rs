@@ -75,14 +75,9 @@ impl FileReader {
         self.fill(|buf, _| source.read(buf), End::Eof)
     }
 
-    /// Reads `file` from offset 0 to its end with pread, which makes the
-    /// kernel produce a /proc file afresh without reopening it.
-    pub fn read_from_start(&mut self, file: &File) -> io::Result<&[u8]> {
-        self.read_from_start_until(file, End::Eof)
-    }
-
-    /// As `read_from_start`, stopping where `end` says.
-    pub fn read_from_start_until(&mut self, file: &File, end: End) -> io::Result<&[u8]> {
+    /// Reads `file` from offset 0 with pread, which makes the kernel produce
+    /// a /proc file afresh without reopening it, to where `end` says.
+    pub fn read_from_start(&mut self, file: &File, end: End) -> io::Result<&[u8]> {
         self.fill(|buf, offset| file.read_at(buf, offset as u64), end)
     }
 
@@ -164,7 +159,7 @@ impl ProcFile {
     }
 
     /// A file whose kept-open reads stop where `end` says.
-    pub fn until(path: PathBuf, end: End) -> ProcFile {
+    fn until(path: PathBuf, end: End) -> ProcFile {
         ProcFile {
             path,
             file: None,
@@ -185,7 +180,7 @@ impl ProcFile {
     /// Reads the whole file into `reader`'s buffer.
     pub fn read<'r>(&mut self, reader: &'r mut FileReader) -> io::Result<&'r [u8]> {
         if let Some(file) = &self.file {
-            if reader.read_from_start_until(file, self.end).is_ok() {
+            if reader.read_from_start(file, self.end).is_ok() {
                 return Ok(reader.bytes());
             }
             // Not re-readable after all (or it failed): read it the plain
@@ -198,7 +193,7 @@ impl ProcFile {
             return reader.read_from(file);
         }
         let file = self.file.insert(file);
-        reader.read_from_start_until(file, self.end)?;
+        reader.read_from_start(file, self.end)?;
         Ok(reader.bytes())
     }
 

@@ -264,7 +264,7 @@ impl Reads {
     /// The bytes of `dir/file`, opening the file when it is not kept open.
     fn bytes(&mut self, file: &mut CgroupFile, dir: &Path) -> Result<&[u8], Miss> {
         if let Some(open) = &file.file {
-            return match self.reader.read_from_start_until(open, End::WholeInOneRead) {
+            return match self.reader.read_from_start(open, End::WholeInOneRead) {
                 Ok(_) => Ok(self.reader.bytes()),
                 Err(e) => {
                     self.close(file);
@@ -289,7 +289,7 @@ impl Reads {
             self.kept += 1;
             let kept = file.file.insert(opened);
             self.reader
-                .read_from_start_until(kept, End::WholeInOneRead)
+                .read_from_start(kept, End::WholeInOneRead)
                 .map_err(classify)
         } else {
             self.reader.read_from(opened).map_err(classify)

@@ -577,7 +577,7 @@ mod tests {
                 let mut s = base.clone();
                 s.node_id = format!("web-{i}");
                 s.timestamp += std::time::Duration::from_secs(60 * i);
-                crate::deliver::sink::testing::row_of(i as i64, &s)
+                Row::of_snapshot(i as i64, &s)
             })
             .collect();
         let mut sink_config = config.sink(SinkKind::Otlp).clone();

@@ -492,7 +492,7 @@ impl Sink for RemoteWrite {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::deliver::sink::testing::{row_of, this_host};
+    use crate::deliver::sink::testing::this_host;
     use crate::queue::Row;
     use prost::Message;
     use proto::{Sample, TimeSeries, WriteRequest};
@@ -617,7 +617,7 @@ mod tests {
         let rows: Vec<Row> = snapshots
             .iter()
             .enumerate()
-            .map(|(i, s)| row_of(i as i64, s))
+            .map(|(i, s)| Row::of_snapshot(i as i64, s))
             .collect();
         // Configured labels sorting before, between and after the own
         // ones, and some the family or instance/machine_id override.

@@ -63,30 +63,25 @@ pub fn export_read(index: usize, row: &Row) -> Result<Snapshot, BadRow> {
 /// Real snapshots and rows for the sinks' encoder tests.
 #[cfg(test)]
 pub mod testing {
-    use crate::queue::Row;
     use crate::snapshot::Snapshot;
 
-    /// Two readings of this host, so that rates and shares are there too.
+    /// Two readings of this host, so that rates and shares are there too:
+    /// the second once the kernel's CPU counters have moved (a tick).
     pub fn this_host() -> Snapshot {
+        use std::time::{Duration, Instant};
         let config = crate::config::Config::default();
         let mut collector = crate::collect::Collector::new(Default::default(), &config.collect);
-        let interval = std::time::Duration::from_secs(1);
+        let interval = Duration::from_secs(1);
+        let cpu_line = || {
+            let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+            stat.lines().next().unwrap_or_default().to_string()
+        };
+        let first = cpu_line();
         crate::sampler::take_snapshot(&mut collector, "n", "m", 1, interval);
-        // A window for the rates between the two readings.
-        std::thread::sleep(std::time::Duration::from_millis(50));
-        crate::sampler::take_snapshot(&mut collector, "web-1", "abc", 2, interval)
-    }
-
-    /// `s` as the queue would hand it to a protocol sink.
-    pub fn row_of(id: i64, s: &Snapshot) -> Row {
-        Row {
-            id,
-            event_id: s.event_id.to_string(),
-            created_at: s.timestamp_string(),
-            attempts: 0,
-            last_error: None,
-            flat: String::new(),
-            model: s.to_model_bytes(),
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while cpu_line() == first && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(2));
         }
+        crate::sampler::take_snapshot(&mut collector, "web-1", "abc", 2, interval)
     }
 }

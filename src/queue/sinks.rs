@@ -29,6 +29,20 @@ pub struct Row {
 }
 
 impl Row {
+    /// `snapshot` as the queue hands it to a sink when it was stored with its
+    /// model (no flat form of its own), never tried yet.
+    pub fn of_snapshot(id: i64, snapshot: &crate::snapshot::Snapshot) -> Row {
+        Row {
+            id,
+            event_id: snapshot.event_id.to_string(),
+            created_at: snapshot.timestamp_string(),
+            attempts: 0,
+            last_error: None,
+            flat: String::new(),
+            model: snapshot.to_model_bytes(),
+        }
+    }
+
     /// The flat JSON form (SPEC §3.2), stored or derived from the model.
     pub fn payload(&self) -> Cow<'_, str> {
         if self.flat.is_empty() {
