@@ -251,11 +251,14 @@ impl KernelFloor {
             ("net/sockstat6", whole),
             ("sys/fs/file-nr", whole),
             ("uptime", whole),
-            ("loadavg", whole),
         ]
         .iter()
         .map(|(f, end)| (Path::new("/proc").join(f), *end))
         .collect();
+        if !with_processes {
+            // Without the scan, the process count comes from loadavg again.
+            paths.push((Path::new("/proc/loadavg").to_path_buf(), whole));
+        }
         if let Ok(dir) = std::fs::read_dir("/sys/class/net") {
             paths.extend(
                 dir.filter_map(Result::ok)
