@@ -2,24 +2,34 @@
 //! broken, not the rows. After `TRIP_AFTER` distinct rows in a row have
 //! been rejected as bad with none accepted in between, further rejections
 //! count like a 5xx (rows stay pending) until a row is accepted again.
-
-use std::collections::BTreeSet;
+//!
+//! The run of rejected rows is counted by the queue, in the same
+//! transaction as each rejection and acceptance, so it survives a restart:
+//! otherwise every restart would send a few more rows of a broken
+//! receiver's history to the dead list.
 
 /// Distinct rejected rows that open the breaker.
-pub const TRIP_AFTER: usize = 5;
+pub const TRIP_AFTER: u64 = 5;
 
 #[derive(Debug, Default)]
 pub struct Breaker {
-    /// Rows rejected (alone, after bisection) since the last acceptance.
-    rejected: BTreeSet<i64>,
+    /// Distinct rows rejected (alone, after bisection) since the last
+    /// acceptance.
+    run: u64,
 }
 
 impl Breaker {
-    /// A row was rejected as bad on its own. Returns true when this opened
-    /// the breaker (so the caller logs it once).
-    pub fn rejected(&mut self, row: i64) -> bool {
+    /// The breaker of a sink whose queue holds this run (at start).
+    pub fn at(run: u64) -> Breaker {
+        Breaker { run }
+    }
+
+    /// A row was rejected as bad on its own, and the queue now counts
+    /// `run` distinct rows in a row. Returns true when this opened the
+    /// breaker (so the caller logs it once).
+    pub fn rejected(&mut self, run: u64) -> bool {
         let was_open = self.is_open();
-        self.rejected.insert(row);
+        self.run = run;
         !was_open && self.is_open()
     }
 
@@ -27,13 +37,13 @@ impl Breaker {
     /// true when this closed an open breaker.
     pub fn accepted(&mut self) -> bool {
         let was_open = self.is_open();
-        self.rejected.clear();
+        self.run = 0;
         was_open
     }
 
     /// Rejections now mean a broken receiver.
     pub fn is_open(&self) -> bool {
-        self.rejected.len() >= TRIP_AFTER
+        self.run >= TRIP_AFTER
     }
 }
 
@@ -42,12 +52,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn opens_after_five_distinct_rows_and_closes_on_acceptance() {
+    fn opens_at_five_distinct_rows_and_closes_on_acceptance() {
         let mut b = Breaker::default();
-        for id in 1..=4 {
-            assert!(!b.rejected(id));
-            // The same row again does not count twice.
-            assert!(!b.rejected(id));
+        for run in 1..=4 {
+            assert!(!b.rejected(run));
             assert!(!b.is_open());
         }
         assert!(b.rejected(5), "the fifth distinct row opens it");
@@ -59,15 +67,10 @@ mod tests {
     }
 
     #[test]
-    fn an_acceptance_in_between_starts_the_count_again() {
-        let mut b = Breaker::default();
-        for id in 1..=4 {
-            b.rejected(id);
-        }
-        b.accepted();
-        for id in 5..=8 {
-            assert!(!b.rejected(id));
-        }
+    fn a_run_kept_from_before_a_restart_still_counts() {
+        let mut b = Breaker::at(4);
         assert!(!b.is_open());
+        assert!(b.rejected(5), "one more row opens it");
+        assert!(Breaker::at(7).is_open());
     }
 }

@@ -29,7 +29,8 @@ use std::time::{Duration, Instant};
 struct Running {
     handle: JoinHandle<()>,
     /// Kept alive here: `bell` rings it while it exists.
-    _wake: Arc<Wake>,
+    wake: Arc<Wake>,
+    tenure: Arc<poster::Tenure>,
 }
 
 /// The posters of the daemon.
@@ -39,7 +40,7 @@ pub struct Posters {
     bell: Arc<Wake>,
     running: BTreeMap<SinkKind, Running>,
     /// Posters of removed sinks that may still be finishing a request.
-    ending: Vec<JoinHandle<()>>,
+    ending: Vec<(SinkKind, Running)>,
 }
 
 impl Posters {
@@ -55,9 +56,11 @@ impl Posters {
         Ok(posters)
     }
 
-    /// After a reload: starts the posters of sinks that have none; the
-    /// posters of removed sinks notice by themselves and end (rung here so
-    /// they do at once).
+    /// After a reload: starts the posters of sinks that have none and asks
+    /// those of removed sinks to end (rung here so they do at once, unless
+    /// a request is in flight). A sink removed and configured again while
+    /// its poster is still in a request keeps that poster: a second one
+    /// would send the same rows twice.
     pub fn reconcile(&mut self) -> std::io::Result<()> {
         let config = self.ctx.config.get();
         for kind in SinkKind::ALL {
@@ -68,25 +71,48 @@ impl Posters {
                 .is_some_and(|r| r.handle.is_finished());
             if finished || !configured {
                 if let Some(old) = self.running.remove(&kind) {
-                    old._wake.notify();
-                    self.ending.push(old.handle);
+                    old.tenure.ask_to_end();
+                    old.wake.notify();
+                    self.ending.push((kind, old));
                 }
             }
             if configured && !self.running.contains_key(&kind) {
-                let wake = Wake::new();
-                self.bell.chain(&wake);
-                let handle = poster::spawn(kind, self.ctx.clone(), wake.clone())?;
-                self.running.insert(
-                    kind,
-                    Running {
-                        handle,
-                        _wake: wake,
-                    },
-                );
+                let poster = match self.take_back(kind) {
+                    Some(poster) => poster,
+                    None => self.spawn(kind)?,
+                };
+                self.running.insert(kind, poster);
             }
         }
-        self.ending.retain(|h| !h.is_finished());
+        self.ending.retain(|(_, r)| !r.handle.is_finished());
         Ok(())
+    }
+
+    /// The ending poster of `kind`, if it can go on serving. One already
+    /// ending is waited for: it has no request left, only its status to
+    /// clear, and that must happen before a new poster sets its own.
+    fn take_back(&mut self, kind: SinkKind) -> Option<Running> {
+        let at = self.ending.iter().position(|(k, _)| *k == kind)?;
+        let (_, poster) = self.ending.remove(at);
+        if !poster.handle.is_finished() && poster.tenure.take_back() {
+            log::debug!("{kind} configured again: its poster goes on");
+            poster.wake.notify();
+            return Some(poster);
+        }
+        let _ = poster.handle.join();
+        None
+    }
+
+    fn spawn(&self, kind: SinkKind) -> std::io::Result<Running> {
+        let wake = Wake::new();
+        self.bell.chain(&wake);
+        let tenure = Arc::new(poster::Tenure::default());
+        let handle = poster::spawn(kind, self.ctx.clone(), wake.clone(), tenure.clone())?;
+        Ok(Running {
+            handle,
+            wake,
+            tenure,
+        })
     }
 
     /// Which sinks have a poster now.
@@ -102,7 +128,11 @@ impl Posters {
             .running
             .into_iter()
             .map(|(k, r)| (k.name().to_string(), r.handle))
-            .chain(self.ending.into_iter().map(|h| ("removed".to_string(), h)));
+            .chain(
+                self.ending
+                    .into_iter()
+                    .map(|(_, r)| ("removed".to_string(), r.handle)),
+            );
         for (name, handle) in all {
             while !handle.is_finished() && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(10));

@@ -20,7 +20,7 @@ use crate::queue::{QueueError, Row};
 use crate::shutdown::{Shutdown, Wake};
 use crate::status::{BackendState, SinkStatus, Status};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
@@ -45,12 +45,59 @@ pub struct PosterContext {
     pub machine_id: String,
 }
 
+/// Whether a poster goes on serving its sink. A reload that removes the
+/// sink asks it to end; it ends at its next look, which can be a request
+/// `timeout` away. A reload that brings the sink back before then takes
+/// the request back, so that one sink never has two posters.
+#[derive(Debug, Default)]
+pub struct Tenure(AtomicU8);
+
+const SERVING: u8 = 0;
+const ASKED_TO_END: u8 = 1;
+const ENDING: u8 = 2;
+
+impl Tenure {
+    /// The sink was removed: end at the next look.
+    pub fn ask_to_end(&self) {
+        let _ = self
+            .0
+            .compare_exchange(SERVING, ASKED_TO_END, Ordering::AcqRel, Ordering::Acquire);
+    }
+
+    /// The sink is back: true if the poster had not yet begun to end, and
+    /// now goes on; false if it is ending (wait for it, then start anew).
+    pub fn take_back(&self) -> bool {
+        match self
+            .0
+            .compare_exchange(ASKED_TO_END, SERVING, Ordering::AcqRel, Ordering::Acquire)
+        {
+            Ok(_) => true,
+            Err(state) => state == SERVING,
+        }
+    }
+
+    /// The poster's look: true when it is to end now (asked to, or its sink
+    /// is no longer configured). Once true, `take_back` can no longer stop
+    /// it.
+    fn ends_now(&self, configured: bool) -> bool {
+        if !configured {
+            self.0.store(ENDING, Ordering::Release);
+            return true;
+        }
+        self.0
+            .compare_exchange(ASKED_TO_END, ENDING, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+}
+
 /// Starts the poster of one sink. It returns by itself once the sink is no
-/// longer configured (its rows stay in the file), or on shutdown.
+/// longer configured or `tenure` asks it to end (its rows stay in the
+/// file), or on shutdown.
 pub fn spawn(
     kind: SinkKind,
     ctx: PosterContext,
     wake: Arc<Wake>,
+    tenure: Arc<Tenure>,
 ) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new()
         .name(format!("poster-{}", kind.name()))
@@ -59,10 +106,17 @@ pub fn spawn(
             ctx.shutdown.register(&wake);
             let sink_status = ctx.status.sink(kind);
             sink_status.set_configured(true);
-            let Some(rows) = connect(kind, &ctx.db_path, &sink_status, &ctx.shutdown) else {
+            let Some(mut rows) = connect(kind, &ctx.db_path, &sink_status, &ctx.shutdown) else {
                 return;
             };
             let sink = sink::for_kind(kind);
+            let breaker = match rows.rejected_run() {
+                Ok(run) => Breaker::at(run),
+                Err(e) => {
+                    log::warn!("{kind} poster cannot read its rejected rows: {e}");
+                    Breaker::default()
+                }
+            };
             let mut poster = Poster {
                 kind,
                 rows,
@@ -72,13 +126,14 @@ pub fn spawn(
                 sink_status,
                 shutdown: ctx.shutdown,
                 wake,
+                tenure,
                 machine_id: ctx.machine_id,
                 client: None,
                 failures: 0,
                 batch_limit: usize::MAX,
                 failing: false,
                 queue_failing: false,
-                breaker: Breaker::default(),
+                breaker,
                 caught_up: false,
                 expired: Throttled::default(),
                 partial: Throttled::default(),
@@ -149,6 +204,7 @@ struct Poster {
     sink_status: Arc<SinkStatus>,
     shutdown: Shutdown,
     wake: Arc<Wake>,
+    tenure: Arc<Tenure>,
     machine_id: String,
     /// Built for the current sink configuration.
     client: Option<Client>,
@@ -172,7 +228,7 @@ impl Poster {
         while !self.shutdown.is_triggered() {
             let config = self.config.get();
             let sink_config = config.sink(self.kind);
-            if !sink_config.enabled() {
+            if self.tenure.ends_now(sink_config.enabled()) {
                 self.removed();
                 return End::Removed;
             }
@@ -372,6 +428,13 @@ impl Poster {
     fn sink_ok(&mut self) {
         self.failures = 0;
         self.breaker.accepted();
+        self.answering();
+    }
+
+    /// The receiver answers and judges rows again (accepting them, or
+    /// rejecting one as bad): the sink is "ok", and the next failure of
+    /// the receiver or the way to it is a change to "failing" again.
+    fn answering(&mut self) {
         if self.failing {
             log::info!("{} ok again", self.who());
             self.failing = false;
@@ -464,7 +527,7 @@ impl Poster {
             );
         }
         self.dead_trimmed(done.dead_trimmed, config);
-        if self.breaker.rejected(row.id) {
+        if self.breaker.rejected(done.rejected_run) {
             // From now on a rejection is the receiver's fault, not the rows'.
             self.failing = true;
             self.failures = 1;
@@ -476,7 +539,7 @@ impl Poster {
                 super::breaker::TRIP_AFTER
             );
         } else {
-            self.set_state(BackendState::Ok);
+            self.answering();
         }
         self.refresh_status();
         if done.moved_to_dead == 0 {
@@ -557,20 +620,31 @@ impl Poster {
         }
     }
 
-    /// Waits `delay`, ending early on shutdown or on a configuration reload
-    /// (a new URL or token deserves a try at once).
+    /// Waits `delay`, ending early on shutdown or on a reload that changed
+    /// this sink's own settings (a new URL or token deserves a try at
+    /// once). A reload that leaves them as they were keeps the wait: a
+    /// server's Retry-After, the backoff and the splay all hold across a
+    /// fleet-wide `systemctl reload`.
     fn pause(&self, delay: Duration, config: &Arc<Config>) {
         let deadline = Instant::now() + delay;
+        let mut seen = config.clone();
         loop {
             let now = Instant::now();
             if now >= deadline || self.shutdown.is_triggered() {
                 return;
             }
-            // Inserts ring the wake too: only shutdown or a reload (a new
-            // configuration) ends the pause early.
+            // Inserts ring the wake too: only shutdown or a change of this
+            // sink's configuration ends the pause early.
             self.wake.wait_timeout(deadline - now, &self.shutdown);
-            if self.shutdown.is_triggered() || !Arc::ptr_eq(&self.config.get(), config) {
+            if self.shutdown.is_triggered() {
                 return;
+            }
+            let current = self.config.get();
+            if !Arc::ptr_eq(&current, &seen) {
+                if current.sink(self.kind) != config.sink(self.kind) {
+                    return;
+                }
+                seen = current;
             }
         }
     }

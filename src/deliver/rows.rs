@@ -27,6 +27,11 @@ impl SinkRows {
         self.queue.delete_delivered(self.sink, ids)
     }
 
+    /// Distinct rows rejected in a row, as the file keeps them.
+    pub fn rejected_run(&mut self) -> Result<u64, QueueError> {
+        self.queue.rejected_run(self.sink)
+    }
+
     pub fn reject(
         &mut self,
         ids: &[i64],
@@ -45,6 +50,7 @@ impl SinkRows {
         Ok(Rejected {
             moved_to_dead: moved,
             dead_trimmed: trimmed,
+            rejected_run: 0,
         })
     }
 

@@ -3,7 +3,7 @@
 
 use super::history::{record, trim_history};
 use super::{age_s, unix_ms, unix_ms_of, unix_now, Queue, QueueError};
-use rusqlite::{params, OptionalExtension, Transaction};
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::time::SystemTime;
@@ -99,6 +99,9 @@ pub struct Rejected {
     /// Oldest dead rows deleted to keep the dead list at `max_dead` (and
     /// counted in `dropped_total`).
     pub dead_trimmed: u64,
+    /// Distinct rows of the sink rejected in a row, none accepted since
+    /// (this one included): what its breaker counts (SPEC §5.3).
+    pub rejected_run: u64,
 }
 
 const ROW_COLUMNS: &str =
@@ -215,10 +218,23 @@ impl Queue {
         let tx = self.write()?;
         let deleted = delete_pending(&tx, sink, ids)?;
         add_counter(&tx, sink, "delivered_total", deleted)?;
+        if deleted > 0 {
+            end_rejected_run(&tx, sink)?;
+        }
         trim_history(&tx)?;
         tx.commit()?;
         self.reclaim();
         Ok(deleted)
+    }
+
+    /// Distinct rows of `sink` rejected in a row with none accepted since,
+    /// as kept in the file: a restart does not give a receiver that
+    /// rejects everything a fresh run of rows to send to the dead list.
+    pub fn rejected_run(&mut self, sink: &str) -> Result<u64, QueueError> {
+        let Some(sink) = self.sink_id(sink)? else {
+            return Ok(0);
+        };
+        Ok(read_rejected_run(&self.conn, sink)?.0)
     }
 
     /// Records that `sink`'s receiver rejected these rows as bad: attempts+1
@@ -257,6 +273,7 @@ impl Queue {
         if out.moved_to_dead > 0 {
             out.dead_trimmed = trim_dead(&tx, sink, max_dead)?;
         }
+        out.rejected_run = extend_rejected_run(&tx, sink, ids)?;
         trim_history(&tx)?;
         tx.commit()?;
         Ok(out)
@@ -449,6 +466,53 @@ fn flat_from_model(model: &[u8]) -> String {
 }
 
 /// The row id of `name` in `sinks`, adding the sink if new.
+/// The run of rejected rows of a sink lives in `meta` under these keys (its
+/// length, and the last row in it): rows are sent oldest first, so a row
+/// rejected again is the last one, and any other row is a new one.
+fn rejected_run_keys(sink: i64) -> (String, String) {
+    (
+        format!("rejected_run:{sink}"),
+        format!("rejected_last:{sink}"),
+    )
+}
+
+fn read_rejected_run(conn: &Connection, sink: i64) -> rusqlite::Result<(u64, Option<i64>)> {
+    let (run, last) = rejected_run_keys(sink);
+    let value = |key: &str| -> rusqlite::Result<Option<i64>> {
+        conn.prepare_cached("SELECT value FROM meta WHERE key = ?1")?
+            .query_row([key], |r| r.get(0))
+            .optional()
+    };
+    Ok((value(&run)?.unwrap_or(0).max(0) as u64, value(&last)?))
+}
+
+fn extend_rejected_run(tx: &Transaction, sink: i64, ids: &[i64]) -> rusqlite::Result<u64> {
+    let (mut run, mut last) = read_rejected_run(tx, sink)?;
+    for id in ids {
+        if last != Some(*id) {
+            run += 1;
+            last = Some(*id);
+        }
+    }
+    let (run_key, last_key) = rejected_run_keys(sink);
+    let mut set = tx.prepare_cached(
+        "INSERT INTO meta (key, value) VALUES (?1, ?2) \
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+    )?;
+    set.execute(params![run_key, run as i64])?;
+    if let Some(last) = last {
+        set.execute(params![last_key, last])?;
+    }
+    Ok(run)
+}
+
+fn end_rejected_run(tx: &Transaction, sink: i64) -> rusqlite::Result<()> {
+    let (run, last) = rejected_run_keys(sink);
+    tx.prepare_cached("DELETE FROM meta WHERE key IN (?1, ?2)")?
+        .execute([run, last])?;
+    Ok(())
+}
+
 fn ensure_sink(tx: &Transaction, name: &str) -> rusqlite::Result<i64> {
     tx.prepare_cached("INSERT OR IGNORE INTO sinks (name) VALUES (?1)")?
         .execute([name])?;

@@ -186,6 +186,51 @@ fn rejected_rows_go_dead_after_max_attempts_and_dead_list_is_bounded() {
 }
 
 #[test]
+fn the_run_of_rejected_rows_is_kept_in_the_file_until_a_row_is_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut queue = Queue::open(&db(&dir)).unwrap();
+    fill(&mut queue, 4, 100);
+    let rows: Vec<i64> = queue.oldest(B, 4).unwrap().iter().map(|r| r.id).collect();
+    assert_eq!(queue.rejected_run(B).unwrap(), 0);
+    // The same row again is not a new one; the next row is.
+    assert_eq!(
+        queue
+            .reject(B, &[rows[0]], "HTTP 400", 2, 10)
+            .unwrap()
+            .rejected_run,
+        1
+    );
+    assert_eq!(
+        queue
+            .reject(B, &[rows[0]], "HTTP 400", 2, 10)
+            .unwrap()
+            .rejected_run,
+        1
+    );
+    assert_eq!(
+        queue
+            .reject(B, &[rows[1]], "HTTP 400", 2, 10)
+            .unwrap()
+            .rejected_run,
+        2
+    );
+    // Another connection (a restarted daemon) reads the same run.
+    drop(queue);
+    let mut queue = Queue::open(&db(&dir)).unwrap();
+    assert_eq!(queue.rejected_run(B).unwrap(), 2);
+    // An accepted row ends it.
+    assert_eq!(queue.delete_delivered(B, &[rows[2]]).unwrap(), 1);
+    assert_eq!(queue.rejected_run(B).unwrap(), 0);
+    assert_eq!(
+        queue
+            .reject(B, &[rows[1]], "HTTP 400", 2, 10)
+            .unwrap()
+            .rejected_run,
+        1
+    );
+}
+
+#[test]
 fn retry_dead_puts_rows_back_in_their_original_place() {
     let dir = tempfile::tempdir().unwrap();
     let mut queue = Queue::open(&db(&dir)).unwrap();
