@@ -29,6 +29,7 @@ use std::ffi::{CStr, CString};
 use std::fs::File;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -217,6 +218,10 @@ impl Drop for Dir {
 /// A slice directory kept open between walks.
 struct Slice {
     path: PathBuf,
+    /// The directory's inode when opened: a slice removed and made again
+    /// under the same name is a new directory, and the kept descriptor of
+    /// the old one lists nothing.
+    ino: u64,
     dir: Dir,
     seen: u64,
 }
@@ -503,7 +508,11 @@ impl UnitsCollector {
         }
         let system_slice = root.join("system.slice");
         let mut found = Vec::with_capacity(self.units.len());
-        if let Err(e) = self.walk(&system_slice, &mut found) {
+        // Its inode, looked up each time (the slices below it come with
+        // theirs from the listing of their parent).
+        let walked = std::fs::metadata(&system_slice)
+            .and_then(|m| self.walk(&system_slice, m.ino(), &mut found));
+        if let Err(e) = walked {
             if e.kind() == io::ErrorKind::NotFound {
                 // A v2 host without systemd, or the hierarchy went away.
                 self.forget_all();
@@ -525,15 +534,22 @@ impl UnitsCollector {
     }
 
     /// Collects every matching unit under `dir` (recursing into slices).
-    fn walk(&mut self, dir: &Path, found: &mut Vec<Found>) -> io::Result<()> {
+    fn walk(&mut self, dir: &Path, ino: u64, found: &mut Vec<Found>) -> io::Result<()> {
         let sample = self.reads.sample;
         let index = match self.slices.iter().position(|s| s.path == dir) {
-            Some(i) => i,
+            Some(i) if self.slices[i].ino == ino => i,
+            Some(i) => {
+                // Made again since it was opened: open the new one.
+                self.slices[i].dir = Dir::open(dir)?;
+                self.slices[i].ino = ino;
+                i
+            }
             None => {
                 let opened = Dir::open(dir)?;
                 self.reads.kept += 1;
                 self.slices.push(Slice {
                     path: dir.to_path_buf(),
+                    ino,
                     dir: opened,
                     seen: sample,
                 });
@@ -559,11 +575,11 @@ impl UnitsCollector {
                 });
             }
             if name.ends_with(".slice") {
-                nested.push(dir.join(name));
+                nested.push((dir.join(name), ino));
             }
         })?;
-        for sub in nested {
-            match self.walk(&sub, found) {
+        for (sub, ino) in nested {
+            match self.walk(&sub, ino, found) {
                 Ok(()) => {}
                 // Removed since it was listed.
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}

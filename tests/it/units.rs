@@ -341,6 +341,40 @@ fn units_that_vanish_are_dropped_and_new_ones_measured_from_their_first_reading(
     assert_eq!(m["cron.service"].cpu_percent, Some(0.0));
 }
 
+/// Removes the directory at `path` and makes it again from a copy of its
+/// old contents, as systemd does with a slice it stops and starts. The new
+/// one is made before the old one goes, so that it cannot get the old
+/// inode number back.
+fn remake(path: &Path) {
+    let old = path.with_extension("old");
+    fs::rename(path, &old).unwrap();
+    copy_tree(&old, path);
+    fs::remove_dir_all(&old).unwrap();
+}
+
+#[test]
+fn a_slice_made_again_keeps_its_units_measured() {
+    let tree = Tree::new("cgroup-unified");
+    let mut c = tree.collector(&["*.service"], 10);
+    let t0 = Instant::now();
+    let first = c.read(t0).unwrap();
+    let all: Vec<String> = names(&first).iter().map(|n| n.to_string()).collect();
+    assert!(all.iter().any(|n| n == "getty@tty1.service"), "{all:?}");
+
+    // A nested slice, then system.slice itself: each time every unit is
+    // still found (through the new directory, not the deleted one).
+    remake(&tree.unit("system-getty.slice"));
+    let m = c.read(t0 + Duration::from_secs(1)).unwrap();
+    assert_eq!(names(&m), all);
+    remake(&tree.v2.join("system.slice"));
+    let m = c.read(t0 + Duration::from_secs(2)).unwrap();
+    assert_eq!(names(&m), all);
+    // And they are measured: a new cgroup starts from its first reading.
+    tree.add_usage("nginx.service", 100_000);
+    let m = c.read(t0 + Duration::from_secs(3)).unwrap();
+    assert_eq!(m["nginx.service"].cpu_percent, Some(10.0));
+}
+
 #[test]
 fn without_cgroup_v2_or_system_slice_there_are_no_units() {
     // cgroup v1 only: no cgroup.controllers anywhere.
