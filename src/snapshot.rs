@@ -96,6 +96,11 @@ pub struct CpuMetrics {
     /// iowait). The shares are `None` without a previous reading.
     pub usage_percent: Option<f64>,
     pub per_core_percent: Option<Vec<f64>>,
+    /// The CPU number of each `per_core_percent` entry (`cpuN` in
+    /// /proc/stat, which lists online CPUs only): with a CPU offline the
+    /// position is not the number. Absent in models stored before it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub core_numbers: Option<Vec<u32>>,
     /// Share of each mode since the previous sample; the nine sum to 100.
     pub modes_percent: Option<CpuModes>,
     /// Cumulative seconds per mode since boot, all CPUs together.

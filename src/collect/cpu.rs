@@ -246,9 +246,13 @@ impl Collect for CpuCollector {
             }
             None => (None, None, None, None),
         };
+        let core_numbers = per_core_percent
+            .as_ref()
+            .map(|_| cur.cores.iter().map(|(n, _)| *n).collect());
         m.cpu = Some(CpuMetrics {
             usage_percent,
             per_core_percent,
+            core_numbers,
             modes_percent,
             seconds_total: mode_seconds(&cur.total, self.ticks_per_sec),
         });

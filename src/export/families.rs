@@ -211,12 +211,17 @@ fn cpu<'a>(f: &mut Families<'a>, m: &'a Metrics) {
         Gauge,
         "percent",
         "Per-core busy time since the previous sample, 0-100.",
-        cpu.and_then(|c| c.per_core_percent.as_ref())
-            .map_or_else(Vec::new, |cores| {
+        cpu.and_then(|c| Some((c.per_core_percent.as_ref()?, c.core_numbers.as_ref())))
+            .map_or_else(Vec::new, |(cores, numbers)| {
                 cores
                     .iter()
                     .enumerate()
-                    .map(|(i, v)| labelled("core", i.to_string(), *v))
+                    .map(|(i, v)| {
+                        // The CPU's own number; models stored before it was
+                        // kept have the position only.
+                        let core = numbers.and_then(|n| n.get(i)).map_or(i as u32, |n| *n);
+                        labelled("core", core.to_string(), *v)
+                    })
                     .collect()
             }),
     );
@@ -1243,6 +1248,26 @@ mod tests {
             .samples
             .iter()
             .all(|s| s.labels.iter().all(|(k, _)| *k != "pid"))));
+    }
+
+    #[test]
+    fn per_core_series_are_labelled_by_cpu_number_not_position() {
+        let s = snapshot(Metrics {
+            cpu: Some(CpuMetrics {
+                per_core_percent: Some(vec![10.0, 30.0]),
+                core_numbers: Some(vec![0, 2]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        let f = host_families(&s);
+        let cores: Vec<(String, f64)> = find(&f, "host_cpu_core_usage_percent")
+            .unwrap()
+            .samples
+            .iter()
+            .map(|s| (s.labels[0].1.to_string(), s.value))
+            .collect();
+        assert_eq!(cores, [("0".to_string(), 10.0), ("2".to_string(), 30.0)]);
     }
 
     #[test]

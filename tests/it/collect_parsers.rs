@@ -133,6 +133,37 @@ fn cpu_usage_between_states() {
     assert_eq!(per_core, vec![40.0, 0.0]);
 }
 
+#[test]
+fn per_core_figures_carry_the_cpu_number_when_a_cpu_is_offline() {
+    use metricsd::collect::Collect as _;
+    // /proc/stat lists online CPUs only: cpu1 is offline here.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("proc")).unwrap();
+    let stat = |busy: u64| {
+        let line = |name: &str| format!("{name} {busy} 0 0 1000 0 0 0 0 0 0\n");
+        format!(
+            "{}{}{}{}intr 1 0\nctxt 10\nbtime 1700000000\nprocesses 5\nprocs_running 1\nprocs_blocked 0\n",
+            line("cpu "),
+            line("cpu0"),
+            line("cpu2"),
+            line("cpu3")
+        )
+    };
+    std::fs::write(dir.path().join("proc/stat"), stat(100)).unwrap();
+    let roots = Roots::under(dir.path());
+    let mut collector = cpu::CpuCollector::new(&roots);
+    let mut m = Metrics::default();
+    let t0 = Instant::now();
+    collector.collect(t0, &mut m).unwrap();
+    std::fs::write(dir.path().join("proc/stat"), stat(200)).unwrap();
+    collector
+        .collect(t0 + Duration::from_secs(1), &mut m)
+        .unwrap();
+    let c = m.cpu.as_ref().unwrap();
+    assert_eq!(c.core_numbers.as_deref(), Some(&[0u32, 2, 3][..]));
+    assert_eq!(c.per_core_percent.as_ref().map(Vec::len), Some(3));
+}
+
 // ---------------------------------------------------------- meminfo, loadavg
 
 #[test]

@@ -47,6 +47,7 @@ pub(crate) fn sample() -> Snapshot {
             cpu: Some(CpuMetrics {
                 usage_percent: Some(12.3456),
                 per_core_percent: Some(vec![10.0, 14.691]),
+                core_numbers: Some(vec![0, 1]),
                 modes_percent: Some(CpuModes {
                     user: 8.004,
                     nice: 0.5,

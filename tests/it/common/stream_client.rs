@@ -174,6 +174,7 @@ pub fn snapshot(seq: u64, interfaces: usize) -> Snapshot {
         cpu: Some(CpuMetrics {
             usage_percent: Some(12.5),
             per_core_percent: Some((0..8).map(|i| i as f64 * 3.25).collect()),
+            core_numbers: Some((0..8).collect()),
             modes_percent: Some(modes(1.0)),
             seconds_total: modes(1000.0 + seq as f64),
         }),
