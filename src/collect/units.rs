@@ -651,8 +651,10 @@ impl UnitsCollector {
             metrics: UnitMetrics {
                 cpu_percent: Some(round2(cpu_percent)),
                 memory_mb: memory_bytes.map(|b| round2(b as f64 / MIB)),
-                io_read_mb_per_sec: io_rates.map(|(r, _)| round2(r / MIB)),
-                io_write_mb_per_sec: io_rates.map(|(_, w)| round2(w / MIB)),
+                // Unrounded: the stream form rounds, and /metrics gives
+                // bytes per second (a round2 of MiB/s would make 4 KiB/s 0).
+                io_read_mb_per_sec: io_rates.map(|(r, _)| r / MIB),
+                io_write_mb_per_sec: io_rates.map(|(_, w)| w / MIB),
                 cpu_usage_usec: Some(usage_usec),
                 memory_bytes,
                 io_read_bytes: io.map(|(r, _)| r),

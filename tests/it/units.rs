@@ -93,6 +93,20 @@ fn two_reads(c: &mut UnitsCollector, between: impl FnOnce()) -> BTreeMap<String,
 }
 
 #[test]
+fn a_small_io_rate_is_kept_exact_for_the_byte_rates_of_metrics() {
+    let tree = Tree::new("cgroup-unified");
+    let mut c = tree.collector(&["nginx.service"], 10);
+    let m = two_reads(&mut c, || {
+        // 8 KiB more written in 2 s: 4 KiB/s, which is 0.00 in MiB/s.
+        let io = "8:0 rbytes=1048576 wbytes=2105344 rios=10 wios=21 dbytes=0 dios=0\n\
+                  253:0 rbytes=1048576 wbytes=0 rios=5 wios=0 dbytes=0 dios=0\n";
+        fs::write(tree.unit("nginx.service/io.stat"), io).unwrap();
+    });
+    let write = m["nginx.service"].io_write_mb_per_sec.unwrap();
+    assert_eq!(write * MIB as f64, 4096.0);
+}
+
+#[test]
 fn unified_tree_gives_every_field_of_matching_units() {
     let tree = Tree::new("cgroup-unified");
     let mut c = tree.collector(&["*.service"], 10);
