@@ -73,10 +73,13 @@ pub fn parse_sockstat6(text: &str) -> io::Result<u64> {
         .ok_or_else(|| invalid("bad TCP6 line"))
 }
 
+/// The last good reading of each source with its time: a source that
+/// failed in between gives, once it reads again, its rate since then (not a
+/// made-up 0), and one never read yet gives null.
+#[derive(Default)]
 struct Previous {
-    at: Instant,
-    snmp: Option<(u64, u64)>,
-    netstat: Option<(u64, u64)>,
+    snmp: Option<(Instant, (u64, u64))>,
+    netstat: Option<(Instant, (u64, u64))>,
 }
 
 pub struct TcpCollector {
@@ -85,7 +88,7 @@ pub struct TcpCollector {
     sockstat: ProcFile,
     sockstat6: ProcFile,
     reader: FileReader,
-    prev: Option<Previous>,
+    prev: Previous,
 }
 
 impl TcpCollector {
@@ -97,7 +100,7 @@ impl TcpCollector {
             sockstat: ProcFile::whole(net.join("sockstat")),
             sockstat6: ProcFile::whole(net.join("sockstat6")),
             reader: FileReader::new(),
-            prev: None,
+            prev: Previous::default(),
         }
     }
 }
@@ -118,41 +121,31 @@ impl Collect for TcpCollector {
             Err(e) if e.source.kind() == io::ErrorKind::NotFound => Ok(0),
             other => other,
         };
-        let elapsed = self
-            .prev
-            .as_ref()
-            .map(|p| now.saturating_duration_since(p.at));
-        let rate = |prev: Option<u64>, cur: u64| match (prev, elapsed) {
-            (Some(p), Some(e)) => counter_rate(p, cur, e),
-            _ => 0.0,
+        let rate = |before: Option<(Instant, u64)>, cur: u64| {
+            before.map(|(at, p)| counter_rate(p, cur, now.saturating_duration_since(at)))
         };
-        let prev = self.prev.as_ref();
+        let prev = &mut self.prev;
         let mut tcp = TcpMetrics::default();
         if let Ok((estab, retrans, resets)) = snmp {
-            let before = prev.and_then(|p| p.snmp);
+            let before = prev.snmp.replace((now, (retrans, resets)));
             tcp.curr_estab = Some(estab);
             tcp.retrans_segs_total = Some(retrans);
             tcp.resets_sent_total = Some(resets);
-            tcp.retrans_segs_per_sec = Some(rate(before.map(|b| b.0), retrans));
-            tcp.resets_sent_per_sec = Some(rate(before.map(|b| b.1), resets));
+            tcp.retrans_segs_per_sec = rate(before.map(|(at, b)| (at, b.0)), retrans);
+            tcp.resets_sent_per_sec = rate(before.map(|(at, b)| (at, b.1)), resets);
         }
         if let Ok((overflows, drops)) = netstat {
-            let before = prev.and_then(|p| p.netstat);
+            let before = prev.netstat.replace((now, (overflows, drops)));
             tcp.listen_overflows_total = Some(overflows);
             tcp.listen_drops_total = Some(drops);
-            tcp.listen_overflows_per_sec = Some(rate(before.map(|b| b.0), overflows));
-            tcp.listen_drops_per_sec = Some(rate(before.map(|b| b.1), drops));
+            tcp.listen_overflows_per_sec = rate(before.map(|(at, b)| (at, b.0)), overflows);
+            tcp.listen_drops_per_sec = rate(before.map(|(at, b)| (at, b.1)), drops);
         }
         if let (Ok((inuse, orphan, tw)), Ok(inuse6)) = (&sockstat, &sockstat6) {
             tcp.in_use = Some(inuse + inuse6);
             tcp.orphan = Some(*orphan);
             tcp.time_wait = Some(*tw);
         }
-        self.prev = Some(Previous {
-            at: now,
-            snmp: tcp.retrans_segs_total.zip(tcp.resets_sent_total),
-            netstat: tcp.listen_overflows_total.zip(tcp.listen_drops_total),
-        });
         m.tcp = tcp;
         snmp?;
         netstat?;

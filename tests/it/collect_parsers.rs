@@ -164,6 +164,35 @@ fn per_core_figures_carry_the_cpu_number_when_a_cpu_is_offline() {
     assert_eq!(c.per_core_percent.as_ref().map(Vec::len), Some(3));
 }
 
+#[test]
+fn a_tcp_source_that_failed_gives_its_rate_since_its_last_reading_not_zero() {
+    use metricsd::collect::Collect as _;
+    let (dir, roots) = roots_copy_of_state1();
+    let snmp = dir.path().join("proc/net/snmp");
+    let text = std::fs::read_to_string(&snmp).unwrap();
+    let with_retrans = |n: u64| {
+        text.replace(
+            "Tcp: 1 200 120000 -1 130 20 0 3 42 22850 15780 0 0 5 0",
+            &format!("Tcp: 1 200 120000 -1 130 20 0 3 42 22850 15780 {n} 0 5 0"),
+        )
+    };
+    let mut tcp = metricsd::collect::tcp::TcpCollector::new(&roots);
+    let mut m = Metrics::default();
+    let t0 = Instant::now();
+    std::fs::write(&snmp, with_retrans(100)).unwrap();
+    tcp.collect(t0, &mut m).unwrap();
+    // Unreadable for one sample: its figures are null, not 0.
+    std::fs::remove_file(&snmp).unwrap();
+    assert!(tcp.collect(t0 + Duration::from_secs(1), &mut m).is_err());
+    assert_eq!(m.tcp.retrans_segs_total, None);
+    assert_eq!(m.tcp.retrans_segs_per_sec, None);
+    assert!(m.tcp.listen_drops_per_sec.is_some(), "netstat still read");
+    // Back: 300 more over the 3 s since its last good reading.
+    std::fs::write(&snmp, with_retrans(400)).unwrap();
+    tcp.collect(t0 + Duration::from_secs(3), &mut m).unwrap();
+    assert_eq!(m.tcp.retrans_segs_per_sec, Some(100.0));
+}
+
 // ---------------------------------------------------------- meminfo, loadavg
 
 #[test]
