@@ -185,8 +185,9 @@ pub struct PsiLine {
     pub avg300: f64,
     /// Cumulative stall time, microseconds.
     pub total_us: u64,
-    /// Δtotal in ms per second of wall time since the previous sample, 0..1000.
-    pub stall_ms_per_sec: f64,
+    /// Δtotal in ms per second of wall time since the previous sample,
+    /// 0..1000; `None` without a previous reading of this line.
+    pub stall_ms_per_sec: Option<f64>,
 }
 
 /// From /proc/pressure (collector `pressure`). A line the kernel does not

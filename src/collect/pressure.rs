@@ -45,10 +45,13 @@ fn parse_line(rest: &str) -> Option<PsiLine> {
     (seen == 4).then_some(line)
 }
 
-/// Fills `stall_ms_per_sec` from the previous reading.
+/// Fills `stall_ms_per_sec` from the previous reading (null without one:
+/// the start-up reading failed, or the line is new).
 fn with_rate(mut cur: PsiLine, prev: Option<&PsiLine>, elapsed: Duration) -> PsiLine {
-    let us_per_sec = prev.map_or(0.0, |p| counter_rate(p.total_us, cur.total_us, elapsed));
-    cur.stall_ms_per_sec = (us_per_sec / 1000.0).clamp(0.0, 1000.0);
+    cur.stall_ms_per_sec = prev.map(|p| {
+        let us_per_sec = counter_rate(p.total_us, cur.total_us, elapsed);
+        (us_per_sec / 1000.0).clamp(0.0, 1000.0)
+    });
     cur
 }
 
@@ -155,8 +158,12 @@ mod tests {
             ..Default::default()
         };
         let r = with_rate(cur, Some(&prev), Duration::from_secs(1));
-        assert_eq!(r.stall_ms_per_sec, 250.0);
+        assert_eq!(r.stall_ms_per_sec, Some(250.0));
         let back = with_rate(prev, Some(&cur), Duration::from_secs(1));
-        assert_eq!(back.stall_ms_per_sec, 0.0);
+        assert_eq!(back.stall_ms_per_sec, Some(0.0));
+        assert_eq!(
+            with_rate(cur, None, Duration::from_secs(1)).stall_ms_per_sec,
+            None
+        );
     }
 }

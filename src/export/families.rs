@@ -432,15 +432,17 @@ fn pressure<'a>(f: &mut Families<'a>, m: &'a Metrics) {
             .filter_map(|(resource, kind, line)| line.map(|l| (resource, kind, l)))
             .collect()
     });
-    let each = |value: fn(&PsiLine) -> f64| {
+    let each = |value: fn(&PsiLine) -> Option<f64>| {
         lines
             .iter()
-            .map(|(resource, kind, line)| Sample {
-                labels: smallvec::smallvec![
-                    ("resource", Cow::Borrowed(*resource)),
-                    ("kind", Cow::Borrowed(*kind)),
-                ],
-                value: value(line),
+            .filter_map(|(resource, kind, line)| {
+                Some(Sample {
+                    labels: smallvec::smallvec![
+                        ("resource", Cow::Borrowed(*resource)),
+                        ("kind", Cow::Borrowed(*kind)),
+                    ],
+                    value: value(line)?,
+                })
             })
             .collect::<Vec<_>>()
     };
@@ -449,35 +451,35 @@ fn pressure<'a>(f: &mut Families<'a>, m: &'a Metrics) {
         Gauge,
         "percent",
         "Share of the last 10 s in which some (or all) tasks stalled on the resource, 0-100 (/proc/pressure).",
-        each(|l| l.avg10),
+        each(|l| Some(l.avg10)),
     );
     f.add(
         "host_pressure_avg60_percent",
         Gauge,
         "percent",
         "As avg10, over the last 60 s.",
-        each(|l| l.avg60),
+        each(|l| Some(l.avg60)),
     );
     f.add(
         "host_pressure_avg300_percent",
         Gauge,
         "percent",
         "As avg10, over the last 300 s.",
-        each(|l| l.avg300),
+        each(|l| Some(l.avg300)),
     );
     f.add(
         "host_pressure_stall_seconds_total",
         Counter,
         "seconds",
         "Time some (or all) tasks stalled on the resource since boot (/proc/pressure total).",
-        each(|l| l.total_us as f64 * US),
+        each(|l| Some(l.total_us as f64 * US)),
     );
     f.add(
         "host_pressure_stall_seconds_per_second",
         Gauge,
         "",
         "Stall time per second of wall time since the previous sample, 0-1.",
-        each(|l| l.stall_ms_per_sec * MS),
+        each(|l| l.stall_ms_per_sec.map(|v| v * MS)),
     );
 }
 
@@ -1165,7 +1167,7 @@ mod tests {
             pressure: Some(PressureMetrics {
                 io_full: Some(PsiLine {
                     total_us: 2_500_000,
-                    stall_ms_per_sec: 250.0,
+                    stall_ms_per_sec: Some(250.0),
                     ..Default::default()
                 }),
                 ..Default::default()

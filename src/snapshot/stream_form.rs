@@ -172,16 +172,16 @@ fn pressure(f: &mut Fields, m: &Metrics) {
         ("io_some", p.and_then(|p| p.io_some.as_ref())),
         ("io_full", p.and_then(|p| p.io_full.as_ref())),
     ];
-    type Field = fn(&PsiLine) -> f64;
+    type Field = fn(&PsiLine) -> Option<f64>;
     let fields: [(&str, Field); 4] = [
-        ("avg10", |l| l.avg10),
-        ("avg60", |l| l.avg60),
-        ("avg300", |l| l.avg300),
+        ("avg10", |l| Some(l.avg10)),
+        ("avg60", |l| Some(l.avg60)),
+        ("avg300", |l| Some(l.avg300)),
         ("stall_ms_per_sec", |l| l.stall_ms_per_sec),
     ];
     for (prefix, line) in lines {
         for (name, get) in fields {
-            f.put(&format!("{prefix}_{name}"), &line.map(|l| round2(get(l))));
+            f.put(&format!("{prefix}_{name}"), &line.and_then(get).map(round2));
         }
     }
 }

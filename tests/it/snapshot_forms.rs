@@ -34,7 +34,7 @@ pub(crate) fn sample() -> Snapshot {
         avg60: avg10 / 2.0,
         avg300: avg10 / 4.0,
         total_us,
-        stall_ms_per_sec: 12.345,
+        stall_ms_per_sec: Some(12.345),
     };
     Snapshot {
         timestamp: UNIX_EPOCH + Duration::from_millis(1_795_428_000_000),

@@ -148,7 +148,7 @@ pub fn snapshot(seq: u64, interfaces: usize) -> Snapshot {
         avg60: avg10 / 2.0,
         avg300: avg10 / 4.0,
         total_us: 1_000_000 + seq * 10_000,
-        stall_ms_per_sec: avg10 * 10.0,
+        stall_ms_per_sec: Some(avg10 * 10.0),
     };
     let mut units = std::collections::BTreeMap::new();
     for (name, cpu) in [("metricsd.service", 0.5), ("nginx.service", 12.0)] {
