@@ -63,7 +63,7 @@ fn history_times_ns(setup: &Setup) -> Vec<u64> {
 fn requests_decode_with_the_official_package_and_follow_the_conventions() {
     if !otlp_available() {
         // CI installs python3-protobuf and opentelemetry-proto.
-        eprintln!("skipped: python3 with opentelemetry-proto is not available");
+        crate::common::skip_or_fail("python3 with opentelemetry-proto is not available");
         return;
     }
     let receiver = OtlpReceiver::start();

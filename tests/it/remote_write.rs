@@ -63,8 +63,9 @@ fn skip_without(kind: Kind) -> bool {
     if installed(kind) {
         return false;
     }
-    // CI installs both receivers; a developer machine may lack one.
-    eprintln!("skipped: {kind:?} is not installed");
+    // CI installs both receivers (and fails here without one); a
+    // developer machine may lack one.
+    crate::common::skip_or_fail(&format!("{kind:?} is not installed"));
     true
 }
 
