@@ -48,6 +48,15 @@ async fn scrape(addr: SocketAddr) -> String {
     response.body
 }
 
+/// A single-number line of /proc/stat (`ctxt`, `btime`, `processes`).
+fn proc_stat_field(name: &str) -> f64 {
+    std::fs::read_to_string("/proc/stat")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in /proc/stat"))
+}
+
 fn parse(text: &str) -> HashMap<String, Family> {
     check_exposition(text).unwrap_or_else(|e| panic!("{e}\n{text}"))
 }
@@ -135,6 +144,7 @@ async fn live_scrape_is_strict_complete_monotonic_and_passes_promtool() {
         .as_ref()
         .map_or("*.service".to_string(), |u| u.name.clone());
     let setup = Setup::new("1s", "", &format!("[collect]\nunits = [\"{unit_glob}\"]\n"));
+    let counters_at_start = (proc_stat_field("ctxt"), proc_stat_field("processes"));
     let mut daemon = setup.start(&[]);
     let addr = setup.stream_addr();
     daemon.wait_listening(addr, Duration::from_secs(20));
@@ -161,6 +171,37 @@ async fn live_scrape_is_strict_complete_monotonic_and_passes_promtool() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     let b = parse(&second);
+
+    // Values in base units, against /proc read by the test: exact where
+    // the kernel's figure is fixed, between two readings for counters.
+    let mem_total_kib: f64 = std::fs::read_to_string("/proc/meminfo")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap();
+    assert_eq!(value(&b, "host_memory_total_bytes"), mem_total_kib * 1024.0);
+    assert_eq!(
+        value(&b, "host_boot_time_seconds"),
+        proc_stat_field("btime")
+    );
+    let fd_max: f64 = std::fs::read_to_string("/proc/sys/fs/file-nr")
+        .unwrap()
+        .split_whitespace()
+        .nth(2)
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    assert_eq!(value(&b, "host_file_descriptors_max"), fd_max);
+    for (name, field, at_start) in [
+        ("host_context_switches_total", "ctxt", counters_at_start.0),
+        ("host_forks_total", "processes", counters_at_start.1),
+    ] {
+        let (got, now) = (value(&b, name), proc_stat_field(field));
+        assert!(
+            at_start <= got && got <= now,
+            "{name} {got} not in [{at_start}, {now}]"
+        );
+    }
 
     // Strict text format (every line HELP, TYPE or a sample; valid names
     // and labels; no duplicate series): check_exposition above.
