@@ -1213,11 +1213,17 @@ fn pressure_matches_proc_pressure() {
         };
         Some((get("avg10").parse().ok()?, get("total").parse().ok()?))
     }
+    let all = || -> Vec<_> {
+        ["cpu", "memory", "io"]
+            .iter()
+            .map(|r| (psi(r, "some"), psi(r, "full")))
+            .collect()
+    };
     let _busy = BusyChild::start();
     let t0 = Instant::now();
-    let r0 = psi("cpu", "some").unwrap();
+    let r0 = all();
     let mut collector = Collector::new(Roots::default(), &default_collect());
-    let r1 = psi("cpu", "some").unwrap();
+    let r1 = all();
     let t1 = Instant::now();
     std::thread::sleep(Duration::from_millis(500));
     let t2 = Instant::now();
@@ -1231,14 +1237,22 @@ fn pressure_matches_proc_pressure() {
         .map(|r| (psi(r, "some"), psi(r, "full")))
         .collect();
     let t3 = Instant::now();
+    let bracket = Bracket { t0, t1, t2, t3 };
+    // (collected, reading before the baseline, after it, before the
+    // sample, after it)
+    type Reading = Option<(f64, u64)>;
+    let pick = |i: usize, full: bool| -> [Reading; 4] {
+        let of = |r: &Vec<(Reading, Reading)>| if full { r[i].1 } else { r[i].0 };
+        [of(&r0), of(&r1), of(&before), of(&after)]
+    };
     let lines = [
-        (&p.cpu_some, &before[0].0, &after[0].0, "cpu some"),
-        (&p.memory_some, &before[1].0, &after[1].0, "memory some"),
-        (&p.memory_full, &before[1].1, &after[1].1, "memory full"),
-        (&p.io_some, &before[2].0, &after[2].0, "io some"),
-        (&p.io_full, &before[2].1, &after[2].1, "io full"),
+        (&p.cpu_some, pick(0, false), "cpu some"),
+        (&p.memory_some, pick(1, false), "memory some"),
+        (&p.memory_full, pick(1, true), "memory full"),
+        (&p.io_some, pick(2, false), "io some"),
+        (&p.io_full, pick(2, true), "io full"),
     ];
-    for (got, b, a, what) in lines {
+    for (got, [r0, r1, b, a], what) in lines {
         let (Some(b), Some(a)) = (b, a) else {
             assert!(got.is_none(), "{what}: the kernel has no such line");
             continue;
@@ -1255,20 +1269,19 @@ fn pressure_matches_proc_pressure() {
             within(got.total_us as f64, b.1 as f64, a.1 as f64),
             "{what} total"
         );
+        // The stall rate of every line, between the bounds its totals
+        // give over the two windows around the baseline and the sample.
         let stall = got
             .stall_ms_per_sec
             .expect("a rate from the previous reading");
-        assert!(within(stall, 0.0, 1000.0), "{what} stall");
+        let (r0, r1) = (r0.unwrap().1, r1.unwrap().1);
+        let (low, high) = bracket.bounds(r0, r1, b.1, a.1);
+        let (low, high) = ((low / 1000.0).min(1000.0), (high / 1000.0).min(1000.0));
+        assert!(
+            within(stall, low - 0.01, high + 0.01),
+            "{what} stall {stall} ms/s not in [{low}, {high}]"
+        );
     }
-    let r2 = before[0].0.unwrap().1;
-    let r3 = after[0].0.unwrap().1;
-    let (low, high) = Bracket { t0, t1, t2, t3 }.bounds(r0.1, r1.1, r2, r3);
-    let stall = p.cpu_some.unwrap().stall_ms_per_sec.unwrap();
-    let (low, high) = ((low / 1000.0).min(1000.0), (high / 1000.0).min(1000.0));
-    assert!(
-        within(stall, low - 0.01, high + 0.01),
-        "cpu stall {stall} ms/s not in [{low}, {high}]"
-    );
 }
 
 #[test]
