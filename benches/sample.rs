@@ -256,7 +256,8 @@ impl KernelFloor {
         .map(|(f, end)| (Path::new("/proc").join(f), *end))
         .collect();
         if !with_processes {
-            // Without the scan, the process count comes from loadavg again.
+            // Without the per-process reads, the thread count comes from
+            // loadavg again (the process count still from listing /proc).
             paths.push((Path::new("/proc/loadavg").to_path_buf(), whole));
         }
         if let Ok(dir) = std::fs::read_dir("/sys/class/net") {
@@ -288,8 +289,8 @@ impl KernelFloor {
         KernelFloor {
             files,
             pid_stats,
-            proc_dir: with_processes
-                .then(|| metricsd::procfs::DirScan::open(Path::new("/proc")).unwrap()),
+            // Listed with top 0 as well: `process_count` counts its entries.
+            proc_dir: Some(metricsd::procfs::DirScan::open(Path::new("/proc")).unwrap()),
             reader: metricsd::procfs::FileReader::new(),
             buf: vec![0; 1024],
         }
