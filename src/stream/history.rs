@@ -59,11 +59,18 @@ pub fn parse_query(request: &Request) -> Result<Query, String> {
 /// Unix seconds (a fraction allowed) or RFC 3339 (`Z` or a `±hh:mm` offset).
 fn parse_since(text: &str) -> Option<i64> {
     let text = text.trim();
+    // Both forms are ASCII; anything else is refused before any slicing
+    // by byte position (which would split a multi-byte character).
+    if !text.is_ascii() {
+        return None;
+    }
     if let Ok(seconds) = text.parse::<f64>() {
         return (seconds.is_finite() && seconds >= 0.0).then_some((seconds * 1000.0) as i64);
     }
     let (utc, offset_s) = split_offset(text)?;
-    let at = humantime::parse_rfc3339_weak(utc).ok()?;
+    // RFC 3339 allows a lower-case `t` between date and time.
+    let utc = utc.replacen('t', "T", 1);
+    let at = humantime::parse_rfc3339_weak(&utc).ok()?;
     let ms = at.duration_since(UNIX_EPOCH).ok()?.as_millis() as i64;
     Some(ms - offset_s * 1000)
 }
@@ -196,8 +203,13 @@ mod tests {
             ms("?since=2025-11-30T23:00:00-01:00"),
             Ok(1_764_547_200_000)
         );
+        assert_eq!(ms("?since=2025-12-01t00:00:00z"), Ok(1_764_547_200_000));
         for bad in [
             "yesterday",
+            // Multi-byte characters where the offset would be cut.
+            "%E2%82%ACabcd",
+            "%FFabcd",
+            "2025-12-01T00:00:00%E2%82%AC",
             "2025-13-01T00:00:00Z",
             "-5",
             "2025-12-01T00:00:00+25:00",

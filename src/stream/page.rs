@@ -54,21 +54,33 @@ pub fn with_security_headers(response: Response) -> Response {
 }
 
 /// Whether `Accept-Encoding` allows gzip (`gzip` or `*`, with a q above 0).
+/// Whether `Accept-Encoding` takes gzip (RFC 9110 §12.5.3): `gzip` named
+/// decides by its own weight, else `*` by its; `q=0` refuses.
 pub fn accepts_gzip(request: &Request) -> bool {
-    request
+    let mut gzip = None;
+    let mut any = None;
+    let items = request
         .headers
         .iter()
         .filter(|(n, _)| n.eq_ignore_ascii_case("accept-encoding"))
-        .flat_map(|(_, v)| v.split(','))
-        .any(|item| {
-            let mut parts = item.split(';');
-            let coding = parts.next().unwrap_or("").trim();
-            let q = parts
-                .filter_map(|p| p.trim().strip_prefix("q="))
-                .find_map(|q| q.trim().parse::<f32>().ok())
-                .unwrap_or(1.0);
-            (coding.eq_ignore_ascii_case("gzip") || coding == "*") && q > 0.0
-        })
+        .flat_map(|(_, v)| v.split(','));
+    for item in items {
+        let mut parts = item.split(';');
+        let coding = parts.next().unwrap_or("").trim();
+        let q = parts
+            .filter_map(|p| {
+                let (key, value) = p.split_once('=')?;
+                key.trim().eq_ignore_ascii_case("q").then_some(value)
+            })
+            .find_map(|q| q.trim().parse::<f32>().ok())
+            .unwrap_or(1.0);
+        if coding.eq_ignore_ascii_case("gzip") {
+            gzip = Some(q);
+        } else if coding == "*" {
+            any = Some(q);
+        }
+    }
+    gzip.or(any).is_some_and(|q| q > 0.0)
 }
 
 pub fn gzip(bytes: &[u8], level: Compression) -> Vec<u8> {
@@ -106,6 +118,11 @@ mod tests {
         assert!(!accepts_gzip(&get("Accept-Encoding: gzip;q=0\r\n")));
         assert!(!accepts_gzip(&get("Accept-Encoding: identity\r\n")));
         assert!(!accepts_gzip(&get("")));
+        // Named gzip refused outweighs the wildcard; the weight's name is
+        // case-insensitive.
+        assert!(!accepts_gzip(&get("Accept-Encoding: gzip;q=0, *\r\n")));
+        assert!(!accepts_gzip(&get("Accept-Encoding: gzip;Q=0\r\n")));
+        assert!(accepts_gzip(&get("Accept-Encoding: br;q=0, *\r\n")));
 
         let zipped = respond(&get("Accept-Encoding: gzip\r\n"));
         assert!(zipped

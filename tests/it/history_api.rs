@@ -202,6 +202,10 @@ fn bad_queries_are_400_with_a_reason_and_bounds_hold() {
         ("since=yesterday", "since"),
         ("since=2026-13-40T00:00:00Z", "since"),
         ("since=-1", "since"),
+        // Multi-byte characters where the offset would be: a 400, and the
+        // daemon goes on (it once panicked on these).
+        ("since=%E2%82%ACabcd", "since"),
+        ("since=%FFabcd", "since"),
     ] {
         let answer = get(addr, &format!("/api/history?{query}"));
         assert_eq!(answer.status, 400, "{query}: {}", answer.text());
@@ -211,6 +215,7 @@ fn bad_queries_are_400_with_a_reason_and_bounds_hold() {
     assert!(!get(addr, "/api/history?limit=1&since=0").rows().is_empty());
     let post = request(addr, "POST", "/api/history", &[("Content-Length", "0")]);
     assert_eq!(post.status, 405);
+    assert_eq!(get(addr, "/health").status, 200, "still serving");
 }
 
 #[test]
