@@ -118,7 +118,10 @@ pub fn run(cli_config: Option<&Path>, args: &RunArgs) -> Result<(), Error> {
     logging::exit_on_panic();
     let start_dir = std::env::current_dir()
         .map_err(|e| Error::Failure(format!("cannot read the working directory: {e}")))?;
-    let cli_config = cli_config.map(|p| start_dir.join(p));
+    // The file found now is the file every reload reads: had the lookup
+    // run again, a default file deleted meanwhile would turn a reload into
+    // the built-in defaults (every sink gone) instead of an error.
+    let cli_config = config::locate(cli_config).map(|p| start_dir.join(p));
     let config = load_config(cli_config.as_deref())?;
     logging::init(config.log_level);
     statedir::ensure(&config.state_dir).map_err(|e| Error::State(e.to_string()))?;

@@ -466,8 +466,28 @@ pub fn locate(cli_path: Option<&Path>) -> Option<PathBuf> {
 
 /// Loads the configuration per SPEC §2, from the process environment.
 pub fn load(cli_path: Option<&Path>) -> Result<Config, ConfigError> {
-    let env: Vec<(String, String)> = std::env::vars().collect();
-    load_from(locate(cli_path).as_deref(), &env)
+    load_from(locate(cli_path).as_deref(), &environment()?)
+}
+
+/// The process environment as text. A variable that is not UTF-8 is no
+/// concern of ours unless it is one of our `METRICSD_*` overrides, which
+/// is then a configuration error (`std::env::vars` would panic on either).
+fn environment() -> Result<Vec<(String, String)>, ConfigError> {
+    let mut env = Vec::new();
+    for (name, value) in std::env::vars_os() {
+        match (name.to_str(), value.to_str()) {
+            (Some(name), Some(value)) => env.push((name.to_string(), value.to_string())),
+            _ if name.to_string_lossy().starts_with("METRICSD_") => {
+                return Err(ConfigError {
+                    origin: "environment".to_string(),
+                    key: name.to_string_lossy().into_owned(),
+                    reason: "not valid UTF-8".to_string(),
+                });
+            }
+            _ => {}
+        }
+    }
+    Ok(env)
 }
 
 /// Loads `path` (None: built-in defaults) with `env` overrides applied.

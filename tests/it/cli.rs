@@ -233,6 +233,33 @@ fn unknown_environment_variable_is_one_warning_not_an_error() {
     );
 }
 
+#[test]
+fn an_environment_that_is_not_utf8_is_ignored_unless_it_is_ours() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_in(dir.path(), "", "");
+    let not_utf8 = OsStr::from_bytes(b"caf\xe9");
+    let run = |name: &str| {
+        std::process::Command::new(crate::common::daemon::BIN)
+            .args(["--config", &config, "check-config"])
+            .env(name, not_utf8)
+            .output()
+            .unwrap()
+    };
+    // Someone else's variable: no concern of ours.
+    let out = run("LC_SOMETHING_ELSE");
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    // One of ours: a configuration error naming it.
+    let out = run("METRICSD_INTERVAL");
+    assert_eq!(out.status.code(), Some(78), "{}", describe(&out));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("METRICSD_INTERVAL") && err.contains("not valid UTF-8"),
+        "{err}"
+    );
+}
+
 // --- exit code 73 ----------------------------------------------------------------
 
 #[test]

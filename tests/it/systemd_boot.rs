@@ -67,6 +67,7 @@ fn packaged_service_under_a_booted_debian() {
     queue_stats_as_root_reads_the_service_queue(&container);
     rt.block_on(reload_changes_the_cadence(&container, addr, port));
     no_warnings_in_the_journal(&container);
+    a_reload_without_the_file_keeps_the_running_configuration(&container);
     restart_loses_no_queued_row(&container, port);
     rt.block_on(watchdog_restarts_a_stopped_daemon(&container, addr, port));
     rt.block_on(stop_is_clean_and_within_budget(&container, addr));
@@ -444,6 +445,29 @@ async fn reload_changes_the_cadence(c: &Container, addr: SocketAddr, port: u16) 
         after.iter().all(|g| *g >= Duration::from_millis(2500)),
         "at 3 s the gaps were {after:?}"
     );
+}
+
+/// The file the daemon started from is gone (a package purge, a config
+/// tool that rewrites it in two steps): a reload is refused and the running
+/// configuration kept, not replaced by the built-in defaults.
+fn a_reload_without_the_file_keeps_the_running_configuration(c: &Container) {
+    let file = c.overlay().path(CONFIG);
+    let aside = file.with_extension("aside");
+    std::fs::rename(&file, &aside).unwrap();
+    c.ok(&["systemctl", "reload", UNIT]);
+    wait_for("the refused reload in the journal", LONG, || {
+        journal_json(c).iter().any(|e| {
+            e["MESSAGE"].as_str().is_some_and(|m| {
+                m.contains("reload rejected, keeping the running configuration")
+                    && m.contains(CONFIG)
+            })
+        })
+    });
+    std::fs::rename(&aside, &file).unwrap();
+    assert_eq!(c.unit_property(UNIT, "ActiveState"), "active");
+    wait_for("the status after the refused reload", LONG, || {
+        c.unit_property(UNIT, "StatusText") == "sampling every 3s"
+    });
 }
 
 fn queued_event_ids(c: &Container) -> Vec<String> {
