@@ -223,8 +223,14 @@ fn sink(s: &Section, f: SinkFile) -> Result<SinkConfig, ConfigError> {
     let ca_file = match f.ca_file.0.as_str() {
         "" => None,
         path => {
-            std::fs::metadata(path)
+            // Read as the poster will, so that a file without certificates
+            // (or a directory) is a configuration error, not a sink that
+            // fails forever.
+            let certs = crate::deliver::client::read_pem_certs(std::path::Path::new(path))
                 .map_err(|e| s.err("ca_file", format!("cannot read {path}: {e}")))?;
+            if certs.is_empty() {
+                return Err(s.err("ca_file", format!("{path} holds no PEM certificate")));
+            }
             Some(PathBuf::from(path))
         }
     };

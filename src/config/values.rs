@@ -297,7 +297,22 @@ pub fn url_for_display(url: &str) -> String {
             None => url.to_string(),
         };
     };
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let mut authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    // A password holding '/', '?' or '#' (invalid, and refused, but never
+    // to be echoed): the authority then seems to end inside it, with a
+    // "port" that is no number. Take everything up to the '@' as userinfo.
+    let authority = &rest[..authority_end];
+    let after_host = authority.rsplit_once(']').map_or(authority, |(_, r)| r);
+    let seems_cut = after_host
+        .rsplit_once(':')
+        .is_some_and(|(_, port)| !port.bytes().all(|b| b.is_ascii_digit()));
+    if seems_cut && !rest[..authority_end].contains('@') {
+        if let Some(at) = rest.find('@') {
+            authority_end = rest[at..]
+                .find(['/', '?', '#'])
+                .map_or(rest.len(), |i| at + i);
+        }
+    }
     let (authority, tail) = rest.split_at(authority_end);
     match authority.rsplit_once('@') {
         Some((userinfo, host)) => {
@@ -335,6 +350,21 @@ pub fn check_url(url: &str) -> Result<(), String> {
     }
     if uri.host().is_none_or(str::is_empty) {
         return Err(format!("invalid URL {shown:?}: no host"));
+    }
+    // The parser takes any run of digits (and more) as a port; past 65535
+    // it would wrap. The port is not quoted: with a password holding a
+    // '/', what looks like the port is part of the password.
+    let authority = uri.authority().map_or("", |a| a.as_str());
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let after_host = host_port
+        .rsplit_once(']')
+        .map_or(host_port, |(_, rest)| rest);
+    if let Some((_, port)) = after_host.rsplit_once(':') {
+        if !port.is_empty() && port.parse::<u16>().is_err() {
+            return Err(format!(
+                "invalid URL {shown:?}: the port is not a number from 0 to 65535"
+            ));
+        }
     }
     Ok(())
 }
@@ -400,6 +430,31 @@ pub fn check_host_name(name: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ports_past_65535_and_passwords_with_slashes_are_refused_unechoed() {
+        assert!(check_url("http://example.com:65535/x").is_ok());
+        assert!(check_url("http://[::1]:8080/x").is_ok());
+        assert!(check_url("http://[::1]/users/@me").is_ok());
+        let err = check_url("http://example.com:99999/x").unwrap_err();
+        assert!(err.contains("port"), "{err}");
+        for url in [
+            "https://user:hunter/2@host/x",
+            "https://user:hun?ter2@host/x",
+        ] {
+            let err = check_url(url).unwrap_err();
+            assert!(!err.contains("hunter") && !err.contains("hun?ter"), "{err}");
+            assert!(
+                !url_for_display(url).contains("hun"),
+                "{}",
+                url_for_display(url)
+            );
+        }
+        assert_eq!(
+            url_for_display("http://[::1]/users/@me"),
+            "http://[::1]/users/@me"
+        );
+    }
 
     #[test]
     fn url_passwords_are_hidden() {

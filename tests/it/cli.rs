@@ -136,6 +136,38 @@ fn bad_value_names_file_key_and_reason() {
 }
 
 #[test]
+fn a_ca_file_without_certificates_or_a_bad_port_is_a_config_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let not_pem = write_file(dir.path(), "notes.txt", "not a certificate\n");
+    for (section, key) in [
+        (
+            format!("[backend]\nurl = \"https://example.com/x\"\nca_file = {not_pem:?}\n"),
+            "ca_file",
+        ),
+        (
+            format!(
+                "[otlp]\nurl = \"https://example.com/x\"\nca_file = {:?}\n",
+                dir.path()
+            ),
+            "ca_file",
+        ),
+        (
+            "[backend]\nurl = \"http://example.com:99999/x\"\n".to_string(),
+            "url",
+        ),
+    ] {
+        let config = config_in(dir.path(), "", &section);
+        let out = run_cli(&["--config", &config, "check-config"], &[]);
+        assert_code(&out, EX_CONFIG);
+        let err = text(&out.stderr);
+        assert!(
+            err.contains(&config) && err.contains(key),
+            "{section}: {err}"
+        );
+    }
+}
+
+#[test]
 fn out_of_range_interval_is_a_config_error() {
     let dir = tempfile::tempdir().unwrap();
     let path = write_file(dir.path(), "m.toml", "interval = \"2h\"\n");
