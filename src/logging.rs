@@ -66,20 +66,35 @@ impl Log for StderrLogger {
 /// The level to use: RUST_LOG (a level name, or `metricsd=<level>`) wins
 /// over the configured one.
 pub fn effective_level(configured: LevelFilter) -> LevelFilter {
-    let Ok(spec) = std::env::var("RUST_LOG") else {
-        return configured;
-    };
+    match std::env::var("RUST_LOG") {
+        Ok(spec) => level_in(&spec).unwrap_or(configured),
+        Err(_) => configured,
+    }
+}
+
+/// Our level in a RUST_LOG value, as env_logger reads one: `metricsd=` (or
+/// a module of it) is more specific than a bare level, whatever the order.
+fn level_in(spec: &str) -> Option<LevelFilter> {
+    let mut bare = None;
+    let mut ours = None;
     for part in spec.split(',') {
-        let level = match part.split_once('=') {
-            Some((target, level)) if target.trim() == "metricsd" => level,
-            Some(_) => continue,
-            None => part,
-        };
-        if let Ok(level) = level.trim().parse::<LevelFilter>() {
-            return level;
+        match part.split_once('=') {
+            Some((target, level)) => {
+                let target = target.trim();
+                if target == "metricsd" || target.starts_with("metricsd::") {
+                    if let Ok(level) = level.trim().parse() {
+                        ours = Some(level);
+                    }
+                }
+            }
+            None => {
+                if let Ok(level) = part.trim().parse() {
+                    bare = Some(level);
+                }
+            }
         }
     }
-    configured
+    ours.or(bare)
 }
 
 /// Installs the logger once; later calls only change the level.
@@ -138,6 +153,19 @@ pub fn redirect_stderr(path: &std::path::Path) -> std::io::Result<()> {
 mod tests {
     use super::*;
     use std::time::{Duration, UNIX_EPOCH};
+
+    #[test]
+    fn rust_log_gives_our_own_directive_precedence_in_any_order() {
+        assert_eq!(level_in("warn,metricsd=debug"), Some(LevelFilter::Debug));
+        assert_eq!(level_in("metricsd=debug,warn"), Some(LevelFilter::Debug));
+        assert_eq!(level_in("info"), Some(LevelFilter::Info));
+        assert_eq!(level_in("ureq=trace,error"), Some(LevelFilter::Error));
+        assert_eq!(
+            level_in("metricsd::deliver=trace"),
+            Some(LevelFilter::Trace)
+        );
+        assert_eq!(level_in("ureq=trace"), None);
+    }
 
     #[test]
     fn journald_lines_carry_priority_and_no_timestamp() {

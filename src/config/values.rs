@@ -19,7 +19,13 @@ pub fn parse_duration(value: &Value) -> Result<Duration, String> {
             if let Ok(n) = t.parse::<u64>() {
                 return Ok(Duration::from_secs(n));
             }
-            humantime::parse_duration(t).map_err(|_| format!("invalid duration {s:?}"))
+            let d = humantime::parse_duration(t).map_err(|_| format!("invalid duration {s:?}"))?;
+            // Durations are kept and printed in whole milliseconds: a finer
+            // one would print as another value (500us as 0s).
+            if d.subsec_nanos() % 1_000_000 != 0 {
+                return Err(format!("invalid duration {s:?}: the smallest unit is 1ms"));
+            }
+            Ok(d)
         }
         other => Err(format!(
             "invalid duration {other}: expected a string such as \"60s\" or integer seconds"
@@ -430,6 +436,14 @@ pub fn check_host_name(name: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_finer_than_a_millisecond_are_refused() {
+        let d = |s: &str| parse_duration(&Value::String(s.to_string()));
+        assert_eq!(d("1500ms"), Ok(Duration::from_millis(1500)));
+        assert!(d("500us").unwrap_err().contains("1ms"));
+        assert!(d("1ms 5us").is_err());
+    }
 
     #[test]
     fn ports_past_65535_and_passwords_with_slashes_are_refused_unechoed() {
