@@ -6,12 +6,12 @@
 
 use super::access::Credentials;
 use super::commands::{self, Command};
+use super::progress::Tracked;
 use crate::hub::Published;
 use futures_util::{SinkExt, StreamExt};
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
 use tokio::io::AsyncReadExt;
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::{timeout, Instant};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -34,7 +34,7 @@ const KEEPALIVE_CHECK: Duration = Duration::from_secs(5);
 const DISCARD_TIME: Duration = Duration::from_secs(1);
 const DISCARD_BYTES: usize = 1024 * 1024;
 
-pub type Ws = WebSocketStream<TcpStream>;
+pub type Ws = WebSocketStream<Tracked>;
 
 /// What a session follows besides its socket.
 pub struct Session {
@@ -80,19 +80,41 @@ pub async fn run(mut ws: Ws, peer: SocketAddr, mut session: Session) {
 }
 
 /// Sends one message, giving up when the socket accepts nothing for
-/// [`WRITE_STALL`], and at once when shutdown starts.
+/// [`WRITE_STALL`] (however long the whole message takes while it does),
+/// and at once when shutdown starts.
 async fn send(
     ws: &mut Ws,
     closing: &mut watch::Receiver<bool>,
     message: Message,
 ) -> Result<(), End> {
-    tokio::select! {
-        sent = timeout(WRITE_STALL, ws.send(message)) => match sent {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) => Err(End::Gone),
-            Err(_) => Err(End::Stalled),
-        },
-        _ = until_closing(closing) => {
+    enum Outcome {
+        Sent(Result<(), WsError>),
+        Stalled,
+        Closing,
+    }
+    let progress = ws.get_ref().progress();
+    progress.restart();
+    let outcome = {
+        let sending = ws.send(message);
+        tokio::pin!(sending);
+        loop {
+            let stall_at = progress.last() + WRITE_STALL;
+            tokio::select! {
+                sent = &mut sending => break Outcome::Sent(sent),
+                _ = tokio::time::sleep_until(stall_at) => {
+                    if progress.last() + WRITE_STALL <= Instant::now() {
+                        break Outcome::Stalled;
+                    }
+                }
+                _ = until_closing(closing) => break Outcome::Closing,
+            }
+        }
+    };
+    match outcome {
+        Outcome::Sent(Ok(())) => Ok(()),
+        Outcome::Sent(Err(_)) => Err(End::Gone),
+        Outcome::Stalled => Err(End::Stalled),
+        Outcome::Closing => {
             close_going_away(ws).await;
             Err(End::Closed)
         }
@@ -224,7 +246,7 @@ async fn close_for(ws: &mut Ws, code: CloseCode, reason: &'static str) -> Result
     ) {
         return Err(End::Gone);
     }
-    let socket = ws.get_mut();
+    let socket = ws.get_mut().socket();
     let mut sink = vec![0u8; 4096];
     let mut discarded = 0;
     let _ = timeout(DISCARD_TIME, async {

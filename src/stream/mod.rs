@@ -18,6 +18,7 @@ mod history;
 mod http;
 mod listener;
 mod page;
+mod progress;
 pub mod prometheus;
 mod server;
 

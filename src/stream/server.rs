@@ -6,6 +6,7 @@ use super::access::{self, Credentials};
 use super::admission::Admission;
 use super::client::{self, until_closing, Session, Ws, SHUTDOWN_GRACE, WRITE_STALL};
 use super::http::{self, HeadError, Request, Response};
+use super::progress::Tracked;
 use super::{health, history, listener, page, prometheus};
 use crate::config::{Config, SharedConfig};
 use crate::hub::Hub;
@@ -328,6 +329,7 @@ impl Server {
             log::debug!("stream: handshake with {peer} failed");
             return None;
         }
+        let stream = Tracked::new(stream);
         let ws = if leftover.is_empty() {
             WebSocketStream::from_raw_socket(stream, Role::Server, Some(websocket_config())).await
         } else {

@@ -313,6 +313,56 @@ async fn a_client_that_never_reads_delays_nobody_and_is_dropped() {
 }
 
 #[tokio::test]
+async fn a_slow_reader_gets_a_snapshot_that_takes_longer_than_10_s_to_cross() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = TestServer::start(|_| {});
+    // One large snapshot (~600 KB) waiting before the client connects.
+    let snap = std::sync::Arc::new(snapshot(1, 2300));
+    let json = snap.stream_json().to_string();
+    server.hub.publish(snap, json.clone());
+    // A raw client with a small receive buffer that reads about 40 KB a
+    // second: the snapshot takes some 15 s to cross, but the socket always
+    // takes bytes, so it must not be dropped as stalled (10 s of nothing).
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut tcp = socket.connect(server.addr).await.unwrap();
+    tcp.write_all(
+        format!(
+            "GET / HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+            server.addr
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut received = Vec::new();
+    let mut chunk = vec![0u8; 4096];
+    let started = Instant::now();
+    while received.len() < json.len() + 512 && started.elapsed() < Duration::from_secs(60) {
+        let n = tokio::time::timeout(Duration::from_secs(20), tcp.read(&mut chunk))
+            .await
+            .expect("the server kept sending")
+            .unwrap();
+        if n == 0 {
+            break;
+        }
+        received.extend_from_slice(&chunk[..n]);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let took = started.elapsed();
+    // The tail of the snapshot's text arrived: the whole frame got through.
+    let tail = &json.as_bytes()[json.len() - 64..];
+    assert!(
+        received.windows(tail.len()).any(|w| w == tail),
+        "only {} of about {} bytes arrived in {took:?}",
+        received.len(),
+        json.len()
+    );
+    assert!(took > Duration::from_secs(10), "too fast to tell: {took:?}");
+}
+
+#[tokio::test]
 async fn the_server_pings_and_drops_clients_silent_for_30_s() {
     let server = TestServer::start(|_| {});
     // Never polled again: it neither reads nor answers pings, but its socket
