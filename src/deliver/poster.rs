@@ -67,13 +67,9 @@ impl Tenure {
     /// The sink is back: true if the poster had not yet begun to end, and
     /// now goes on; false if it is ending (wait for it, then start anew).
     pub fn take_back(&self) -> bool {
-        match self
-            .0
+        self.0
             .compare_exchange(ASKED_TO_END, SERVING, Ordering::AcqRel, Ordering::Acquire)
-        {
-            Ok(_) => true,
-            Err(state) => state == SERVING,
-        }
+            .is_ok()
     }
 
     /// The poster's look: true when it is to end now (asked to, or its sink

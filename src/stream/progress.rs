@@ -56,6 +56,14 @@ impl Tracked {
     pub fn socket(&mut self) -> &mut TcpStream {
         &mut self.inner
     }
+
+    /// Passes a write's result on, noting the time when it took bytes.
+    fn noted(&self, written: Poll<io::Result<usize>>) -> Poll<io::Result<usize>> {
+        if matches!(written, Poll::Ready(Ok(n)) if n > 0) {
+            self.progress.restart();
+        }
+        written
+    }
 }
 
 impl AsyncRead for Tracked {
@@ -76,10 +84,7 @@ impl AsyncWrite for Tracked {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let written = Pin::new(&mut this.inner).poll_write(cx, buf);
-        if matches!(written, Poll::Ready(Ok(n)) if n > 0) {
-            this.progress.restart();
-        }
-        written
+        this.noted(written)
     }
 
     fn poll_write_vectored(
@@ -89,10 +94,7 @@ impl AsyncWrite for Tracked {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let written = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
-        if matches!(written, Poll::Ready(Ok(n)) if n > 0) {
-            this.progress.restart();
-        }
-        written
+        this.noted(written)
     }
 
     fn is_write_vectored(&self) -> bool {
