@@ -219,6 +219,41 @@ fn main() {
         assert!(!system.processes().is_empty());
     });
     report("sysinfo refresh_processes (memory only)", &figures, None);
+
+    // The daemon samples once a second, not back to back: after a second
+    // asleep the caches are cold. The same collect and the same bare reads,
+    // each after a 1 s sleep, show what that costs on this machine.
+    let mut collector = Collector::new(Roots::default(), &defaults);
+    let mut floor = KernelFloor::open(true);
+    for _ in 0..WARM_UP {
+        collector.collect();
+        floor.read_all();
+    }
+    let collect = after_sleep(|| {
+        collector.collect();
+    });
+    let bare = after_sleep(|| floor.read_all());
+    println!(
+        "after a 1 s sleep ({SLEPT_SAMPLES} each, median): Collector::collect top 5 cpu {:.1} us, kernel floor top 5 cpu {:.1} us",
+        collect.as_secs_f64() * 1e6,
+        bare.as_secs_f64() * 1e6,
+    );
+}
+
+const SLEPT_SAMPLES: usize = 11;
+
+/// Median CPU time of this thread for `f`, each call after a 1 s sleep.
+fn after_sleep(mut f: impl FnMut()) -> Duration {
+    let mut times: Vec<Duration> = (0..SLEPT_SAMPLES)
+        .map(|_| {
+            std::thread::sleep(Duration::from_secs(1));
+            let start = common::thread_cpu_time();
+            f();
+            common::thread_cpu_time() - start
+        })
+        .collect();
+    times.sort();
+    times[SLEPT_SAMPLES / 2]
 }
 
 /// The system calls of one sample without the collectors around them.
