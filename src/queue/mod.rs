@@ -300,8 +300,13 @@ impl Queue {
         &self.path
     }
 
-    /// Brings the schema up to `SCHEMA_VERSION`, one step per version, each
-    /// step in its own transaction together with its `user_version` bump.
+    /// Brings the schema up to `SCHEMA_VERSION`: every step from the file's
+    /// version, with its `user_version` bump, in one transaction that also
+    /// touches the `meta` page. So the upgrade is all or nothing, and it is
+    /// marked with the file id like every other write (see `recovery`): an
+    /// unmarked migration left in the WAL by a crash would otherwise make
+    /// the next start take the file's own WAL for a foreign one and set a
+    /// healthy queue aside.
     fn migrate(&mut self) -> Result<(), QueueError> {
         let version: i32 = self
             .conn
@@ -312,18 +317,23 @@ impl Queue {
                 found: version,
             });
         }
-        for step in version..SCHEMA_VERSION {
-            let tx = self
-                .conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)?;
-            // Another process may have migrated while we waited for the lock.
-            let current: i32 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-            if current == step {
-                schema::MIGRATIONS[step as usize](&tx)?;
-                tx.execute_batch(&format!("PRAGMA user_version = {}", step + 1))?;
-            }
-            tx.commit()?;
+        if version == SCHEMA_VERSION {
+            return Ok(());
         }
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        // Another process may have migrated while we waited for the lock.
+        let current: i32 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if current < SCHEMA_VERSION {
+            for step in current.max(0)..SCHEMA_VERSION {
+                schema::MIGRATIONS[step as usize](&tx)?;
+            }
+            tx.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))?;
+            // Schema 2 on has the marker beside this counter.
+            tx.execute("UPDATE meta SET value = value + 1 WHERE key = 'writes'", [])?;
+        }
+        tx.commit()?;
         Ok(())
     }
 

@@ -123,7 +123,10 @@ pub(super) fn check_wal(path: &Path) -> Result<(), QueueError> {
         .copied()
         .filter(|id| *id != db_id)
         .collect();
-    if foreign.is_empty() && owners.unmarked == 0 {
+    // A WAL is one run of frames under one pair of salts: once one of its
+    // transactions names this file, the unmarked ones beside it are this
+    // file's too (an earlier build did not mark its migrations).
+    if foreign.is_empty() && (owners.unmarked == 0 || owners.ids.contains(&db_id)) {
         return Ok(());
     }
     let reason = if let Some(other) = foreign.first() {

@@ -1007,6 +1007,79 @@ fn our_own_wal_after_a_crash_is_replayed() {
     assert!(files_named(dir.path(), "queue.db.corrupt-").is_empty());
 }
 
+/// What SQLite's automatic checkpoint does: copies the WAL into the main
+/// file (header and file id included) but leaves the WAL's transactions in
+/// place until the next write starts it over. A crash in that gap leaves
+/// both on disk.
+fn checkpoint_keeping_the_wal(path: &Path) {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    let (busy, frames, copied): (i64, i64, i64) = conn
+        .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
+        .unwrap();
+    assert_eq!((busy, copied), (0, frames), "every frame copied");
+    assert!(frames > 0, "the WAL had transactions");
+}
+
+/// Opens a crash image of `live` (taken after a checkpoint that kept the
+/// WAL) and returns it; the image must not be set aside.
+fn reopen_crash_image_after_checkpoint(dir: &tempfile::TempDir, live: &Path) -> Queue {
+    checkpoint_keeping_the_wal(live);
+    let crashed = db(dir);
+    crash_image(live, &crashed);
+    let queue = Queue::open(&crashed).unwrap();
+    assert!(
+        files_named(dir.path(), "queue.db.corrupt-").is_empty(),
+        "a healthy queue was set aside"
+    );
+    queue
+}
+
+#[test]
+fn a_new_queue_crashed_after_its_first_checkpoint_keeps_its_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let live = dir.path().join("live.db");
+    let mut queue = Queue::open(&live).unwrap();
+    let ids = fill_for(&mut queue, 5, &SINKS, 100);
+    let crashed = reopen_crash_image_after_checkpoint(&dir, &live);
+    for sink in SINKS {
+        assert_eq!(ids_of(&crashed, sink), ids);
+    }
+}
+
+#[test]
+fn an_upgraded_queue_crashed_after_a_checkpoint_keeps_its_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = tempfile::tempdir().unwrap();
+    let live = v1_fixture(&old);
+    let queue = Queue::open(&live).unwrap();
+    let before = ids_of(&queue, B);
+    assert_eq!(before.len(), 4, "the fixture's pending rows");
+    let crashed = reopen_crash_image_after_checkpoint(&dir, &live);
+    assert_eq!(ids_of(&crashed, B), before);
+    assert_eq!(
+        pragma(&db(&dir), "user_version"),
+        SCHEMA_VERSION.to_string()
+    );
+}
+
+#[test]
+fn our_wal_is_ours_even_beside_a_transaction_without_the_file_id() {
+    // An earlier build migrated in transactions that did not name the file;
+    // the WAL it left still holds this file's marked transactions.
+    let dir = tempfile::tempdir().unwrap();
+    let live = dir.path().join("live.db");
+    let mut queue = Queue::open(&live).unwrap();
+    let ids = fill_for(&mut queue, 2, &[B], 100);
+    rusqlite::Connection::open(&live)
+        .unwrap()
+        .execute_batch("CREATE TABLE unmarked (x INTEGER)")
+        .unwrap();
+    let crashed = reopen_crash_image_after_checkpoint(&dir, &live);
+    assert_eq!(ids_of(&crashed, B), ids);
+}
+
 #[test]
 fn a_wal_of_another_queue_is_set_aside_with_its_file() {
     crate::common::logs::capture();
