@@ -318,6 +318,9 @@ impl Daemon {
         while let Ok(Request::Reload) = liveness::waiting(|| self.requests.recv()) {
             self.reload();
         }
+        // Stopping before leaving: a sample still feeding the watchdog must
+        // see the stop, not a main thread that has ended.
+        self.shutdown.trigger();
         drop(alive);
         self.stop();
     }

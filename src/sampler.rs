@@ -302,7 +302,7 @@ pub fn run(mut ctx: SamplerContext) -> Queue {
         let took = started.elapsed();
         ctx.status
             .record_sample(snapshot.timestamp, took.as_micros() as u64);
-        dog.feed();
+        dog.feed(&ctx.shutdown);
         let m = &snapshot.metrics;
         log::debug!(
             "sample seq={seq} took {}us cpu={:?}% mem_used={:?}MiB load1={:?} procs={:?} conns={:?}",
@@ -344,7 +344,7 @@ pub fn run(mut ctx: SamplerContext) -> Queue {
                     deadline = ticker.next_after_reload(now, started);
                 }
             } else if Instant::now() < deadline {
-                dog.feed();
+                dog.feed(&ctx.shutdown);
             }
         }
     }

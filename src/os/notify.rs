@@ -53,11 +53,15 @@ pub struct Watchdog {
 }
 
 impl Watchdog {
-    pub fn feed(&mut self) {
+    /// During a stop threads end by design: nothing is withheld or logged.
+    pub fn feed(&mut self, shutdown: &crate::shutdown::Shutdown) {
         let Some(period) = watchdog_period() else {
             return;
         };
         let troubles = crate::liveness::global().troubles(period);
+        if shutdown.is_triggered() {
+            return;
+        }
         if troubles.is_empty() {
             if self.withheld {
                 log::info!("all threads make progress again: watchdog resumed");

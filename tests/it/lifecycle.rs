@@ -754,6 +754,42 @@ fn the_watchdog_stops_when_the_stream_runtime_is_blocked() {
 }
 
 #[test]
+fn a_stop_that_finds_a_sample_in_progress_logs_no_error() {
+    // The second sample takes 2 s; the stop comes in the middle of it, so
+    // the main and stream threads have ended when the sample feeds the
+    // watchdog. A 5 s watchdog: the slow sample alone is no trouble.
+    let setup = Setup::new("1s", "", "");
+    let socket_path = setup.dir.path().join("notify.sock");
+    let mut notify = NotifySocket::bind(&socket_path);
+    let mut daemon = Daemon::spawn_with_watchdog_pid(
+        &["--config", setup.config_str(), "run"],
+        &[
+            ("NOTIFY_SOCKET", socket_path.to_str().unwrap()),
+            ("WATCHDOG_USEC", "5000000"),
+            ("FAULT_INJECT", "sampler:slow:2"),
+        ],
+        false,
+    );
+    notify
+        .wait_for("READY=1", START)
+        .unwrap_or_else(|| panic!("no READY=1; log:\n{}", daemon.log()));
+    daemon.wait_for_line("fault injection: sampler is slow", Duration::from_secs(15));
+    daemon.signal(libc::SIGTERM);
+    assert_eq!(
+        daemon.exit_code(Duration::from_secs(10)),
+        0,
+        "log:\n{}",
+        daemon.log()
+    );
+    daemon.wait_for_line("stopped in", Duration::from_secs(5));
+    let log = daemon.log();
+    assert!(
+        !log.contains("ERROR") && !log.contains("withholding"),
+        "a clean stop logged an error:\n{log}"
+    );
+}
+
+#[test]
 fn the_watchdog_continues_while_the_poster_waits_on_a_hung_backend() {
     let backend = SilentBackend::start();
     let setup = backend.setup();
