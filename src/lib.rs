@@ -25,6 +25,7 @@ pub mod shutdown;
 pub mod snapshot;
 pub mod status;
 pub mod stream;
+pub mod throttle;
 
 /// `metricsd/<version>`, used as the HTTP User-Agent and in start-up logs.
 pub const USER_AGENT: &str = concat!("metricsd/", env!("CARGO_PKG_VERSION"));

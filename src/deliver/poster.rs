@@ -19,6 +19,7 @@ use crate::config::{Config, SharedConfig, SinkConfig, SinkKind};
 use crate::queue::{QueueError, Row};
 use crate::shutdown::{Shutdown, Wake};
 use crate::status::{BackendState, SinkStatus, Status};
+use crate::throttle::Throttled;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
@@ -32,7 +33,6 @@ const IDLE_RECHECK: Duration = Duration::from_secs(60);
 /// Wait after a queue error (busy beyond its timeout, disk trouble).
 const QUEUE_ERROR_WAIT: Duration = Duration::from_secs(2);
 /// Repeated warnings (expired rows, partial successes) at most this often.
-const WARN_EVERY: Duration = Duration::from_secs(60);
 
 /// What every poster shares with the daemon.
 #[derive(Clone)]
@@ -170,25 +170,6 @@ fn connect(
 enum End {
     Shutdown,
     Removed,
-}
-
-/// Counts events and logs them at most once per `WARN_EVERY`.
-#[derive(Default)]
-struct Throttled {
-    last: Option<Instant>,
-    unreported: u64,
-}
-
-impl Throttled {
-    /// Adds `n`; returns the count to report now, if it is time.
-    fn add(&mut self, n: u64) -> Option<u64> {
-        self.unreported += n;
-        if self.unreported == 0 || self.last.is_some_and(|t| t.elapsed() < WARN_EVERY) {
-            return None;
-        }
-        self.last = Some(Instant::now());
-        Some(std::mem::take(&mut self.unreported))
-    }
 }
 
 struct Poster {

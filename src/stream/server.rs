@@ -66,6 +66,8 @@ pub struct Server {
     /// The configured token, followed by every session.
     token_tx: watch::Sender<String>,
     waiting: Arc<Admission>,
+    /// Upgrades refused for max_clients, logged at most once a minute.
+    refused: std::sync::Mutex<crate::throttle::Throttled>,
 }
 
 impl Server {
@@ -81,6 +83,7 @@ impl Server {
             closing_tx,
             token_tx: watch::Sender::new(token),
             waiting: Admission::new(waiting_capacity(max_clients)),
+            refused: Default::default(),
         })
     }
 
@@ -298,10 +301,12 @@ impl Server {
             return Err(refusal);
         }
         ClientSlot::take(&self.status, config.stream.max_clients).ok_or_else(|| {
-            log::info!(
-                "stream: refused a client: {} clients connected (max_clients)",
-                config.stream.max_clients
-            );
+            if let Some(n) = self.refused.lock().unwrap().add(1) {
+                log::info!(
+                    "stream: refused {n} client(s) since the last such line: {} clients connected (max_clients)",
+                    config.stream.max_clients
+                );
+            }
             Response::text(503, "too many stream clients").with_header("Retry-After", "10")
         })
     }

@@ -230,6 +230,21 @@ async fn one_client_over_max_clients_gets_503_and_the_others_keep_receiving() {
 }
 
 #[tokio::test]
+async fn clients_refused_in_a_loop_are_logged_once_not_once_each() {
+    crate::common::logs::capture();
+    // max_clients = 1 is this test's alone: its log lines say "1 clients".
+    let server = TestServer::start(|c| c.stream.max_clients = 1);
+    let mut a = connect(server.addr).await;
+    expect_welcome(&mut a).await;
+    for _ in 0..20 {
+        assert_eq!(refused_status(server.addr, "/", &[]).await, 503);
+    }
+    let lines = crate::common::logs::logged(log::Level::Info, "1 clients connected (max_clients)");
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].contains("refused 1 client(s)"), "{lines:?}");
+}
+
+#[tokio::test]
 async fn a_client_that_never_reads_delays_nobody_and_is_dropped() {
     let server = TestServer::start(|_| {});
     // Connected, welcomed by the server, but never read from again.
