@@ -10,7 +10,7 @@ use crate::identity;
 use crate::liveness;
 use crate::logging;
 use crate::os::detach::{self, Files};
-use crate::os::lock::InstanceLock;
+use crate::os::lock::{InstanceLock, LockError};
 use crate::os::notify;
 use crate::os::signals::{self, Request};
 use crate::os::statedir;
@@ -201,8 +201,12 @@ impl Daemon {
             .map_err(|e| spawn_err("signal", e))?;
         // The baseline for the first sample's rates, as early as possible.
         let collector = Collector::new(Roots::default(), &config.collect);
-        let lock =
-            InstanceLock::acquire(&config.state_dir).map_err(|e| Error::Failure(e.to_string()))?;
+        let lock = InstanceLock::acquire(&config.state_dir).map_err(|e| match e {
+            // SPEC §1: a second `run` exits 1; a lock file that cannot
+            // be made or opened is the state directory's fault (73).
+            LockError::Held { .. } => Error::Failure(e.to_string()),
+            LockError::Io { .. } => Error::State(e.to_string()),
+        })?;
 
         let db_path = config.state_dir.join("queue.db");
         let queue = Queue::open(&db_path).map_err(|e| Error::State(format!("queue {e}")))?;

@@ -317,6 +317,25 @@ fn uncreatable_state_dir_exits_73_naming_path_and_error() {
     );
 }
 
+#[test]
+fn a_lock_file_that_cannot_be_opened_exits_73_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let state_dir = dir.path().join("state");
+    let lock = state_dir.join("metricsd.lock");
+    std::fs::create_dir_all(&lock).unwrap();
+    let text_cfg = config_toml(&state_dir, free_port(), "1s", "", "");
+    let config = write_file(dir.path(), "m.toml", &text_cfg);
+    let out = run_cli(&["--config", config.to_str().unwrap(), "run"], &[]);
+    assert_code(&out, EX_CANTCREAT);
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(lock.to_str().unwrap()) && err.contains("Is a directory"),
+        "does not name {} and the OS error: {}",
+        lock.display(),
+        describe(&out)
+    );
+}
+
 // --- environment overrides, state_dir, redaction ------------------------------------
 
 #[test]
