@@ -99,7 +99,28 @@ pub fn mode_percentages(prev: &CpuTimes, cur: &CpuTimes) -> CpuModes {
 
 /// Cumulative seconds per mode.
 pub fn mode_seconds(times: &CpuTimes, ticks_per_sec: f64) -> CpuModes {
-    modes_from(times.modes().map(|v| v as f64 / ticks_per_sec))
+    seconds_from_ticks(times.modes(), ticks_per_sec)
+}
+
+fn seconds_from_ticks(ticks: [u64; 9], ticks_per_sec: f64) -> CpuModes {
+    modes_from(ticks.map(|v| v as f64 / ticks_per_sec))
+}
+
+/// The per-mode tick counts exported as counters: never below the highest
+/// seen. iowait goes backwards on idle CPUs (the kernel says so in
+/// Documentation/filesystems/proc.rst), and a counter that steps back is a
+/// reset to Prometheus' `rate()` and OTLP's cumulative sums. The shares of
+/// the interval use the readings as they are.
+#[derive(Debug, Default)]
+pub struct MonotonicModes([u64; 9]);
+
+impl MonotonicModes {
+    pub fn update(&mut self, times: &CpuTimes) -> [u64; 9] {
+        for (high, now) in self.0.iter_mut().zip(times.modes()) {
+            *high = (*high).max(now);
+        }
+        self.0
+    }
 }
 
 /// What one read of /proc/stat yields.
@@ -199,6 +220,7 @@ pub struct CpuCollector {
     reader: FileReader,
     prev: Option<(StatSample, Instant)>,
     cur: StatSample,
+    exported: MonotonicModes,
     ticks_per_sec: f64,
 }
 
@@ -209,6 +231,7 @@ impl CpuCollector {
             reader: FileReader::new(),
             prev: None,
             cur: StatSample::default(),
+            exported: MonotonicModes::default(),
             ticks_per_sec: procfs::clock_ticks_per_sec(),
         }
     }
@@ -254,7 +277,7 @@ impl Collect for CpuCollector {
             per_core_percent,
             core_numbers,
             modes_percent,
-            seconds_total: mode_seconds(&cur.total, self.ticks_per_sec),
+            seconds_total: seconds_from_ticks(self.exported.update(&cur.total), self.ticks_per_sec),
         });
         m.activity = Some(ActivityMetrics {
             context_switches_total: cur.ctxt,
@@ -294,6 +317,18 @@ mod tests {
         // busy +80, idle +120 → 40 %
         assert_eq!(busy_percent(&a, &b), 40.0);
         assert_eq!(busy_percent(&b, &b), 0.0);
+    }
+
+    #[test]
+    fn exported_mode_counters_never_step_back() {
+        let mut exported = MonotonicModes::default();
+        let a = t([100, 0, 50, 800, 50, 0, 0, 0]);
+        let b = t([110, 0, 55, 850, 48, 0, 0, 0]);
+        let c = t([120, 0, 60, 900, 53, 0, 0, 0]);
+        assert_eq!(exported.update(&a)[4], 50);
+        // iowait 50 -> 48: the counter holds at 50, the others go on.
+        assert_eq!(exported.update(&b), [110, 0, 55, 850, 50, 0, 0, 0, 0]);
+        assert_eq!(exported.update(&c)[4], 53);
     }
 
     #[test]

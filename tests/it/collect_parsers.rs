@@ -165,6 +165,40 @@ fn per_core_figures_carry_the_cpu_number_when_a_cpu_is_offline() {
 }
 
 #[test]
+fn iowait_going_backwards_holds_its_exported_counter_and_gives_a_zero_share() {
+    use metricsd::collect::Collect as _;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("proc")).unwrap();
+    let stat = |user: u64, idle: u64, iowait: u64| {
+        format!(
+            "cpu  {user} 0 0 {idle} {iowait} 0 0 0 0 0\ncpu0 {user} 0 0 {idle} {iowait} 0 0 0 0 0\n\
+             intr 1 0\nctxt 10\nbtime 1700000000\nprocesses 5\nprocs_running 1\nprocs_blocked 0\n"
+        )
+    };
+    let hz = metricsd::procfs::clock_ticks_per_sec();
+    let path = dir.path().join("proc/stat");
+    let mut collector = cpu::CpuCollector::new(&Roots::under(dir.path()));
+    let mut m = Metrics::default();
+    let t0 = Instant::now();
+    let mut at = |user, idle, iowait, s| {
+        std::fs::write(&path, stat(user, idle, iowait)).unwrap();
+        collector
+            .collect(t0 + Duration::from_secs(s), &mut m)
+            .unwrap();
+        m.cpu.clone().unwrap()
+    };
+    at(100, 1000, 500, 0);
+    let back = at(150, 1050, 480, 1);
+    assert_eq!(back.seconds_total.iowait, 500.0 / hz, "the counter held");
+    assert_eq!(back.seconds_total.user, 150.0 / hz);
+    assert_eq!(back.modes_percent.unwrap().iowait, 0.0);
+    let on = at(200, 1100, 490, 2);
+    assert_eq!(on.seconds_total.iowait, 500.0 / hz, "still below its high");
+    let past = at(250, 1150, 530, 3);
+    assert_eq!(past.seconds_total.iowait, 530.0 / hz);
+}
+
+#[test]
 fn a_tcp_source_that_failed_gives_its_rate_since_its_last_reading_not_zero() {
     use metricsd::collect::Collect as _;
     let (dir, roots) = roots_copy_of_state1();
