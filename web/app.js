@@ -11,7 +11,22 @@ const HEALTH_EVERY_MS = 5000;
 const MIN_SPAN_SAMPLES = 10;
 const TIME_STEPS_MS = [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800].map((s) => s * 1000);
 
-const token = new URLSearchParams(location.hash.replace(/^#/, "")).get("token") || "";
+// The token as written after "#token=", percent-decoded. Not URLSearchParams:
+// it reads "+" as a space, and base64 tokens hold "+".
+function tokenFromFragment(hash) {
+  for (const part of hash.replace(/^#/, "").split("&")) {
+    if (!part.startsWith("token=")) continue;
+    const raw = part.slice("token=".length);
+    try {
+      return decodeURIComponent(raw);
+    } catch (_) {
+      return raw;
+    }
+  }
+  return "";
+}
+
+const token = tokenFromFragment(location.hash);
 let intervalS = 60;
 let socket = null;
 let retryMs = 1000;

@@ -20,7 +20,9 @@ use tokio_tungstenite::tungstenite::{self, Message};
 
 const START: Duration = Duration::from_secs(20);
 const LONG: Duration = Duration::from_secs(30);
-const TOKEN: &str = "page-s3cret";
+/// Base64-like, as `openssl rand -base64` makes them: "+", "/" and "=" must
+/// reach the daemon as typed after `#token=`.
+const TOKEN: &str = "page+s3cret/x==";
 
 /// Snapshots read from the stream by a thread of the test, newest last.
 struct StreamWatch {
