@@ -242,7 +242,7 @@ impl MountUsage {
     pub fn usage_percent(&self) -> f64 {
         percent(
             self.used_bytes as f64,
-            (self.used_bytes + self.avail_bytes) as f64,
+            self.used_bytes.saturating_add(self.avail_bytes) as f64,
         )
     }
     /// f_files − f_ffree

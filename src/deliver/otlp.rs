@@ -244,15 +244,10 @@ pub fn resource_metrics(snapshot: &Snapshot, extra: &BTreeMap<String, String>) -
         }
     }
     let m = &snapshot.metrics;
-    let boot = m
-        .activity
-        .as_ref()
-        .map(|a| a.boot_time_unix * 1_000_000_000)
-        .unwrap_or(0);
     let mut out = SnapshotMetrics {
         metrics: Vec::with_capacity(32),
         time: unix_nanos(snapshot.timestamp),
-        start: boot,
+        start: boot_nanos(snapshot),
     };
     add_metrics(&mut out, m);
     ResourceMetrics {
@@ -265,6 +260,23 @@ pub fn resource_metrics(snapshot: &Snapshot, extra: &BTreeMap<String, String>) -
             metrics: out.metrics,
         }],
     }
+}
+
+/// The counters' start (SPEC §5.6: the boot time): /proc/stat's btime, or
+/// when the cpu collector could not read it, the snapshot's time less the
+/// uptime (whole seconds; stable, as samples fall on the same part of a
+/// second); 0, "unknown" to OTLP, only when neither was read.
+fn boot_nanos(snapshot: &Snapshot) -> u64 {
+    let m = &snapshot.metrics;
+    let boot_s = match (&m.activity, m.system.uptime_seconds) {
+        (Some(a), _) => a.boot_time_unix,
+        (None, Some(uptime)) => snapshot
+            .timestamp
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |t| t.as_secs().saturating_sub(uptime)),
+        (None, None) => 0,
+    };
+    boot_s.saturating_mul(1_000_000_000)
 }
 
 fn add_metrics(out: &mut SnapshotMetrics, m: &Metrics) {
@@ -357,7 +369,7 @@ fn add_metrics(out: &mut SnapshotMetrics, m: &Metrics) {
             };
             let reserved = fs
                 .total_bytes
-                .saturating_sub(fs.used_bytes + fs.avail_bytes);
+                .saturating_sub(fs.used_bytes.saturating_add(fs.avail_bytes));
             for (state, v) in [
                 ("used", fs.used_bytes),
                 ("free", fs.avail_bytes),
@@ -567,6 +579,38 @@ mod tests {
     use super::*;
     use crate::config::{Config, SinkKind};
     use prost::Message;
+
+    /// Every Sum's start in `rm`.
+    fn sum_starts(rm: &ResourceMetrics) -> Vec<u64> {
+        rm.scope_metrics[0]
+            .metrics
+            .iter()
+            .filter_map(|m| m.sum.as_ref())
+            .flat_map(|sum| sum.data_points.iter().map(|p| p.start_time_unix_nano))
+            .collect()
+    }
+
+    #[test]
+    fn counters_start_at_boot_from_the_uptime_when_proc_stat_was_not_read() {
+        let mut s = crate::deliver::sink::testing::this_host();
+        let btime = s.metrics.activity.as_ref().unwrap().boot_time_unix;
+        let starts = sum_starts(&resource_metrics(&s, &BTreeMap::new()));
+        assert!(starts.len() > 10);
+        assert!(starts.iter().all(|&t| t == btime * 1_000_000_000));
+
+        // The cpu collector failed: no btime, but disks and networks still
+        // have counters, which start at the time less the uptime.
+        s.metrics.activity = None;
+        s.metrics.cpu = None;
+        s.timestamp = SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(1_700_000_100_250);
+        s.metrics.system.uptime_seconds = Some(100);
+        let starts = sum_starts(&resource_metrics(&s, &BTreeMap::new()));
+        assert!(!starts.is_empty());
+        assert!(
+            starts.iter().all(|&t| t == 1_700_000_000 * 1_000_000_000),
+            "{starts:?}"
+        );
+    }
 
     #[test]
     fn a_batch_is_the_request_of_each_snapshots_resource_metrics() {
