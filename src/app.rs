@@ -40,7 +40,7 @@ fn load_config(cli_config: Option<&Path>) -> Result<Config, Error> {
     let config = config::load(cli_config).map_err(|e| Error::Config(e.to_string()))?;
     // Before the logger exists: stderr is where every command reports,
     // with journald's warning priority when that is where it goes.
-    let prefix = if std::env::var_os("JOURNAL_STREAM").is_some() {
+    let prefix = if logging::stderr_is_journal() {
         "<4>"
     } else {
         ""

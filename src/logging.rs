@@ -5,8 +5,30 @@ use log::{Level, LevelFilter, Log, Metadata, Record};
 use std::io::Write;
 use std::time::SystemTime;
 
-struct StderrLogger {
-    journald: bool,
+struct StderrLogger;
+
+/// Whether stderr is the journal's stream: `$JOURNAL_STREAM` names its
+/// device and inode, and only a stderr that is still that stream counts
+/// (systemd's advice). An inherited variable with stderr sent elsewhere,
+/// such as the log file of `run --daemon`, keeps the timestamps.
+pub fn stderr_is_journal() -> bool {
+    static STREAM: std::sync::OnceLock<Option<(u64, u64)>> = std::sync::OnceLock::new();
+    let Some((dev, ino)) = *STREAM.get_or_init(|| {
+        let value = std::env::var_os("JOURNAL_STREAM")?;
+        let (dev, ino) = value.to_str()?.split_once(':')?;
+        Some((dev.parse().ok()?, ino.parse().ok()?))
+    }) else {
+        return false;
+    };
+    // SAFETY: an all-zero stat is valid, and fstat only writes into it.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fd 2 and a valid out-pointer; a closed fd is an error return.
+    if unsafe { libc::fstat(2, &mut st) } != 0 {
+        return false;
+    }
+    #[allow(clippy::unnecessary_cast)] // dev_t and ino_t are not u64 on every target
+    let same = st.st_dev as u64 == dev && st.st_ino as u64 == ino;
+    same
 }
 
 /// Syslog priority for a level, as journald reads it from a `<N>` prefix.
@@ -47,7 +69,7 @@ impl Log for StderrLogger {
             return;
         }
         let line = format_line(
-            self.journald,
+            stderr_is_journal(),
             record.level(),
             SystemTime::now(),
             &record.args().to_string(),
@@ -99,8 +121,7 @@ fn level_in(spec: &str) -> Option<LevelFilter> {
 
 /// Installs the logger once; later calls only change the level.
 pub fn init(configured: LevelFilter) {
-    let journald = std::env::var_os("JOURNAL_STREAM").is_some();
-    let _ = log::set_boxed_logger(Box::new(StderrLogger { journald }));
+    let _ = log::set_boxed_logger(Box::new(StderrLogger));
     set_level(configured);
 }
 

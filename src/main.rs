@@ -26,7 +26,7 @@ fn main() {
         Ok(code) => std::process::exit(code),
         Err(e) => {
             // Under journald the priority prefix keeps the error filterable.
-            let prefix = if std::env::var_os("JOURNAL_STREAM").is_some() {
+            let prefix = if metricsd::logging::stderr_is_journal() {
                 "<3>"
             } else {
                 ""

@@ -391,6 +391,9 @@ fn daemon_mode_writes_pidfile_serves_and_cleans_up() {
     let logfile = setup.dir.path().join("log/metricsd.log");
     std::fs::create_dir_all(pidfile.parent().unwrap()).unwrap();
     std::fs::create_dir_all(logfile.parent().unwrap()).unwrap();
+    // Launched from a journald stream (JOURNAL_STREAM set, as a unit's
+    // command would inherit it): the detached daemon's stderr is the log
+    // file, whose lines still carry timestamps.
     let mut launcher = Daemon::spawn(
         &daemon_mode(
             setup.config_str(),
@@ -398,7 +401,7 @@ fn daemon_mode_writes_pidfile_serves_and_cleans_up() {
             logfile.to_str().unwrap(),
         ),
         &[],
-        false,
+        true,
     );
     // The foreground process returns once the daemon is detached.
     assert_eq!(
@@ -438,6 +441,11 @@ fn daemon_mode_writes_pidfile_serves_and_cleans_up() {
         wait_until(Duration::from_secs(5), || file_has_lines(&logfile)),
         "nothing logged to {}",
         logfile.display()
+    );
+    let text = std::fs::read_to_string(&logfile).unwrap();
+    assert!(
+        text.lines().all(starts_with_date),
+        "log file lines without a timestamp:\n{text}"
     );
 
     // logrotate's postrotate: after a rename, SIGHUP makes it reopen the file.

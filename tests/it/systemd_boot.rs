@@ -157,6 +157,21 @@ fn service_is_active_notify_dynamic_user(c: &Container) -> u32 {
         uids.iter().all(|&u| u != 0 && u == uids[0]),
         "the daemon runs as uids {uids:?}, expected one non-root dynamic uid"
     );
+    // The stream raised its open-files limit to the hard one through the
+    // system call filter (glibc's setrlimit is prlimit64, which it allows).
+    let limits = c.ok(&["cat", &format!("/proc/{pid}/limits")]);
+    let open_files: Vec<u64> = limits
+        .lines()
+        .find_map(|l| l.strip_prefix("Max open files"))
+        .expect("Max open files line")
+        .split_whitespace()
+        .take(2)
+        .map(|v| v.parse().unwrap())
+        .collect();
+    assert!(
+        open_files[0] == open_files[1] && open_files[0] > 1024,
+        "open files soft/hard {open_files:?}: the soft limit was not raised"
+    );
     uids[0]
 }
 
