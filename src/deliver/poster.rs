@@ -32,7 +32,6 @@ use std::time::{Duration, Instant, SystemTime};
 const IDLE_RECHECK: Duration = Duration::from_secs(60);
 /// Wait after a queue error (busy beyond its timeout, disk trouble).
 const QUEUE_ERROR_WAIT: Duration = Duration::from_secs(2);
-/// Repeated warnings (expired rows, partial successes) at most this often.
 
 /// What every poster shares with the daemon.
 #[derive(Clone)]
