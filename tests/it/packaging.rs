@@ -280,67 +280,113 @@ fn example_config_explains_every_key() {
     }
 }
 
-#[test]
-fn logrotate_rule_rotates_and_signals_the_daemon() {
-    let logrotate = [
-        "/usr/sbin/logrotate",
-        "/sbin/logrotate",
-        "/usr/bin/logrotate",
-    ]
-    .into_iter()
-    .find(|p| Path::new(p).exists());
-    let Some(logrotate) = logrotate else {
-        eprintln!("SKIP: logrotate not found");
-        return;
-    };
-    // The shipped rule, pointed at a scratch state directory.
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path();
-    let rule = std::fs::read_to_string(repo_file("packaging/logrotate/metricsd"))
-        .unwrap()
-        .replace("/var/lib/metricsd", root.to_str().unwrap());
-    std::fs::write(root.join("rule"), rule).unwrap();
-    std::fs::write(root.join("metricsd.log"), "a line\n").unwrap();
-    // Stands in for the daemon: records the SIGHUP that postrotate sends.
-    let marker = root.join("got-hup");
-    let mut stand_in = Command::new("/bin/sh")
-        .arg("-c")
-        .arg(format!(
-            "trap 'echo hup > {}; exit 0' HUP; i=0; while [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done",
-            marker.display()
-        ))
-        .spawn()
-        .unwrap();
-    std::fs::write(root.join("metricsd.pid"), format!("{}\n", stand_in.id())).unwrap();
-    // Give the shell time to install its trap before logrotate signals it.
-    let trap_ready = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    while !std::fs::read_to_string(format!("/proc/{}/status", stand_in.id())).is_ok_and(|s| {
-        s.lines()
-            .find(|l| l.starts_with("SigCgt:"))
-            .and_then(|l| u64::from_str_radix(l[7..].trim(), 16).ok())
-            .is_some_and(|mask| mask & (1 << (libc::SIGHUP - 1)) != 0)
-    }) {
+/// The shipped logrotate rule pointed at a scratch state directory, and a
+/// process named `name` (a copy of sh) whose pid is in the pid file: it
+/// exits 0 on SIGHUP, 2 on SIGUSR1 (sh runs pending traps in signal order,
+/// so a SIGHUP sent before a SIGUSR1 wins), or 1 after 30 s.
+struct Rotation {
+    dir: tempfile::TempDir,
+    logrotate: &'static str,
+    stand_in: std::process::Child,
+}
+
+impl Rotation {
+    fn new(name: &str) -> Option<Rotation> {
+        let logrotate = [
+            "/usr/sbin/logrotate",
+            "/sbin/logrotate",
+            "/usr/bin/logrotate",
+        ]
+        .into_iter()
+        .find(|p| Path::new(p).exists());
+        let Some(logrotate) = logrotate else {
+            crate::common::skip_or_fail("logrotate not found (.ci/run installs it)");
+            return None;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let rule = std::fs::read_to_string(repo_file("packaging/logrotate/metricsd"))
+            .unwrap()
+            .replace("/var/lib/metricsd", root.to_str().unwrap());
+        std::fs::write(root.join("rule"), rule).unwrap();
+        std::fs::write(root.join("metricsd.log"), "a line\n").unwrap();
+        // Named like the daemon, or not: /proc/<pid>/comm is the file name.
+        let shell = root.join(name);
+        std::fs::copy("/bin/sh", &shell).unwrap();
+        let stand_in = Command::new(&shell)
+            .arg("-c")
+            .arg(format!(
+                "trap 'exit 0' HUP; trap 'exit 2' USR1; i=0; while [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done; exit 1",
+            ))
+            .spawn()
+            .unwrap();
+        std::fs::write(root.join("metricsd.pid"), format!("{}\n", stand_in.id())).unwrap();
+        // The shell must have installed its trap before logrotate signals it.
+        let trapped = || {
+            std::fs::read_to_string(format!("/proc/{}/status", stand_in.id())).is_ok_and(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("SigCgt:"))
+                    .and_then(|l| u64::from_str_radix(l[7..].trim(), 16).ok())
+                    .is_some_and(|mask| {
+                        let both = (1 << (libc::SIGHUP - 1)) | (1 << (libc::SIGUSR1 - 1));
+                        mask & both == both
+                    })
+            })
+        };
         assert!(
-            std::time::Instant::now() < trap_ready,
-            "shell never trapped HUP"
+            crate::common::wait_until(std::time::Duration::from_secs(5), trapped),
+            "shell never trapped HUP and USR1"
         );
-        std::thread::sleep(std::time::Duration::from_millis(10));
+        Some(Rotation {
+            dir,
+            logrotate,
+            stand_in,
+        })
     }
 
-    let out = Command::new(logrotate)
-        .arg("--force")
-        .arg("--state")
-        .arg(root.join("state"))
-        .arg(root.join("rule"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "logrotate failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(root.join("metricsd.log.1").exists(), "not rotated");
-    let status = stand_in.wait().unwrap();
-    assert!(status.success(), "the stand-in was not signalled: {status}");
-    assert_eq!(std::fs::read_to_string(&marker).unwrap().trim(), "hup");
+    fn rotate(&self) {
+        let root = self.dir.path();
+        let out = Command::new(self.logrotate)
+            .arg("--force")
+            .arg("--state")
+            .arg(root.join("state"))
+            .arg(root.join("rule"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "logrotate failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(root.join("metricsd.log.1").exists(), "not rotated");
+    }
+
+    /// Whether the stand-in got SIGHUP before this SIGUSR1.
+    fn got_hup(mut self) -> bool {
+        // SAFETY: kill only sends a signal to our own child.
+        unsafe { libc::kill(self.stand_in.id() as i32, libc::SIGUSR1) };
+        match self.stand_in.wait().unwrap().code() {
+            Some(0) => true,
+            Some(2) => false,
+            other => panic!("the stand-in ended with {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn logrotate_rule_rotates_and_signals_the_daemon() {
+    let Some(rotation) = Rotation::new("metricsd") else {
+        return;
+    };
+    rotation.rotate();
+    assert!(rotation.got_hup(), "the daemon was not signalled");
+}
+
+#[test]
+fn logrotate_rule_leaves_a_process_that_took_over_a_stale_pid_alone() {
+    let Some(rotation) = Rotation::new("postgres") else {
+        return;
+    };
+    rotation.rotate();
+    assert!(!rotation.got_hup(), "another program's process got SIGHUP");
 }
