@@ -6,7 +6,9 @@
 //! outside any wait, shorter than a watchdog period: a stop arriving then
 //! finds the thread busy). Sites: `sampler` (each
 //! sample), `poster` (each delivery round, outside the network wait),
-//! `stream` (the stream runtime's liveness tick).
+//! `stream` (the stream runtime's liveness tick), `start` (`run` before the
+//! allocator's re-exec, where no signal handler exists yet; the logger does
+//! not exist either, so nothing is logged there).
 
 #[cfg(debug_assertions)]
 mod enabled {

@@ -9,6 +9,8 @@ fn main() {
     let cli = Cli::parse();
     let config = cli.config.as_deref();
     if matches!(cli.command, None | Some(Command::Run(_))) {
+        metricsd::os::signals::hold_until_installed();
+        metricsd::fault::point("start");
         metricsd::os::malloc::reexec_without_thread_caches();
         metricsd::os::malloc::tune();
     } else {

@@ -25,11 +25,36 @@ pub struct Installed {
     signals: Signals,
 }
 
-/// Installs the TERM, INT and HUP handlers (no thread yet: safe before a fork).
+const HANDLED: [i32; 3] = [SIGTERM, SIGINT, SIGHUP];
+
+/// Blocks TERM, INT and HUP until [`install`]: the first thing `run` does,
+/// before the allocator's re-exec. A blocked signal stays pending, through
+/// an exec too, instead of taking its default action (the end of the
+/// process) while no handler exists yet.
+pub fn hold_until_installed() {
+    set_mask(libc::SIG_BLOCK);
+}
+
+fn set_mask(how: libc::c_int) {
+    // SAFETY: the set is initialised by sigemptyset before use, and
+    // pthread_sigmask only reads it.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for signal in HANDLED {
+            libc::sigaddset(&mut set, signal);
+        }
+        libc::pthread_sigmask(how, &set, std::ptr::null_mut());
+    }
+}
+
+/// Installs the TERM, INT and HUP handlers (no thread yet: safe before a
+/// fork), then lets through what [`hold_until_installed`] held: a signal
+/// that came meanwhile now reaches its handler.
 pub fn install() -> std::io::Result<Installed> {
-    Ok(Installed {
-        signals: Signals::new([SIGTERM, SIGINT, SIGHUP])?,
-    })
+    let signals = Signals::new(HANDLED)?;
+    set_mask(libc::SIG_UNBLOCK);
+    Ok(Installed { signals })
 }
 
 impl Installed {

@@ -1166,6 +1166,36 @@ fn a_sighup_during_start_up_is_queued_not_fatal() {
     daemon.stop_clean(Duration::from_secs(10));
 }
 
+/// Whether `pid`'s main thread blocks `sig` (the SigBlk mask of its status).
+fn blocks_signal(pid: i32, sig: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/status")).is_ok_and(|s| {
+        s.lines()
+            .find_map(|l| l.strip_prefix("SigBlk:"))
+            .and_then(|m| u64::from_str_radix(m.trim(), 16).ok())
+            .is_some_and(|mask| mask & (1 << (sig - 1)) != 0)
+    })
+}
+
+#[test]
+fn a_sighup_in_the_first_moments_before_any_handler_is_a_reload() {
+    // From its first steps `run` holds the signals it handles (before the
+    // allocator's re-exec, which starts the program again without its
+    // handlers): one sent then waits for them instead of ending it.
+    // The start is made slow (2 s there) so the test can send it then.
+    let setup = Setup::new("1s", "", "");
+    let mut daemon = setup.start(&[("FAULT_INJECT", "start:slow")]);
+    let pid = daemon.pid();
+    assert!(
+        wait_until(START, || blocks_signal(pid, libc::SIGHUP)),
+        "the daemon never held SIGHUP; log:\n{}",
+        daemon.log()
+    );
+    daemon.signal(libc::SIGHUP);
+    let (started, _) = daemon.wait_for_line_from(0, STARTED, START);
+    daemon.wait_for_line_from(started, "configuration reloaded", Duration::from_secs(10));
+    daemon.stop_clean(Duration::from_secs(10));
+}
+
 #[test]
 fn after_a_reload_to_a_shorter_interval_the_next_sample_keeps_half_an_interval() {
     let setup = Setup::new("10s", "", "");
