@@ -315,9 +315,7 @@ impl Rotation {
         std::fs::copy("/bin/sh", &shell).unwrap();
         let stand_in = Command::new(&shell)
             .arg("-c")
-            .arg(format!(
-                "trap 'exit 0' HUP; trap 'exit 2' USR1; i=0; while [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done; exit 1",
-            ))
+            .arg("trap 'exit 0' HUP; trap 'exit 2' USR1; i=0; while [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done; exit 1")
             .spawn()
             .unwrap();
         std::fs::write(root.join("metricsd.pid"), format!("{}\n", stand_in.id())).unwrap();
