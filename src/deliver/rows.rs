@@ -45,8 +45,7 @@ impl SinkRows {
 
     /// Moves rows that no receiver can take to the dead list at once.
     pub fn bury(&mut self, ids: &[i64], max_dead: u64) -> Result<Rejected, QueueError> {
-        let moved = self.queue.move_to_dead(self.sink, ids)?;
-        let trimmed = self.queue.trim_dead(self.sink, max_dead)?;
+        let (moved, trimmed) = self.queue.bury(self.sink, ids, max_dead)?;
         Ok(Rejected {
             moved_to_dead: moved,
             dead_trimmed: trimmed,

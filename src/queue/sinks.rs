@@ -290,17 +290,24 @@ impl Queue {
         Ok(moved)
     }
 
-    /// Deletes the oldest dead rows of `sink` beyond `max_dead`, counted in
-    /// its `dropped_total`; returns how many.
-    pub fn trim_dead(&mut self, sink: &str, max_dead: u64) -> Result<u64, QueueError> {
+    /// Moves rows that no receiver can take to the dead list and trims it to
+    /// `max_dead`, in one transaction (a crash between the two would leave
+    /// the list over its bound); returns (moved, trimmed).
+    pub fn bury(
+        &mut self,
+        sink: &str,
+        ids: &[i64],
+        max_dead: u64,
+    ) -> Result<(u64, u64), QueueError> {
         let Some(sink) = self.sink_id(sink)? else {
-            return Ok(0);
+            return Ok((0, 0));
         };
         let tx = self.write()?;
+        let moved = move_to_dead(&tx, sink, ids)?;
         let trimmed = trim_dead(&tx, sink, max_dead)?;
         trim_history(&tx)?;
         tx.commit()?;
-        Ok(trimmed)
+        Ok((moved, trimmed))
     }
 
     /// Removes the pending rows of `sink` taken before `cutoff`, unsent,

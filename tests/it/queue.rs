@@ -231,6 +231,24 @@ fn the_run_of_rejected_rows_is_kept_in_the_file_until_a_row_is_accepted() {
 }
 
 #[test]
+fn burying_rows_moves_them_and_keeps_the_dead_list_bounded_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut queue = Queue::open(&db(&dir)).unwrap();
+    let ids = fill(&mut queue, 5, 100);
+    let rows = queue.oldest(B, 100).unwrap();
+    let buried: Vec<i64> = rows[..3].iter().map(|r| r.id).collect();
+    assert_eq!(queue.bury(B, &buried, 2).unwrap(), (3, 1));
+    assert_eq!(
+        dead_ids(&queue),
+        ids[1..3].to_vec(),
+        "the oldest dead row went"
+    );
+    assert_eq!(pending_ids(&queue), ids[3..].to_vec());
+    let c = queue.counts(B).unwrap();
+    assert_eq!((c.pending, c.dead, c.dropped_total), (2, 2, 1));
+}
+
+#[test]
 fn retry_dead_puts_rows_back_in_their_original_place() {
     let dir = tempfile::tempdir().unwrap();
     let mut queue = Queue::open(&db(&dir)).unwrap();

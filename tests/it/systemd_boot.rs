@@ -68,6 +68,7 @@ fn packaged_service_under_a_booted_debian() {
     rt.block_on(reload_changes_the_cadence(&container, addr, port));
     no_warnings_in_the_journal(&container);
     a_reload_without_the_file_keeps_the_running_configuration(&container);
+    a_root_only_secret_reaches_the_backend_as_a_credential(&container, port);
     restart_loses_no_queued_row(&container, port);
     rt.block_on(watchdog_restarts_a_stopped_daemon(&container, addr, port));
     rt.block_on(stop_is_clean_and_within_budget(&container, addr));
@@ -483,6 +484,51 @@ fn a_reload_without_the_file_keeps_the_running_configuration(c: &Container) {
     wait_for("the status after the refused reload", LONG, || {
         c.unit_property(UNIT, "StatusText") == "sampling every 3s"
     });
+}
+
+/// README's way to give the transient user a secret only root may read:
+/// `LoadCredential=` in a drop-in, and `token_file` naming the copy systemd
+/// makes for the service.
+fn a_root_only_secret_reaches_the_backend_as_a_credential(c: &Container, port: u16) {
+    let backend = crate::common::backend::Backend::start();
+    let secret = c.overlay().path("/etc/metricsd/token");
+    std::fs::write(&secret, "s3cret-by-credential\n").unwrap();
+    c.ok(&["chmod", "0600", "/etc/metricsd/token"]);
+    let drop_in = c
+        .overlay()
+        .path("/etc/systemd/system/metricsd.service.d/credential.conf");
+    std::fs::create_dir_all(drop_in.parent().unwrap()).unwrap();
+    std::fs::write(
+        &drop_in,
+        "[Service]\nLoadCredential=token:/etc/metricsd/token\n",
+    )
+    .unwrap();
+    let with_backend = format!(
+        "{}\n[backend]\nurl = \"{}\"\ntoken_file = \"/run/credentials/metricsd.service/token\"\nsplay = \"0s\"\n",
+        config(port, "1s"),
+        backend.url()
+    );
+    std::fs::write(c.overlay().path(CONFIG), with_backend).unwrap();
+    c.ok(&["systemctl", "daemon-reload"]);
+    c.ok(&["systemctl", "restart", UNIT]);
+    assert!(
+        backend.wait_until(LONG, |b| b.requests().iter().any(|r| {
+            r.header("authorization") == Some("Bearer s3cret-by-credential")
+        })),
+        "no POST with the credential's token; unit {}, journal: {:?}",
+        c.unit_property(UNIT, "ActiveState"),
+        journal_json(c)
+            .iter()
+            .rev()
+            .take(10)
+            .map(|e| e["MESSAGE"].to_string())
+            .collect::<Vec<_>>()
+    );
+    std::fs::remove_file(&drop_in).unwrap();
+    std::fs::remove_file(&secret).unwrap();
+    std::fs::write(c.overlay().path(CONFIG), config(port, "1s")).unwrap();
+    c.ok(&["systemctl", "daemon-reload"]);
+    c.ok(&["systemctl", "restart", UNIT]);
 }
 
 fn queued_event_ids(c: &Container) -> Vec<String> {
