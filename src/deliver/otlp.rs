@@ -279,6 +279,17 @@ fn boot_nanos(snapshot: &Snapshot) -> u64 {
     boot_s.saturating_mul(1_000_000_000)
 }
 
+/// The semantic conventions' `cpu.mode` for a mode of SPEC §3.3: hardware
+/// interrupt time is "interrupt" there (as in the Collector's hostmetrics
+/// receiver); the other names are the same, and softirq and guest, which
+/// the conventions do not list, keep theirs.
+fn semconv_mode(mode: &'static str) -> &'static str {
+    match mode {
+        "irq" => "interrupt",
+        other => other,
+    }
+}
+
 fn add_metrics(out: &mut SnapshotMetrics, m: &Metrics) {
     use Shape::{Counter, Gauge, UpDown};
     if let Some(cpu) = &m.cpu {
@@ -288,7 +299,7 @@ fn add_metrics(out: &mut SnapshotMetrics, m: &Metrics) {
             "s",
             Counter,
             time.iter()
-                .map(|(mode, v)| (vec![attr("cpu.mode", *mode)], *v))
+                .map(|(mode, v)| (vec![attr("cpu.mode", semconv_mode(mode))], *v))
                 .collect(),
         );
         // No utilization without a previous reading to measure it from.
@@ -300,7 +311,7 @@ fn add_metrics(out: &mut SnapshotMetrics, m: &Metrics) {
                 modes
                     .named()
                     .iter()
-                    .map(|(mode, v)| (vec![attr("cpu.mode", *mode)], v / 100.0))
+                    .map(|(mode, v)| (vec![attr("cpu.mode", semconv_mode(mode))], v / 100.0))
                     .collect(),
             );
         }

@@ -132,7 +132,16 @@ fn requests_decode_with_the_official_package_and_follow_the_conventions() {
                 .iter()
                 .map(|p| attrs(&p["attributes"])["cpu.mode"].clone())
                 .collect();
-            assert!(modes.contains(&"idle".to_string()) && modes.contains(&"user".to_string()));
+            for mode in ["user", "system", "idle", "iowait", "interrupt", "steal"] {
+                assert!(
+                    modes.contains(&mode.to_string()),
+                    "no cpu.mode {mode}: {modes:?}"
+                );
+            }
+            assert!(
+                !modes.contains(&"irq".to_string()),
+                "irq is \"interrupt\" in OTLP"
+            );
             let point_time: u64 = points[0]["time_unix_nano"]
                 .as_str()
                 .unwrap()
