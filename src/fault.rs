@@ -7,8 +7,9 @@
 //! finds the thread busy). Sites: `sampler` (each
 //! sample), `poster` (each delivery round, outside the network wait),
 //! `stream` (the stream runtime's liveness tick), `start` (`run` before the
-//! allocator's re-exec, where no signal handler exists yet; the logger does
-//! not exist either, so nothing is logged there).
+//! allocator's re-exec, where no signal handler exists yet; passed once in
+//! each program image, so twice in all, and with no logger yet, so nothing
+//! is logged there).
 
 #[cfg(debug_assertions)]
 mod enabled {

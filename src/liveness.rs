@@ -40,7 +40,7 @@ impl Beat {
         if self.retired.load(Ordering::Relaxed) {
             return None;
         }
-        if self.ended.load(Ordering::Relaxed) {
+        if self.ended.load(Ordering::Acquire) {
             return Some(format!("thread {} has ended", self.name));
         }
         if self.waits.load(Ordering::Relaxed) > 0 {
@@ -90,7 +90,7 @@ impl Registration {
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        self.beat.ended.store(true, Ordering::Relaxed);
+        self.beat.ended.store(true, Ordering::Release);
         CURRENT.with(|c| c.borrow_mut().take());
     }
 }

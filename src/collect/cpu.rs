@@ -106,18 +106,29 @@ fn seconds_from_ticks(ticks: [u64; 9], ticks_per_sec: f64) -> CpuModes {
     modes_from(ticks.map(|v| v as f64 / ticks_per_sec))
 }
 
-/// The per-mode tick counts exported as counters: never below the highest
-/// seen. iowait goes backwards on idle CPUs (the kernel says so in
+/// The per-mode tick counts exported as counters. iowait goes backwards by
+/// a little on idle CPUs (the kernel says so in
 /// Documentation/filesystems/proc.rst), and a counter that steps back is a
-/// reset to Prometheus' `rate()` and OTLP's cumulative sums. The shares of
-/// the interval use the readings as they are.
+/// reset to Prometheus' `rate()` and to OTLP's cumulative sums: a step back
+/// smaller than `HOLD_SECONDS` is held at the highest value until the
+/// count passes it again. A larger one is real (a CPU going offline takes
+/// its share of idle and iowait out of the sum) and passes as the kernel
+/// gives it, as does anything after a restart of the daemon: the counters
+/// stay the kernel's own, give or take a few seconds. The shares of the
+/// interval use the readings as they are.
 #[derive(Debug, Default)]
 pub struct MonotonicModes([u64; 9]);
 
+/// The largest step back that is held, in seconds of CPU time.
+pub const HOLD_SECONDS: u64 = 5;
+
 impl MonotonicModes {
-    pub fn update(&mut self, times: &CpuTimes) -> [u64; 9] {
+    pub fn update(&mut self, times: &CpuTimes, ticks_per_sec: u64) -> [u64; 9] {
+        let hold = HOLD_SECONDS.saturating_mul(ticks_per_sec);
         for (high, now) in self.0.iter_mut().zip(times.modes()) {
-            *high = (*high).max(now);
+            if now >= *high || *high - now > hold {
+                *high = now;
+            }
         }
         self.0
     }
@@ -277,7 +288,10 @@ impl Collect for CpuCollector {
             per_core_percent,
             core_numbers,
             modes_percent,
-            seconds_total: seconds_from_ticks(self.exported.update(&cur.total), self.ticks_per_sec),
+            seconds_total: seconds_from_ticks(
+                self.exported.update(&cur.total, self.ticks_per_sec as u64),
+                self.ticks_per_sec,
+            ),
         });
         m.activity = Some(ActivityMetrics {
             context_switches_total: cur.ctxt,
@@ -320,15 +334,24 @@ mod tests {
     }
 
     #[test]
-    fn exported_mode_counters_never_step_back() {
+    fn exported_mode_counters_hold_small_steps_back_and_pass_large_ones() {
+        let hz = 100;
         let mut exported = MonotonicModes::default();
         let a = t([100, 0, 50, 800, 50, 0, 0, 0]);
         let b = t([110, 0, 55, 850, 48, 0, 0, 0]);
         let c = t([120, 0, 60, 900, 53, 0, 0, 0]);
-        assert_eq!(exported.update(&a)[4], 50);
-        // iowait 50 -> 48: the counter holds at 50, the others go on.
-        assert_eq!(exported.update(&b), [110, 0, 55, 850, 50, 0, 0, 0, 0]);
-        assert_eq!(exported.update(&c)[4], 53);
+        assert_eq!(exported.update(&a, hz)[4], 50);
+        // iowait 50 -> 48 ticks: held at 50, the others go on.
+        assert_eq!(exported.update(&b, hz), [110, 0, 55, 850, 50, 0, 0, 0, 0]);
+        assert_eq!(exported.update(&c, hz)[4], 53);
+        // A CPU went offline: idle 900 -> 300 ticks, 6 s, more than is held.
+        let d = t([130, 0, 65, 300, 54, 0, 0, 0]);
+        assert_eq!(exported.update(&d, hz)[3], 300);
+        // 5 s exactly (500 ticks at 100 Hz) is still held.
+        let mut exported = MonotonicModes::default();
+        exported.update(&t([0, 0, 0, 0, 600, 0, 0, 0]), hz);
+        assert_eq!(exported.update(&t([0, 0, 0, 0, 100, 0, 0, 0]), hz)[4], 600);
+        assert_eq!(exported.update(&t([0, 0, 0, 0, 99, 0, 0, 0]), hz)[4], 99);
     }
 
     #[test]

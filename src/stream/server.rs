@@ -66,8 +66,10 @@ pub struct Server {
     /// The configured token, followed by every session.
     token_tx: watch::Sender<String>,
     waiting: Arc<Admission>,
-    /// Upgrades refused for max_clients, logged at most once a minute.
+    /// Upgrades refused for max_clients, logged at most once a minute;
+    /// rung when a refusal is held back, so that its count follows.
     refused: std::sync::Mutex<crate::throttle::Throttled>,
+    refused_held: tokio::sync::Notify,
 }
 
 impl Server {
@@ -84,6 +86,7 @@ impl Server {
             token_tx: watch::Sender::new(token),
             waiting: Admission::new(waiting_capacity(max_clients)),
             refused: Default::default(),
+            refused_held: tokio::sync::Notify::new(),
         })
     }
 
@@ -99,6 +102,7 @@ impl Server {
         let stop = shutdown.wait();
         tokio::pin!(stop);
         let follow = tokio::spawn(self.clone().follow_token());
+        let refusals = tokio::spawn(self.clone().report_held_refusals());
         let mut accept_warned: Option<Instant> = None;
         let mut shed_warned: Option<Instant> = None;
         loop {
@@ -129,6 +133,7 @@ impl Server {
         }
         drop(listener);
         follow.abort();
+        refusals.abort();
         self.closing_tx.send_replace(true);
         drop(alive_tx);
         // Clients bound their own close by SHUTDOWN_GRACE; the margin covers scheduling.
@@ -150,6 +155,38 @@ impl Server {
                 changed
             });
         }
+    }
+
+    /// Logs the refusals held back by the throttle once their minute is up
+    /// (the line for the first one went out at once). Sleeps only while
+    /// some are held.
+    async fn report_held_refusals(self: Arc<Server>) {
+        loop {
+            self.refused_held.notified().await;
+            let period = self.refused.lock().unwrap().period();
+            tokio::time::sleep(period).await;
+            let held = self.refused.lock().unwrap().add(0);
+            if let Some(n) = held {
+                self.log_refused(n);
+            }
+        }
+    }
+
+    /// One upgrade refused for max_clients: logged now, or held back for
+    /// `report_held_refusals`.
+    fn note_refusal(&self) {
+        let now = self.refused.lock().unwrap().add(1);
+        match now {
+            Some(n) => self.log_refused(n),
+            None => self.refused_held.notify_one(),
+        }
+    }
+
+    fn log_refused(&self, n: u64) {
+        log::info!(
+            "stream: refused {n} client(s) since the last such line: {} clients connected (max_clients)",
+            self.config.get().stream.max_clients
+        );
     }
 
     /// One connection: it is held in `waiting` (and may be shed) until its
@@ -301,12 +338,7 @@ impl Server {
             return Err(refusal);
         }
         ClientSlot::take(&self.status, config.stream.max_clients).ok_or_else(|| {
-            if let Some(n) = self.refused.lock().unwrap().add(1) {
-                log::info!(
-                    "stream: refused {n} client(s) since the last such line: {} clients connected (max_clients)",
-                    config.stream.max_clients
-                );
-            }
+            self.note_refusal();
             Response::text(503, "too many stream clients").with_header("Retry-After", "10")
         })
     }
@@ -427,6 +459,33 @@ impl Drop for ClientSlot {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn refusals_held_back_are_reported_once_their_period_is_up() {
+        let server = Server::new(
+            Hub::new(),
+            SharedConfig::new(Config::default()),
+            Arc::new(Status::default()),
+        );
+        *server.refused.lock().unwrap() =
+            crate::throttle::Throttled::with_period(Duration::from_millis(50));
+        let reporter = tokio::spawn(server.clone().report_held_refusals());
+        // The first is reported at once, the next three are held...
+        for _ in 0..4 {
+            server.note_refusal();
+        }
+        assert_eq!(server.refused.lock().unwrap().held(), 3);
+        // ...until their period is up, with no further refusal to carry them.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while server.refused.lock().unwrap().held() > 0 {
+            assert!(
+                Instant::now() < deadline,
+                "the held refusals were never reported"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        reporter.abort();
+    }
 
     #[test]
     fn websocket_keys_are_16_bytes_of_base64() {

@@ -775,6 +775,9 @@ fn a_stop_that_finds_a_sample_in_progress_logs_no_error() {
             ("NOTIFY_SOCKET", socket_path.to_str().unwrap()),
             ("WATCHDOG_USEC", "5000000"),
             ("FAULT_INJECT", "sampler:slow:2"),
+            // Each finished sample logs a debug line: the slow one's must
+            // come after the stop began.
+            ("RUST_LOG", "metricsd=debug"),
         ],
         false,
     );
@@ -791,6 +794,13 @@ fn a_stop_that_finds_a_sample_in_progress_logs_no_error() {
     );
     daemon.wait_for_line("stopped in", Duration::from_secs(5));
     let log = daemon.log();
+    let stop = log
+        .find("SIGTERM received")
+        .unwrap_or_else(|| panic!("no stop logged:\n{log}"));
+    assert!(
+        log[stop..].contains("sample seq="),
+        "the stop did not find a sample in progress:\n{log}"
+    );
     assert!(
         !log.contains("ERROR") && !log.contains("withholding"),
         "a clean stop logged an error:\n{log}"
@@ -1166,13 +1176,14 @@ fn a_sighup_during_start_up_is_queued_not_fatal() {
     daemon.stop_clean(Duration::from_secs(10));
 }
 
-/// Whether `pid`'s main thread blocks `sig` (the SigBlk mask of its status).
-fn blocks_signal(pid: i32, sig: i32) -> bool {
+/// Whether `sig` is in the `mask` line (SigBlk, SigCgt, ...) of `pid`'s
+/// status, which describes its main thread.
+fn signal_in_mask(pid: i32, mask: &str, sig: i32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/status")).is_ok_and(|s| {
         s.lines()
-            .find_map(|l| l.strip_prefix("SigBlk:"))
+            .find_map(|l| l.strip_prefix(mask)?.strip_prefix(':'))
             .and_then(|m| u64::from_str_radix(m.trim(), 16).ok())
-            .is_some_and(|mask| mask & (1 << (sig - 1)) != 0)
+            .is_some_and(|bits| bits & (1 << (sig - 1)) != 0)
     })
 }
 
@@ -1185,9 +1196,13 @@ fn a_sighup_in_the_first_moments_before_any_handler_is_a_reload() {
     let setup = Setup::new("1s", "", "");
     let mut daemon = setup.start(&[("FAULT_INJECT", "start:slow")]);
     let pid = daemon.pid();
+    // Held, and no handler yet: without the hold this SIGHUP would end it.
+    let held_unhandled = || {
+        signal_in_mask(pid, "SigBlk", libc::SIGHUP) && !signal_in_mask(pid, "SigCgt", libc::SIGHUP)
+    };
     assert!(
-        wait_until(START, || blocks_signal(pid, libc::SIGHUP)),
-        "the daemon never held SIGHUP; log:\n{}",
+        wait_until(START, held_unhandled),
+        "the daemon never held SIGHUP before handling it; log:\n{}",
         daemon.log()
     );
     daemon.signal(libc::SIGHUP);

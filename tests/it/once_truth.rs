@@ -364,7 +364,7 @@ fn df_agrees_on_the_root_filesystem() {
         .args(["-B1", "--output=size,used,avail", "/"])
         .output()
     else {
-        eprintln!("SKIP: df not found");
+        crate::common::skip_or_fail("df not found");
         return;
     };
     let text = String::from_utf8_lossy(&out.stdout);
@@ -392,7 +392,6 @@ fn df_agrees_on_the_root_filesystem() {
         0.5,
         "df avail",
     );
-    assert!(Path::new("/").exists());
 }
 
 /// Every field of SPEC §3.3 is in `once`'s stream form, and on this host
