@@ -2,7 +2,6 @@
 //! readings of /proc, statvfs and /etc/machine-id taken by the test itself.
 
 use serde_json::Value;
-use std::path::Path;
 use std::process::Command;
 use std::time::SystemTime;
 
