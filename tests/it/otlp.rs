@@ -45,6 +45,137 @@ fn boot_time_ns() -> u64 {
     btime * 1_000_000_000
 }
 
+/// A point's number, as_double or as_int (which the JSON form gives as a string).
+fn value(point: &Value) -> f64 {
+    point["as_double"].as_f64().unwrap_or_else(|| {
+        point["as_int"]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .or_else(|| point["as_int"].as_f64())
+            .unwrap_or_else(|| panic!("no value in {point}"))
+    })
+}
+
+/// What the test reads itself, before the daemon starts and after the
+/// requests: every point's value must lie between the two.
+struct Reading {
+    cpu_ticks: u64,
+    uptime_s: f64,
+    /// Received bytes per interface.
+    rx_bytes: BTreeMap<String, u64>,
+}
+
+impl Reading {
+    fn now() -> Reading {
+        let stat = std::fs::read_to_string("/proc/stat").unwrap();
+        let cpu: Vec<u64> = stat.lines().next().unwrap()["cpu".len()..]
+            .split_whitespace()
+            .take(8)
+            .map(|v| v.parse().unwrap())
+            .collect();
+        let uptime = std::fs::read_to_string("/proc/uptime").unwrap();
+        let dev = std::fs::read_to_string("/proc/net/dev").unwrap();
+        Reading {
+            cpu_ticks: cpu.iter().sum(),
+            uptime_s: uptime.split_whitespace().next().unwrap().parse().unwrap(),
+            rx_bytes: dev
+                .lines()
+                .skip(2)
+                .filter_map(|l| {
+                    let (name, rest) = l.split_once(':')?;
+                    Some((
+                        name.trim().to_string(),
+                        rest.split_whitespace().next()?.parse().ok()?,
+                    ))
+                })
+                .collect(),
+        }
+    }
+}
+
+/// A /proc/meminfo field, in bytes.
+fn meminfo_bytes(field: &str) -> f64 {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap();
+    let kib: f64 = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .unwrap()
+        .trim()
+        .trim_end_matches(" kB")
+        .parse()
+        .unwrap();
+    kib * 1024.0
+}
+
+/// The points' values against the test's own readings of /proc.
+fn values_are_the_hosts(metrics: &BTreeMap<String, Value>, before: &Reading, after: &Reading) {
+    let points = |name: &str, shape: &str| -> Vec<Value> {
+        metrics[name][shape]["data_points"]
+            .as_array()
+            .unwrap()
+            .clone()
+    };
+    let hz = metricsd::procfs::clock_ticks_per_sec();
+    // CPU time: the modes add up to the whole time since boot.
+    let cpu_s: f64 = points("system.cpu.time", "sum").iter().map(value).sum();
+    let (low, high) = (before.cpu_ticks as f64 / hz, after.cpu_ticks as f64 / hz);
+    assert!(
+        cpu_s >= low - 0.02 && cpu_s <= high + 0.02,
+        "system.cpu.time sums to {cpu_s} s, /proc/stat {low}..{high}"
+    );
+    // Utilization: ratios (not percentages) that share the interval.
+    let shares: Vec<f64> = points("system.cpu.utilization", "gauge")
+        .iter()
+        .map(value)
+        .collect();
+    assert!(shares.iter().all(|s| (0.0..=1.0).contains(s)), "{shares:?}");
+    let total: f64 = shares.iter().sum();
+    assert!((total - 1.0).abs() < 0.01, "utilization sums to {total}");
+    // Memory: the states partition MemTotal.
+    let states = points("system.memory.usage", "sum");
+    let memory: f64 = states.iter().map(value).sum();
+    let mem_total = meminfo_bytes("MemTotal");
+    assert!(
+        (memory - mem_total).abs() <= 1024.0,
+        "memory states sum to {memory}, MemTotal {mem_total}"
+    );
+    // Each state is its own field (free is MemFree, which moves a little).
+    let free = states
+        .iter()
+        .find(|p| attrs(&p["attributes"])["system.memory.state"] == "free")
+        .map(value)
+        .unwrap();
+    let mem_free = meminfo_bytes("MemFree");
+    assert!(
+        (free - mem_free).abs() <= 64.0 * 1024.0 * 1024.0,
+        "free {free}, MemFree {mem_free}"
+    );
+    let uptime = value(&points("system.uptime", "gauge")[0]);
+    assert!(
+        uptime >= before.uptime_s.floor() - 1.0 && uptime <= after.uptime_s + 1.0,
+        "uptime {uptime}, /proc/uptime {}..{}",
+        before.uptime_s,
+        after.uptime_s
+    );
+    // Received bytes of each interface, from /proc/net/dev.
+    let mut checked = 0;
+    for p in points("system.network.io", "sum") {
+        let a = attrs(&p["attributes"]);
+        if a["network.io.direction"] != "receive" {
+            continue;
+        }
+        let name = &a["network.interface.name"];
+        let (low, high) = (before.rx_bytes[name] as f64, after.rx_bytes[name] as f64);
+        let got = value(&p);
+        assert!(
+            got >= low && got <= high,
+            "{name} rx {got}, /proc/net/dev {low}..{high}"
+        );
+        checked += 1;
+    }
+    assert!(checked > 0, "no received bytes to check");
+}
+
 fn history_times_ns(setup: &Setup) -> Vec<u64> {
     let (_, body) = http_get(setup.port, "/api/history?limit=10000").unwrap();
     serde_json::from_slice::<Value>(&body)
@@ -68,11 +199,14 @@ fn requests_decode_with_the_official_package_and_follow_the_conventions() {
     }
     let receiver = OtlpReceiver::start();
     let setup = Setup::new("1s", "node_id = \"otlp-host\"", &sections(&receiver.url()));
+    let before = Reading::now();
     let mut daemon = setup.start(&[]);
     daemon.wait_listening(setup.stream_addr(), WAIT);
     wait_for("three requests", WAIT, || receiver.requests().len() >= 3);
     let times = history_times_ns(&setup);
     let requests = receiver.requests();
+    // After the requests were taken: each was sampled before this reading.
+    let after = Reading::now();
     let boot = boot_time_ns();
 
     for record in &requests {
@@ -120,6 +254,7 @@ fn requests_decode_with_the_official_package_and_follow_the_conventions() {
                     .unwrap_or_else(|| panic!("{name} missing"));
                 assert_eq!(m["unit"], unit, "{name}");
             }
+            values_are_the_hosts(&metrics, &before, &after);
             // Counters: cumulative monotonic Sums from boot time.
             let cpu = &metrics["system.cpu.time"]["sum"];
             assert_eq!(
