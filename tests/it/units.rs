@@ -67,7 +67,7 @@ impl Tree {
 
     fn usage(&self, rel: &str) -> u64 {
         let text = fs::read_to_string(self.unit(rel).join("cpu.stat")).unwrap();
-        units::parse_cpu_usage_usec(&text).unwrap()
+        crate::common::cgroup::usage_usec(&text)
     }
 
     fn add_usage(&self, rel: &str, usec: u64) {
@@ -465,7 +465,7 @@ fn live_unit_matches_an_independent_reading_of_its_cgroup() {
     let task_b = unit.task_cpu_secs();
     let psi_before = unit
         .file("cpu.pressure")
-        .map(|t| units::parse_pressure_some_avg10(&t));
+        .map(|t| crate::common::cgroup::some_avg10(&t));
     let memory_before = unit.file("memory.current");
     let r2 = unit.usage();
     let t_b = Instant::now();
@@ -473,7 +473,7 @@ fn live_unit_matches_an_independent_reading_of_its_cgroup() {
     let r3 = unit.usage();
     let psi_after = unit
         .file("cpu.pressure")
-        .map(|t| units::parse_pressure_some_avg10(&t));
+        .map(|t| crate::common::cgroup::some_avg10(&t));
     let memory_after = unit.file("memory.current");
     let tasks_now = unit.file("pids.current");
 
@@ -515,12 +515,14 @@ fn live_unit_matches_an_independent_reading_of_its_cgroup() {
     match (memory_before, memory_after) {
         (Some(a), Some(b)) => {
             let (a, b) = (
-                units::parse_single(&a).unwrap(),
-                units::parse_single(&b).unwrap(),
+                crate::common::cgroup::number(&a),
+                crate::common::cgroup::number(&b),
             );
             let got = m.memory_bytes.expect("memory.current exists");
+            // Read between the two (a page or so may come and go around them).
+            const SLACK: u64 = 1024 * 1024;
             assert!(
-                got >= a.min(b) / 2 && got <= a.max(b) * 2,
+                got + SLACK >= a.min(b) && got <= a.max(b) + SLACK,
                 "{got} vs {a}..{b}"
             );
         }
@@ -530,7 +532,7 @@ fn live_unit_matches_an_independent_reading_of_its_cgroup() {
         }
     }
     match tasks_now {
-        Some(t) => assert_eq!(m.tasks, units::parse_single(&t)),
+        Some(t) => assert_eq!(m.tasks, Some(crate::common::cgroup::number(&t))),
         None => assert_eq!(m.tasks, None),
     }
     if unit.file("io.stat").is_none() {
@@ -600,7 +602,10 @@ fn once_reports_a_live_unit_with_nulls_where_the_tree_has_no_controller() {
         }
     }
     if let Some(text) = unit.file("pids.current") {
-        assert_eq!(u["tasks"].as_u64(), units::parse_single(&text));
+        assert_eq!(
+            u["tasks"].as_u64(),
+            Some(crate::common::cgroup::number(&text))
+        );
     }
     assert!(u["cpu_pressure_some_avg10"].is_number(), "{u}");
 }

@@ -1,7 +1,6 @@
 //! A real cgroup of this host's v2 tree holding a real process, for the
 //! live tests of the units collector and of its /metrics families.
 
-use metricsd::collect::units;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -115,7 +114,7 @@ impl LiveUnit {
     }
 
     pub fn usage(&self) -> u64 {
-        units::parse_cpu_usage_usec(&self.file("cpu.stat").unwrap()).unwrap()
+        usage_usec(&self.file("cpu.stat").unwrap())
     }
 
     /// The busy process's own CPU time (utime + stime) in seconds, from
@@ -163,4 +162,35 @@ impl Drop for LiveUnit {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+// The test's own readings of cgroup files (not the collector's parsers).
+
+/// `usage_usec` of a cpu.stat.
+pub fn usage_usec(cpu_stat: &str) -> u64 {
+    cpu_stat
+        .lines()
+        .find_map(|l| l.strip_prefix("usage_usec "))
+        .unwrap_or_else(|| panic!("no usage_usec in {cpu_stat:?}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// avg10 of the `some` line of a pressure file.
+pub fn some_avg10(pressure: &str) -> Option<f64> {
+    pressure
+        .lines()
+        .find(|l| l.starts_with("some "))?
+        .split_whitespace()
+        .find_map(|f| f.strip_prefix("avg10="))?
+        .parse()
+        .ok()
+}
+
+/// A one-number file such as memory.current or pids.current.
+pub fn number(text: &str) -> u64 {
+    text.trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("not a number: {text:?}"))
 }
