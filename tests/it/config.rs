@@ -786,8 +786,28 @@ fn only_listen_state_dir_and_the_listener_need_a_restart() {
 }
 
 #[test]
-fn sink_config_defaults_match_the_built_in_backend() {
-    assert_eq!(SinkConfig::default(), Config::default().backend);
-    assert_eq!(SinkConfig::default(), Config::default().remote_write);
-    assert_eq!(SinkConfig::default(), Config::default().otlp);
+fn every_sink_defaults_to_the_delivery_keys_of_spec_section_2() {
+    let s = |secs| Duration::from_secs(secs);
+    for sink in [
+        Config::default().backend,
+        Config::default().remote_write,
+        Config::default().otlp,
+    ] {
+        assert_eq!(sink.url, "");
+        assert_eq!(sink.token, "");
+        assert_eq!(sink.token_file, None);
+        assert_eq!(sink.timeout, s(10));
+        assert_eq!(sink.batch_size, 1);
+        assert!(!sink.gzip);
+        assert_eq!(sink.retry_backoff, [s(5), s(15), s(60)]);
+        assert_eq!(sink.max_retry_after, s(3600));
+        assert_eq!(sink.max_attempts, 3);
+        assert_eq!(sink.ca_file, None);
+        assert_eq!(sink.splay, Splay::Auto);
+        assert_eq!(sink.max_age, Duration::ZERO);
+        assert!(sink.username.is_empty() && sink.password.is_empty());
+        assert!(sink.headers.is_empty() && sink.labels.is_empty());
+        assert!(sink.resource_attributes.is_empty());
+        assert_eq!(sink, SinkConfig::default());
+    }
 }
