@@ -1143,7 +1143,12 @@ fn signal_during_start_up(sig: i32) -> (Setup, Daemon) {
     );
     assert!(!daemon.log().contains(STARTED), "start-up already finished");
     daemon.signal(sig);
-    thread::sleep(Duration::from_millis(100)); // let the signal land during start-up
+    // Delivered (no longer pending for the process) while start-up waits.
+    let pid = daemon.pid();
+    assert!(
+        wait_until(START, || !signal_in_mask(pid, "ShdPnd", sig)),
+        "signal {sig} never delivered"
+    );
     assert!(
         daemon.try_exit().is_none(),
         "signal {sig} during start-up killed it"

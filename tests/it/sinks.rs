@@ -8,6 +8,7 @@ use crate::common::receivers::http_get;
 use crate::common::wait_for;
 use metricsd::config::Splay;
 use serde_json::Value;
+use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -211,7 +212,10 @@ fn fleet(splay: &str, nodes: &[&str]) -> (Backend, Vec<(String, Duration, String
         })
         .collect();
     wait_for("three posts per daemon", WAIT, || {
-        lags(&backend, wall0, mono0).len() >= 2 * nodes.len()
+        let lags = lags(&backend, wall0, mono0);
+        nodes
+            .iter()
+            .all(|n| lags.iter().filter(|(node, ..)| node == n).count() >= 2)
     });
     for (_, d) in daemons.iter_mut() {
         d.signal(libc::SIGTERM);
@@ -223,29 +227,72 @@ fn fleet(splay: &str, nodes: &[&str]) -> (Backend, Vec<(String, Duration, String
     (backend, lags)
 }
 
+/// Four node names whose "auto" slots on this machine lie at least 1 s
+/// apart (the slots hang on /etc/machine-id, which differs between
+/// machines): only the choice of names uses the daemon's formula.
+fn nodes_with_distinct_slots() -> Vec<String> {
+    assert!(
+        Path::new("/etc/machine-id").exists(),
+        "the daemons share /etc/machine-id, which this host lacks"
+    );
+    let machine = metricsd::identity::machine_id(
+        Path::new("/etc/machine-id"),
+        Path::new("/nonexistent"),
+        false,
+    );
+    let slot = |node: &str| {
+        metricsd::deliver::splay::delay(Splay::Auto, Duration::from_secs(4), &machine, node)
+    };
+    let mut candidates: Vec<(Duration, String)> = (0..64)
+        .map(|i| format!("fleet-{i}"))
+        .map(|n| (slot(&n), n))
+        .collect();
+    candidates.sort();
+    let (first, last) = (&candidates[0], &candidates[candidates.len() - 1]);
+    assert!(last.0 - first.0 >= Duration::from_secs(1));
+    let middle = &candidates[candidates.len() / 2];
+    let near_middle = &candidates[candidates.len() / 2 + 1];
+    vec![
+        first.1.clone(),
+        middle.1.clone(),
+        near_middle.1.clone(),
+        last.1.clone(),
+    ]
+}
+
 #[test]
 fn splay_auto_spreads_a_fleet_and_zero_posts_together() {
-    let nodes = ["fleet-a", "fleet-b", "fleet-c", "fleet-d"];
+    let nodes = nodes_with_distinct_slots();
+    let nodes: Vec<&str> = nodes.iter().map(String::as_str).collect();
     let (_b, together) = fleet("0s", &nodes);
     for (node, lag, _) in &together {
         assert!(*lag < Duration::from_millis(1500), "{node}: {lag:?}");
     }
     let (_b, spread) = fleet("auto", &nodes);
-    let machine = &spread[0].2;
-    let expected = |node: &str| {
-        metricsd::deliver::splay::delay(Splay::Auto, Duration::from_secs(4), machine, node)
-    };
-    let delays: Vec<Duration> = nodes.iter().map(|n| expected(n)).collect();
-    let (lo, hi) = (delays.iter().min().unwrap(), delays.iter().max().unwrap());
-    assert!(
-        *hi - *lo >= Duration::from_millis(500),
-        "the hosts' slots spread: {delays:?}"
-    );
-    for (node, lag, _) in &spread {
-        let want = expected(node);
+    // Each node keeps its slot, below the window of min(interval/2, 30 s)
+    // (2 s here), and the first and last nodes' slots are apart.
+    let window = Duration::from_secs(2);
+    let mut typical = Vec::new();
+    for node in &nodes {
+        let mut own: Vec<Duration> = spread
+            .iter()
+            .filter(|(n, ..)| n == node)
+            .map(|(_, lag, _)| *lag)
+            .collect();
+        own.sort();
+        let (lo, hi) = (own[0], own[own.len() - 1]);
         assert!(
-            *lag + Duration::from_millis(100) >= want && *lag < want + Duration::from_millis(1500),
-            "{node}: arrived {lag:?} after its sample, its splay is {want:?}"
+            hi < window + Duration::from_millis(1500),
+            "{node}: a post {hi:?} after its sample"
         );
+        assert!(
+            hi - lo < Duration::from_millis(700),
+            "{node}: its slot moved: {own:?}"
+        );
+        typical.push(own[own.len() / 2]);
     }
+    assert!(
+        typical[3] >= typical[0] + Duration::from_millis(500),
+        "auto spread no fleet: lags {typical:?} for {nodes:?}"
+    );
 }

@@ -1263,14 +1263,15 @@ mod hardening {
             }));
         }
         // A client that reconnects as fast as it can, holding each a moment.
+        let flooded = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
         let flood = {
             let stop = stop.clone();
+            let flooded = flooded.clone();
             tokio::spawn(async move {
                 let mut held = std::collections::VecDeque::new();
-                let mut made = 0u64;
                 while !stop.load(Ordering::Relaxed) {
                     if let Ok(s) = TcpStream::connect(addr).await {
-                        made += 1;
+                        flooded.fetch_add(1, Ordering::Relaxed);
                         held.push_back(s);
                         if held.len() > 300 {
                             held.pop_front();
@@ -1278,10 +1279,15 @@ mod hardening {
                     }
                     tokio::task::yield_now().await;
                 }
-                made
             })
         };
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        // /health is asked only once the flood is on.
+        assert!(
+            wait_until_async(Duration::from_secs(30), || flooded.load(Ordering::Relaxed)
+                > 100)
+            .await,
+            "the flood never got going"
+        );
 
         let mut answered = 0;
         let mut seen = Vec::new();
@@ -1295,7 +1301,8 @@ mod hardening {
         }
 
         stop.store(true, Ordering::Relaxed);
-        let made = flood.await.unwrap();
+        flood.await.unwrap();
+        let made = flooded.load(Ordering::Relaxed);
         for task in slow {
             task.abort();
         }
