@@ -606,11 +606,12 @@ fn a_reload_with_a_new_url_and_token_cuts_a_long_backoff_short() {
     assert_eq!(broken.request_count(), 1);
 }
 
-use crate::common::logs::{capture as capture_logs, logged};
+use crate::common::logs::{capture as capture_logs, logged, logged_since, mark};
 
 #[test]
 fn state_changes_are_logged_once_each_and_the_token_never() {
     capture_logs();
+    let from = mark();
     let backend = answering(Behaviour::Status(401));
     let host = backend.addr().to_string();
     let (h, ids) = Harness::posting(&backend, 2, |c| {
@@ -621,17 +622,18 @@ fn state_changes_are_logged_once_each_and_the_token_never() {
     more_tries(&backend, "more failed tries", 3);
     backend.set(Behaviour::Ok);
     wait_delivered(&backend, &ids);
+    let ok_again = format!("backend {host} ok again");
     wait_for("ok log", || {
-        !logged(log::Level::Info, "ok again").is_empty()
+        !logged_since(from, log::Level::Info, &ok_again).is_empty()
     });
 
-    let failing = logged(log::Level::Warn, &format!("backend {host} failing"));
+    let failing = logged_since(from, log::Level::Warn, &format!("backend {host} failing"));
     assert_eq!(failing.len(), 1, "{failing:?}");
     assert!(failing[0].contains("HTTP 401"), "{failing:?}");
-    let ok = logged(log::Level::Info, &format!("backend {host} ok again"));
+    let ok = logged_since(from, log::Level::Info, &ok_again);
     assert_eq!(ok.len(), 1, "{ok:?}");
     // Nothing else about this backend above debug level.
-    let all = logged(log::Level::Info, &host);
+    let all = logged_since(from, log::Level::Info, &host);
     assert_eq!(all.len(), 2, "{all:?}");
     // Our own lines at any level, and every line down to debug, never show
     // the token. (ureq_proto's trace level hex-dumps the raw request, so the
@@ -679,6 +681,7 @@ fn a_receiver_that_rejects_everything_trips_the_breaker_after_five_rows() {
 #[test]
 fn rows_older_than_max_age_are_removed_unsent_and_counted() {
     capture_logs();
+    let from = mark();
     let backend = Backend::start();
     backend.down();
     let mut h = Harness::new(&backend.url(), |c| {
@@ -709,7 +712,11 @@ fn rows_older_than_max_age_are_removed_unsent_and_counted() {
     });
     // The backend has the last row before the poster removes it.
     wait_for("empty queue", || h.stats().pending == 0);
-    let warned = logged(log::Level::Warn, "older than max_age");
+    let host = backend.addr().to_string();
+    let warned: Vec<String> = logged_since(from, log::Level::Warn, "older than max_age")
+        .into_iter()
+        .filter(|l| l.contains(&host))
+        .collect();
     assert_eq!(warned.len(), 1, "{warned:?}");
 }
 

@@ -39,8 +39,20 @@ pub fn lines() -> Vec<(log::Level, String, String)> {
 
 /// Lines at `level` or more severe that mention `needle`.
 pub fn logged(level: log::Level, needle: &str) -> Vec<String> {
+    logged_since(0, level, needle)
+}
+
+/// How many lines were captured so far: a test's own lines come after it
+/// (an earlier test may have used the same port, and so named the same host).
+pub fn mark() -> usize {
+    LINES.lock().unwrap().len()
+}
+
+/// Like [`logged`], among the lines captured since `mark`.
+pub fn logged_since(mark: usize, level: log::Level, needle: &str) -> Vec<String> {
     lines()
         .into_iter()
+        .skip(mark)
         .filter(|(l, _, m)| *l <= level && m.contains(needle))
         .map(|(_, _, m)| m)
         .collect()

@@ -313,7 +313,10 @@ impl OtlpReceiver {
     pub fn answer(&self, status: u16, rejected: i64, message: &str) {
         let control =
             serde_json::json!({"status": status, "rejected": rejected, "message": message});
-        std::fs::write(&self.control, control.to_string()).unwrap();
+        // Whole or not at all for the receiver, which reads it per request.
+        let staged = self.control.with_extension("staged");
+        std::fs::write(&staged, control.to_string()).unwrap();
+        std::fs::rename(&staged, &self.control).unwrap();
     }
 
     /// Every request decoded so far.
