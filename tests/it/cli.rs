@@ -294,14 +294,19 @@ fn an_environment_that_is_not_utf8_is_ignored_unless_it_is_ours() {
 
 // --- exit code 73 ----------------------------------------------------------------
 
+/// `metricsd run` with a configuration in `dir` naming `state_dir`.
+fn run_with_state_dir(dir: &tempfile::TempDir, state_dir: &Path) -> std::process::Output {
+    let text_cfg = config_toml(state_dir, free_port(), "1s", "", "");
+    let config = write_file(dir.path(), "m.toml", &text_cfg);
+    run_cli(&["--config", config.to_str().unwrap(), "run"], &[])
+}
+
 #[test]
 fn uncreatable_state_dir_exits_73_naming_path_and_error() {
     let dir = tempfile::tempdir().unwrap();
     let blocker = write_file(dir.path(), "not-a-dir", "a regular file\n");
     let state_dir = blocker.join("sub");
-    let text_cfg = config_toml(&state_dir, free_port(), "1s", "", "");
-    let config = write_file(dir.path(), "m.toml", &text_cfg);
-    let out = run_cli(&["--config", config.to_str().unwrap(), "run"], &[]);
+    let out = run_with_state_dir(&dir, &state_dir);
     assert_code(&out, EX_CANTCREAT);
     let err = text(&out.stderr);
     assert!(
@@ -323,9 +328,7 @@ fn a_lock_file_that_cannot_be_opened_exits_73_naming_it() {
     let state_dir = dir.path().join("state");
     let lock = state_dir.join("metricsd.lock");
     std::fs::create_dir_all(&lock).unwrap();
-    let text_cfg = config_toml(&state_dir, free_port(), "1s", "", "");
-    let config = write_file(dir.path(), "m.toml", &text_cfg);
-    let out = run_cli(&["--config", config.to_str().unwrap(), "run"], &[]);
+    let out = run_with_state_dir(&dir, &state_dir);
     assert_code(&out, EX_CANTCREAT);
     let err = text(&out.stderr);
     assert!(

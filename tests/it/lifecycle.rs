@@ -526,16 +526,7 @@ impl NotifySocket {
 #[test]
 fn sd_notify_ready_watchdog_reload_and_stopping() {
     let setup = Setup::new("1s", "", "");
-    let socket_path = setup.dir.path().join("notify.sock");
-    let mut notify = NotifySocket::bind(&socket_path);
-    let mut daemon = Daemon::spawn_with_watchdog_pid(
-        &["--config", setup.config_str(), "run"],
-        &[
-            ("NOTIFY_SOCKET", socket_path.to_str().unwrap()),
-            ("WATCHDOG_USEC", "2000000"),
-        ],
-        false,
-    );
+    let (mut daemon, mut notify) = start_notified(&setup, "2000000", &[]);
 
     // READY=1 only once the listener takes connections.
     notify.wait_for("READY=1", START).unwrap_or_else(|| {
@@ -673,11 +664,21 @@ fn unreachable_backend() -> String {
 
 /// Starts the daemon with a notification socket and a 1 s watchdog.
 fn start_with_watchdog(setup: &Setup, env: &[(&str, &str)]) -> (Daemon, NotifySocket) {
+    start_notified(setup, "1000000", env)
+}
+
+/// Starts the daemon with a notification socket and a watchdog of
+/// `watchdog_usec`, as systemd would.
+fn start_notified(
+    setup: &Setup,
+    watchdog_usec: &str,
+    env: &[(&str, &str)],
+) -> (Daemon, NotifySocket) {
     let socket_path = setup.dir.path().join("notify.sock");
     let notify = NotifySocket::bind(&socket_path);
     let mut all = vec![
         ("NOTIFY_SOCKET", socket_path.to_str().unwrap()),
-        ("WATCHDOG_USEC", "1000000"),
+        ("WATCHDOG_USEC", watchdog_usec),
     ];
     all.extend_from_slice(env);
     let daemon =
@@ -767,19 +768,15 @@ fn a_stop_that_finds_a_sample_in_progress_logs_no_error() {
     // the main and stream threads have ended when the sample feeds the
     // watchdog. A 5 s watchdog: the slow sample alone is no trouble.
     let setup = Setup::new("1s", "", "");
-    let socket_path = setup.dir.path().join("notify.sock");
-    let mut notify = NotifySocket::bind(&socket_path);
-    let mut daemon = Daemon::spawn_with_watchdog_pid(
-        &["--config", setup.config_str(), "run"],
+    let (mut daemon, mut notify) = start_notified(
+        &setup,
+        "5000000",
         &[
-            ("NOTIFY_SOCKET", socket_path.to_str().unwrap()),
-            ("WATCHDOG_USEC", "5000000"),
             ("FAULT_INJECT", "sampler:slow:2"),
             // Each finished sample logs a debug line: the slow one's must
             // come after the stop began.
             ("RUST_LOG", "metricsd=debug"),
         ],
-        false,
     );
     notify
         .wait_for("READY=1", START)
