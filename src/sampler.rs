@@ -11,6 +11,7 @@ use crate::queue::Queue;
 use crate::shutdown::{Shutdown, Wake};
 use crate::snapshot::Snapshot;
 use crate::status::Status;
+use crate::throttle::Throttled;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -129,59 +130,28 @@ pub fn take_snapshot(
     }
 }
 
-/// Logs "queue full" warnings at most once a minute.
-struct DropWarning {
-    last: Option<Instant>,
-    unreported: u64,
-}
-
-impl DropWarning {
-    fn record(&mut self, dropped: u64, max_pending: u64) {
-        self.unreported += dropped;
-        if self.unreported == 0 {
-            return;
-        }
-        if self.last.is_none_or(|t| t.elapsed() >= LOG_EVERY) {
-            log::warn!(
-                "queue full ({max_pending} pending): dropped {} oldest row(s)",
-                self.unreported
-            );
-            self.unreported = 0;
-            self.last = Some(Instant::now());
-        }
-    }
-}
-
-/// How often a persisting queue fault is logged (and a full queue's drops).
-const LOG_EVERY: Duration = Duration::from_secs(60);
-
 /// Logs failed queue inserts: the first at once, then at most one line a
 /// minute with the count since and the last error, so a broken disk does
 /// not write a line per sample. /health and /metrics carry the live state.
 #[derive(Default)]
 struct InsertFailureLog {
-    last: Option<Instant>,
-    unreported: u64,
+    lines: Throttled,
     failing: bool,
 }
 
 impl InsertFailureLog {
     fn failed(&mut self, event_id: &str, error: &str) {
-        self.failing = true;
-        self.unreported += 1;
-        if self.last.is_some_and(|t| t.elapsed() < LOG_EVERY) {
+        let first = !std::mem::replace(&mut self.failing, true);
+        let Some(n) = self.lines.add(1) else {
             return;
-        }
-        if self.last.is_none() {
+        };
+        if first {
             log::error!("queue insert failed, snapshot {event_id} not queued: {error}");
         } else {
             log::error!(
-                "queue insert failed for {} snapshot(s) in the last minute, not queued; last error: {error}",
-                self.unreported
+                "queue insert failed for {n} snapshot(s) in the last minute, not queued; last error: {error}"
             );
         }
-        self.unreported = 0;
-        self.last = Some(Instant::now());
     }
 
     fn succeeded(&mut self) {
@@ -190,7 +160,7 @@ impl InsertFailureLog {
         }
         log::info!(
             "queue inserts resumed ({} more failed since the last report)",
-            self.unreported
+            self.lines.held()
         );
         *self = InsertFailureLog::default();
     }
@@ -211,10 +181,8 @@ pub fn run(mut ctx: SamplerContext) -> Queue {
     let _alive = liveness::register("sampler");
     let watchdog = notify::watchdog_period();
     let mut dog = Watchdog::default();
-    let mut drops = DropWarning {
-        last: None,
-        unreported: 0,
-    };
+    // "queue full" warnings, at most once a minute.
+    let mut drops = Throttled::default();
     let mut insert_failures = InsertFailureLog::default();
     let mut seq = 0u64;
     ctx.shutdown.register(&ctx.reload_wake);
@@ -270,7 +238,12 @@ pub fn run(mut ctx: SamplerContext) -> Queue {
             Ok(report) => {
                 ctx.status.record_insert_ok();
                 insert_failures.succeeded();
-                drops.record(report.dropped_total(), config.queue.max_pending);
+                if let Some(n) = drops.add(report.dropped_total()) {
+                    log::warn!(
+                        "queue full ({} pending): dropped {n} oldest row(s)",
+                        config.queue.max_pending
+                    );
+                }
                 // The queue keeps its counts in the file: one small read, no
                 // table scan or file stat on the sampling path.
                 if let Ok(stats) = ctx.queue.counts(crate::queue::DEFAULT_SINK) {

@@ -116,21 +116,31 @@ fn seconds_from_ticks(ticks: [u64; 9], ticks_per_sec: f64) -> CpuModes {
 /// gives it, as does anything after a restart of the daemon: the counters
 /// stay the kernel's own, give or take a few seconds. The shares of the
 /// interval use the readings as they are.
-#[derive(Debug, Default)]
-pub struct MonotonicModes([u64; 9]);
+#[derive(Debug)]
+pub struct MonotonicModes {
+    high: [u64; 9],
+    /// `HOLD_SECONDS` in ticks.
+    hold: u64,
+}
 
 /// The largest step back that is held, in seconds of CPU time.
 pub const HOLD_SECONDS: u64 = 5;
 
 impl MonotonicModes {
-    pub fn update(&mut self, times: &CpuTimes, ticks_per_sec: u64) -> [u64; 9] {
-        let hold = HOLD_SECONDS.saturating_mul(ticks_per_sec);
-        for (high, now) in self.0.iter_mut().zip(times.modes()) {
-            if now >= *high || *high - now > hold {
+    pub fn new(ticks_per_sec: u64) -> MonotonicModes {
+        MonotonicModes {
+            high: [0; 9],
+            hold: HOLD_SECONDS.saturating_mul(ticks_per_sec),
+        }
+    }
+
+    pub fn update(&mut self, times: &CpuTimes) -> [u64; 9] {
+        for (high, now) in self.high.iter_mut().zip(times.modes()) {
+            if now >= *high || *high - now > self.hold {
                 *high = now;
             }
         }
-        self.0
+        self.high
     }
 }
 
@@ -242,7 +252,7 @@ impl CpuCollector {
             reader: FileReader::new(),
             prev: None,
             cur: StatSample::default(),
-            exported: MonotonicModes::default(),
+            exported: MonotonicModes::new(procfs::clock_ticks_per_sec() as u64),
             ticks_per_sec: procfs::clock_ticks_per_sec(),
         }
     }
@@ -288,10 +298,7 @@ impl Collect for CpuCollector {
             per_core_percent,
             core_numbers,
             modes_percent,
-            seconds_total: seconds_from_ticks(
-                self.exported.update(&cur.total, self.ticks_per_sec as u64),
-                self.ticks_per_sec,
-            ),
+            seconds_total: seconds_from_ticks(self.exported.update(&cur.total), self.ticks_per_sec),
         });
         m.activity = Some(ActivityMetrics {
             context_switches_total: cur.ctxt,
@@ -335,23 +342,22 @@ mod tests {
 
     #[test]
     fn exported_mode_counters_hold_small_steps_back_and_pass_large_ones() {
-        let hz = 100;
-        let mut exported = MonotonicModes::default();
+        let mut exported = MonotonicModes::new(100);
         let a = t([100, 0, 50, 800, 50, 0, 0, 0]);
         let b = t([110, 0, 55, 850, 48, 0, 0, 0]);
         let c = t([120, 0, 60, 900, 53, 0, 0, 0]);
-        assert_eq!(exported.update(&a, hz)[4], 50);
+        assert_eq!(exported.update(&a)[4], 50);
         // iowait 50 -> 48 ticks: held at 50, the others go on.
-        assert_eq!(exported.update(&b, hz), [110, 0, 55, 850, 50, 0, 0, 0, 0]);
-        assert_eq!(exported.update(&c, hz)[4], 53);
+        assert_eq!(exported.update(&b), [110, 0, 55, 850, 50, 0, 0, 0, 0]);
+        assert_eq!(exported.update(&c)[4], 53);
         // A CPU went offline: idle 900 -> 300 ticks, 6 s, more than is held.
         let d = t([130, 0, 65, 300, 54, 0, 0, 0]);
-        assert_eq!(exported.update(&d, hz)[3], 300);
+        assert_eq!(exported.update(&d)[3], 300);
         // 5 s exactly (500 ticks at 100 Hz) is still held.
-        let mut exported = MonotonicModes::default();
-        exported.update(&t([0, 0, 0, 0, 600, 0, 0, 0]), hz);
-        assert_eq!(exported.update(&t([0, 0, 0, 0, 100, 0, 0, 0]), hz)[4], 600);
-        assert_eq!(exported.update(&t([0, 0, 0, 0, 99, 0, 0, 0]), hz)[4], 99);
+        let mut exported = MonotonicModes::new(100);
+        exported.update(&t([0, 0, 0, 0, 600, 0, 0, 0]));
+        assert_eq!(exported.update(&t([0, 0, 0, 0, 100, 0, 0, 0]))[4], 600);
+        assert_eq!(exported.update(&t([0, 0, 0, 0, 99, 0, 0, 0]))[4], 99);
     }
 
     #[test]

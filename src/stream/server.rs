@@ -38,8 +38,6 @@ const MAX_WAITING: usize = 2048;
 const RESERVED_FILES: u64 = 256;
 /// Pause after a failed accept (e.g. out of file descriptors) so the loop does not spin.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
-/// At most one warning about failed accepts or shed connections per this long.
-const WARN_EVERY: Duration = Duration::from_secs(60);
 
 /// Tight WebSocket buffers: clients send only small commands, and the server
 /// sends one message at a time (flushing each), so the write buffer never
@@ -423,7 +421,7 @@ fn valid_key(key: &str) -> bool {
 
 /// Whether a once-a-minute warning is due now (and marks it given).
 fn due(last: &mut Option<Instant>) -> bool {
-    let due = last.is_none_or(|at| at.elapsed() >= WARN_EVERY);
+    let due = last.is_none_or(|at| at.elapsed() >= crate::throttle::EVERY);
     if due {
         *last = Some(Instant::now());
     }
