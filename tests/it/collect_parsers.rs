@@ -503,6 +503,101 @@ fn mount_selection_excludes_dedupes_and_drops_hidden_mounts() {
         .any(|p| p == "/" || p == "/data" || p == "/mnt/my disk"));
 }
 
+/// A mount table with network and FUSE mounts, and local disks beneath them.
+const HUNG_TABLE: &str = "\
+20 1 8:1 / / rw - ext4 /dev/vda1 rw
+21 20 0:40 / /mnt/nfs rw - nfs4 server:/export rw
+22 21 8:2 / /mnt/nfs/local rw - ext4 /dev/vda2 rw
+23 20 8:3 / /mnt/nfsx rw - ext4 /dev/vda3 rw
+24 20 0:41 / /srv/fuse rw - fuse.sshfs host: rw
+25 24 8:4 / /srv/fuse/deep/disk rw - xfs /dev/vda4 rw
+26 20 0:42 / /vm rw - virtiofs share rw
+27 20 8:5 / /data rw - xfs /dev/vda5 rw
+";
+
+#[test]
+fn a_mount_beneath_a_network_or_fuse_mount_is_guarded() {
+    let table = filesystem::parse_mountinfo(HUNG_TABLE.as_bytes());
+    // Even with the network and FUSE types excluded from the report, the
+    // path walk to the disks beneath them still crosses them.
+    let filters = Filters::new(&CollectConfig {
+        exclude_fs_types: vec!["nfs4".into(), "fuse.sshfs".into()],
+        ..default_collect()
+    });
+    let selected = filesystem::select_mounts(table.clone(), &filters);
+    let guarded: Vec<(&str, bool)> = selected
+        .iter()
+        .map(|m| m.mount_point.as_str())
+        .zip(filesystem::guarded_mounts(&table, &selected))
+        .collect();
+    assert_eq!(
+        guarded,
+        [
+            ("/", false),
+            ("/mnt/nfs/local", true),
+            ("/mnt/nfsx", false), // a sibling whose name only starts alike
+            ("/srv/fuse/deep/disk", true),
+            ("/vm", true), // virtiofs blocks as long as its host does
+            ("/data", false),
+        ]
+    );
+}
+
+/// statvfs stand-in: every mount at or beneath /mnt/nfs, /srv/fuse and /vm
+/// hangs far longer than the sample's budget; the rest answer at once.
+fn stat_with_hung_mounts(path: &std::ffi::CStr) -> std::io::Result<filesystem::FsStats> {
+    let p = path.to_bytes();
+    let hung = [&b"/mnt/nfs"[..], b"/srv/fuse", b"/vm"];
+    if hung
+        .iter()
+        .any(|h| p == *h || (p.starts_with(h) && p.get(h.len()) == Some(&b'/')))
+    {
+        std::thread::sleep(Duration::from_secs(6));
+    }
+    Ok(filesystem::FsStats {
+        total_bytes: 1 << 30,
+        used_bytes: 1 << 20,
+        avail_bytes: 1 << 29,
+        inodes_total: 1000,
+        inodes_free: 900,
+    })
+}
+
+#[test]
+fn hung_mounts_share_one_time_budget_and_never_hold_the_sample() {
+    // Twelve hung FUSE mounts besides the table above: one after another
+    // under a budget each, they would hold a sample for 15 x 200 ms.
+    let mut table = HUNG_TABLE.to_string();
+    for i in 0..12 {
+        table.push_str(&format!(
+            "{} 20 0:{} / /vm/share{i} rw - fuse.s3fs s3fs rw\n",
+            40 + i,
+            60 + i
+        ));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("self")).unwrap();
+    std::fs::write(dir.path().join("self/mountinfo"), table).unwrap();
+    let mut state = filesystem::MountState::new(dir.path()).with_stat(stat_with_hung_mounts);
+    let filters = Filters::new(&default_collect());
+    let mut reader = metricsd::procfs::FileReader::new();
+    let mut warnings = metricsd::collect::Warnings::default();
+    for round in ["first", "second"] {
+        let started = Instant::now();
+        let mounts = state.mounts(&mut reader, &filters, &mut warnings).unwrap();
+        let took = started.elapsed();
+        // One 200 ms budget in all, with room for a busy machine; the
+        // sequential budgets alone would be 3 s, and the disk beneath the
+        // NFS mount, unguarded, 6 s.
+        assert!(
+            took < Duration::from_millis(2000),
+            "{round} sample took {took:?}"
+        );
+        let points: Vec<&str> = mounts.iter().map(|m| m.mount.as_str()).collect();
+        assert_eq!(points, ["/", "/mnt/nfsx", "/data"], "{round} sample");
+    }
+}
+
 // ------------------------------------------------ whole collector on fixtures
 
 /// Copies a fixture tree into a temporary directory.
