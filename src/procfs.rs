@@ -173,6 +173,18 @@ impl ProcFile {
         ProcFile::until(path, End::WholeInOneRead)
     }
 
+    /// Never kept open: opened, read and closed on every read (for files
+    /// past a collector's descriptor budget).
+    pub fn opened_each_read(mut self) -> ProcFile {
+        self.keep_open = false;
+        self
+    }
+
+    /// Whether the file may be kept open between reads.
+    pub fn may_keep_open(&self) -> bool {
+        self.keep_open
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }

@@ -5,10 +5,16 @@ use super::{counter_rate, invalid, previous, reused_entry, Collect, CollectError
 use crate::config::CollectConfig;
 use crate::procfs::{self, FileReader, ProcFile};
 use crate::snapshot::{InterfaceMetrics, Metrics, NetworkMetrics};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+
+/// `operstate` files kept open at most, and at most a sixteenth of the
+/// open-files limit; past it (hosts with thousands of container
+/// interfaces), they are opened for each read.
+const MAX_KEPT_OPEN: usize = 1024;
+const LIMIT_SHARE: u64 = 16;
 
 /// The cumulative counters of one interface.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -201,13 +207,25 @@ impl Collect for NetworkCollector {
             .state
             .sample(&mut self.reader, &self.filters)
             .map_err(|e| CollectError::new(self.state.path(), e))?;
+        let present: HashSet<&str> = interfaces.iter().map(|i| i.name.as_str()).collect();
         self.operstate
-            .retain(|name, _| interfaces.iter().any(|i| i.name == *name));
+            .retain(|name, _| present.contains(name.as_str()));
+        let budget = crate::os::fdlimit::share(LIMIT_SHARE, MAX_KEPT_OPEN);
+        let mut kept = self
+            .operstate
+            .values()
+            .filter(|f| f.may_keep_open())
+            .count();
         for i in &mut interfaces {
-            let file = self
-                .operstate
-                .entry(i.name.clone())
-                .or_insert_with(|| ProcFile::whole(self.class_net.join(&i.name).join("operstate")));
+            let file = self.operstate.entry(i.name.clone()).or_insert_with(|| {
+                let path = self.class_net.join(&i.name).join("operstate");
+                if kept < budget {
+                    kept += 1;
+                    ProcFile::whole(path)
+                } else {
+                    ProcFile::whole(path).opened_each_read()
+                }
+            });
             i.oper_state = file
                 .read(&mut self.reader)
                 .ok()

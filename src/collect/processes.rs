@@ -39,6 +39,8 @@ use std::time::Instant;
 /// At most this many /proc/<pid>/stat files are kept open, and at most a
 /// quarter of the process's descriptor limit.
 const MAX_KEPT_OPEN: usize = 4096;
+/// The share of the open-files limit the kept stat files may take.
+const LIMIT_SHARE: u64 = 4;
 
 /// Longest name kept for a candidate (kernel worker names can exceed comm's 15).
 const NAME_BYTES: usize = 64;
@@ -164,7 +166,6 @@ pub struct ProcessScanner {
     /// Only the real procfs: fixture files are opened afresh each time.
     keep_files_open: bool,
     pids: HashMap<u32, Tracked>,
-    open_budget: usize,
     generation: u64,
     top_memory: Vec<Candidate>,
     top_cpu: Vec<Candidate>,
@@ -183,7 +184,6 @@ impl ProcessScanner {
             dir: None,
             keep_files_open: false,
             pids: HashMap::new(),
-            open_budget: open_budget(),
             generation: 0,
             top_memory: Vec::new(),
             top_cpu: Vec::new(),
@@ -249,7 +249,7 @@ impl ProcessScanner {
         let mut reader = StatReader {
             pids: &mut self.pids,
             budget: if self.keep_files_open {
-                self.open_budget
+                crate::os::fdlimit::share(LIMIT_SHARE, MAX_KEPT_OPEN)
             } else {
                 0
             },
@@ -263,7 +263,14 @@ impl ProcessScanner {
         top_cpu.clear();
         let mut scan = ProcessScan::default();
         let (mut threads, mut zombies) = (0, 0);
+        // A stat file that cannot be read for another reason than its
+        // process having exited (EMFILE, ENOMEM, ...) ends the scan: the
+        // counts would be short, so the sample gets none.
+        let mut unreadable: Option<io::Error> = None;
         let scanned = dir.for_each(|name, ino, fd| {
+            if unreadable.is_some() {
+                return;
+            }
             let Some(pid) = procfs::parse_u64(name).and_then(|p| u32::try_from(p).ok()) else {
                 return;
             };
@@ -272,8 +279,18 @@ impl ProcessScanner {
                 threads += 1;
                 return;
             }
-            let Some((name, stat, before)) = reader.read(fd, pid, ino) else {
-                return; // exited since the directory was read
+            let (name, stat, before) = match reader.read(fd, pid, ino) {
+                Ok(StatRead::Stat(name, stat, before)) => (name, stat, before),
+                Ok(StatRead::Exited) => return, // since the directory was read
+                Ok(StatRead::Hidden) => {
+                    // Listed but not readable (hidepid=1): it exists.
+                    scan.count += 1;
+                    return;
+                }
+                Err(e) => {
+                    unreadable = Some(e);
+                    return;
+                }
             };
             scan.count += 1;
             threads += stat.threads;
@@ -298,6 +315,13 @@ impl ProcessScanner {
         // Forget processes that are gone (closing their files).
         let generation = self.generation;
         self.pids.retain(|_, t| t.seen == generation);
+        if let Some(e) = unreadable {
+            self.prev_scan = None;
+            return Err(io::Error::new(
+                e.kind(),
+                format!("reading a process's stat file: {e}"),
+            ));
+        }
         if let Err(e) = scanned {
             // Open the directory afresh next time.
             self.dir = None;
@@ -346,22 +370,6 @@ fn boot_ticks(ticks_per_sec: f64) -> u64 {
     (ts.tv_sec as f64 * ticks_per_sec + ts.tv_nsec as f64 * ticks_per_sec / 1e9) as u64
 }
 
-/// A quarter of the soft descriptor limit, at most `MAX_KEPT_OPEN`.
-fn open_budget() -> usize {
-    // SAFETY: an all-zero rlimit is valid; getrlimit only writes into it.
-    let mut limit: libc::rlimit = unsafe { std::mem::zeroed() };
-    // SAFETY: a valid resource and out-pointer.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
-        return 0;
-    }
-    if limit.rlim_cur == libc::RLIM_INFINITY {
-        return MAX_KEPT_OPEN;
-    }
-    usize::try_from(limit.rlim_cur / 4)
-        .unwrap_or(MAX_KEPT_OPEN)
-        .min(MAX_KEPT_OPEN)
-}
-
 /// Reads /proc/<pid>/stat through the kept-open files.
 struct StatReader<'a> {
     pids: &'a mut HashMap<u32, Tracked>,
@@ -388,7 +396,9 @@ impl StatReader<'_> {
 
     /// The process's name and figures, and its CPU ticks at the previous
     /// scan when it was seen then (the same process: same start time).
-    fn read(&mut self, dir: RawFd, pid: u32, ino: u64) -> Option<(&[u8], PidStat, Option<u64>)> {
+    /// Only ENOENT and ESRCH mean the process has exited; other errors
+    /// are the caller's.
+    fn read(&mut self, dir: RawFd, pid: u32, ino: u64) -> io::Result<StatRead<'_>> {
         let mut n = None;
         if let Some(file) = self.pids.get(&pid).and_then(|t| t.file.as_ref()) {
             n = file.read_at(&mut self.buf, 0).ok();
@@ -403,13 +413,26 @@ impl StatReader<'_> {
         }
         let mut opened = None;
         if n.is_none() {
-            let path = pid_path(&mut self.path, pid, "stat")?;
-            let mut file = procfs::open_at(dir, path).ok()?;
-            // stat is one line, handed over whole by the first read.
-            n = Some(file.read(&mut self.buf).ok()?);
-            opened = Some(file);
+            let Some(path) = pid_path(&mut self.path, pid, "stat") else {
+                return Ok(StatRead::Exited);
+            };
+            let first_read = procfs::open_at(dir, path).and_then(|mut file| {
+                // stat is one line, handed over whole by the first read.
+                let n = file.read(&mut self.buf)?;
+                Ok((file, n))
+            });
+            match first_read {
+                Ok((file, read)) => {
+                    n = Some(read);
+                    opened = Some(file);
+                }
+                Err(e) => return exited_or(e),
+            }
         }
-        let (name, stat) = parse_pid_stat(&self.buf[..n?])?;
+        let Some((name, stat)) = n.and_then(|n| parse_pid_stat(&self.buf[..n])) else {
+            // An empty read: the process went between open and read.
+            return Ok(StatRead::Exited);
+        };
         let generation = self.generation;
         let tracked = self.pids.entry(pid).or_insert(Tracked {
             file: None,
@@ -435,7 +458,27 @@ impl StatReader<'_> {
                 self.open += 1;
             }
         }
-        Some((name, stat, before))
+        Ok(StatRead::Stat(name, stat, before))
+    }
+}
+
+/// What reading one process's stat file gave.
+enum StatRead<'a> {
+    /// Its name, figures and CPU ticks at the previous scan.
+    Stat(&'a [u8], PidStat, Option<u64>),
+    /// It exited since the directory was read.
+    Exited,
+    /// It is there but its files may not be read (hidepid=1).
+    Hidden,
+}
+
+/// ENOENT and ESRCH: the process has gone; EACCES and EPERM: it is hidden;
+/// anything else (EMFILE, ENFILE, ENOMEM) is an error of the scan.
+fn exited_or(e: io::Error) -> io::Result<StatRead<'static>> {
+    match e.raw_os_error() {
+        Some(libc::ENOENT | libc::ESRCH) => Ok(StatRead::Exited),
+        Some(libc::EACCES | libc::EPERM) => Ok(StatRead::Hidden),
+        _ => Err(e),
     }
 }
 

@@ -38,9 +38,12 @@ use std::time::Instant;
 /// tree's files are opened afresh so that rewriting them takes effect).
 const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
 
-/// Descriptors kept open at most (cgroup files and slice directories);
-/// past it, files are opened for each read.
+/// Descriptors kept open at most (cgroup files and slice directories),
+/// and at most an eighth of the open-files limit; past it, files are
+/// opened for each read. (Slice directories are always kept: a walk holds
+/// them open anyway, and a host has few.)
 const MAX_KEPT_OPEN: usize = 512;
+const LIMIT_SHARE: u64 = 8;
 
 /// A file a cgroup lacks (its controller is not enabled) is looked for
 /// again after this many samples (controllers can be enabled at run time).
@@ -263,6 +266,8 @@ struct Reads {
     warnings: Warnings,
     sample: u64,
     kept: usize,
+    /// How many may be kept this sample (see `MAX_KEPT_OPEN`).
+    budget: usize,
 }
 
 impl Reads {
@@ -290,7 +295,7 @@ impl Reads {
                 return Err(miss);
             }
         };
-        if self.kept < MAX_KEPT_OPEN && is_cgroupfs(&opened) {
+        if self.kept < self.budget && is_cgroupfs(&opened) {
             self.kept += 1;
             let kept = file.file.insert(opened);
             self.reader
@@ -461,6 +466,7 @@ impl UnitsCollector {
                 warnings: Warnings::default(),
                 sample: 0,
                 kept: 0,
+                budget: 0,
             },
         };
         if let Err(e) = c.read(Instant::now()) {
@@ -496,6 +502,7 @@ impl UnitsCollector {
     /// without cgroup v2, without `system.slice`, or with `units = []`.
     pub fn read(&mut self, now: Instant) -> Result<BTreeMap<String, UnitMetrics>, CollectError> {
         self.reads.sample += 1;
+        self.reads.budget = crate::os::fdlimit::share(LIMIT_SHARE, MAX_KEPT_OPEN);
         if self.root.is_none() && self.reads.sample % RETRY_ABSENT_EVERY == 1 {
             self.root = find_v2_root(&self.sys);
         }

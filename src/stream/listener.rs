@@ -32,31 +32,3 @@ pub fn limit_send_buffer(stream: &TcpStream) {
         log::debug!("stream: cannot set SO_SNDBUF: {e}");
     }
 }
-
-/// Raises the soft limit on open files to the hard one (systemd's default
-/// soft limit of 1024 is meant to be raised by services that need more) and
-/// returns the soft limit now in force.
-pub fn raise_open_files_limit() -> u64 {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit and setrlimit only read and write the struct we pass.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
-            return 1024;
-        }
-        if limit.rlim_cur < limit.rlim_max {
-            let raised = libc::rlimit {
-                rlim_cur: limit.rlim_max,
-                rlim_max: limit.rlim_max,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
-                limit = raised;
-            }
-        }
-    }
-    #[allow(clippy::unnecessary_cast)] // rlim_t is not u64 on every target
-    let soft = limit.rlim_cur as u64;
-    soft
-}

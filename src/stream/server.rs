@@ -403,7 +403,7 @@ fn has_sent_bytes(stream: &TcpStream) -> bool {
 }
 
 fn waiting_capacity(max_clients: usize) -> usize {
-    let files = listener::raise_open_files_limit();
+    let files = crate::os::fdlimit::raise_to_hard();
     let spare = files.saturating_sub(RESERVED_FILES + max_clients as u64);
     (spare as usize).clamp(64, MAX_WAITING)
 }

@@ -509,3 +509,86 @@ fn every_depth_field_is_present_and_measured() {
         "units is an object (empty without cgroup v2)"
     );
 }
+
+/// The pids /proc lists now.
+fn pids() -> std::collections::HashSet<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect()
+}
+
+#[test]
+fn out_of_descriptors_the_process_figures_are_null_never_short() {
+    use std::os::unix::process::CommandExt;
+    // Limits from "too few to start the scan" to "enough": somewhere in
+    // between, opening a process's stat file fails with EMFILE.
+    let limits: Vec<u64> = (16..=48).step_by(2).collect();
+    let before = pids();
+    let runs: Vec<(u64, std::process::Child, tempfile::TempDir)> = limits
+        .iter()
+        .map(|&limit| {
+            let dir = tempfile::tempdir().unwrap();
+            let config = dir.path().join("metricsd.toml");
+            std::fs::write(&config, "").unwrap();
+            let mut cmd = Command::new(env!("CARGO_BIN_EXE_metricsd"));
+            cmd.env("METRICSD_STATE_DIR", dir.path())
+                .arg("--config")
+                .arg(&config)
+                .arg("once")
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped());
+            let rlimit = libc::rlimit {
+                rlim_cur: limit,
+                rlim_max: limit,
+            };
+            // SAFETY: setrlimit is async-signal-safe and touches only the child.
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &rlimit) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+            (limit, cmd.spawn().unwrap(), dir)
+        })
+        .collect();
+    let outputs: Vec<(u64, std::process::Output)> = runs
+        .into_iter()
+        .map(|(limit, child, _dir)| (limit, child.wait_with_output().unwrap()))
+        .collect();
+    let after = pids();
+    // Every process that lived through the whole window was there to count.
+    let lived_through = before.intersection(&after).count() as u64;
+    let (mut counted, mut refused) = (0, 0);
+    for (limit, out) in &outputs {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let Ok(snapshot) = serde_json::from_slice::<Value>(&out.stdout) else {
+            continue; // too few descriptors to get as far as a snapshot
+        };
+        let processes = &snapshot["metrics"]["processes"];
+        match processes["process_count"].as_u64() {
+            Some(count) => {
+                counted += 1;
+                assert!(
+                    count >= lived_through,
+                    "limit {limit}: process_count {count}, yet {lived_through} processes \
+                     lived through the run: a short count, not null\n{stderr}"
+                );
+            }
+            None => {
+                assert!(processes["threads"].is_null(), "limit {limit}: {processes}");
+                if stderr.contains("reading a process's stat file") {
+                    refused += 1;
+                }
+            }
+        }
+    }
+    assert!(counted > 0, "no limit was enough for a whole scan");
+    assert!(
+        refused > 0,
+        "no limit ran out of descriptors inside the scan: the range misses the case"
+    );
+}

@@ -1,0 +1,70 @@
+//! The open-files limit: raised once by the stream server, and shared out
+//! among the collectors that keep descriptors open between samples.
+
+/// The soft limit on open files now (`u64::MAX` when unlimited), or `None`
+/// when it cannot be read.
+fn soft_limit() -> Option<u64> {
+    // SAFETY: an all-zero rlimit is valid; getrlimit only writes into it.
+    let mut limit: libc::rlimit = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid resource and out-pointer.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return None;
+    }
+    if limit.rlim_cur == libc::RLIM_INFINITY {
+        return Some(u64::MAX);
+    }
+    #[allow(clippy::unnecessary_cast)] // rlim_t is not u64 on every target
+    Some(limit.rlim_cur as u64)
+}
+
+/// How many descriptors a collector may keep open: `1/divisor` of the soft
+/// limit in force now, at most `max`. Read on every sample, since the limit
+/// is raised after the collectors are made (and may be changed from outside
+/// with prlimit). An unreadable limit counts as 1024, systemd's default.
+pub fn share(divisor: u64, max: usize) -> usize {
+    let soft = soft_limit().unwrap_or(1024);
+    usize::try_from(soft / divisor.max(1))
+        .unwrap_or(max)
+        .min(max)
+}
+
+/// Raises the soft limit on open files to the hard one (systemd's default
+/// soft limit of 1024 is meant to be raised by services that need more) and
+/// returns the soft limit now in force.
+pub fn raise_to_hard() -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct we pass.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return 1024;
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: limit.rlim_max,
+                rlim_max: limit.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                limit = raised;
+            }
+        }
+    }
+    #[allow(clippy::unnecessary_cast)] // rlim_t is not u64 on every target
+    let soft = limit.rlim_cur as u64;
+    soft
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_share_follows_the_limit_in_force() {
+        let soft = soft_limit().expect("a finite soft limit in tests");
+        let expected = usize::try_from(soft / 4).unwrap().min(1 << 20);
+        assert_eq!(share(4, 1 << 20), expected);
+        assert_eq!(share(4, 3), 3.min(expected));
+    }
+}
