@@ -6,7 +6,7 @@ use crate::procfs::{self, FileReader, ProcFile};
 use crate::snapshot::{DeviceMetrics, DiskIoMetrics, Metrics};
 use std::collections::HashMap;
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// /proc/diskstats counts sectors of 512 bytes, whatever the device's sector size.
@@ -33,6 +33,38 @@ pub struct DiskCounters {
 /// True for names that are never counted, whatever /sys says.
 pub fn is_virtual_device(name: &str) -> bool {
     VIRTUAL_DEVICE_PREFIXES.iter().any(|p| name.starts_with(p))
+}
+
+/// How often (in samples) which devices count is looked at again.
+const RECHECK_EVERY: u64 = 64;
+
+/// For a path of an NVMe multipath namespace (`nvme0c1n1`, a hidden disk
+/// of its own in /proc/diskstats), its head (`nvme0n1`, the device that is
+/// mounted).
+pub fn nvme_path_head(name: &str) -> Option<String> {
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let rest = name.strip_prefix("nvme")?;
+    let (subsystem, rest) = rest.split_once('c')?;
+    let (controller, namespace) = rest.split_once('n')?;
+    (digits(subsystem) && digits(controller) && digits(namespace))
+        .then(|| format!("nvme{subsystem}n{namespace}"))
+}
+
+/// Whether a /proc/diskstats device counts in the per-device figures and
+/// the totals: a whole disk (in /sys/block, not a partition), not a virtual
+/// one stacked on others, and not an NVMe multipath path whose head counts
+/// the same I/O (`queue/iostats` of the head on; by default it is off and
+/// only the paths count it).
+pub fn is_counted_disk(sys_block: &Path, name: &str) -> bool {
+    if is_virtual_device(name) || !sys_block.join(name.replace('/', "!")).exists() {
+        return false;
+    }
+    match nvme_path_head(name) {
+        Some(head) => std::fs::read_to_string(sys_block.join(head).join("queue/iostats"))
+            .map(|v| v.trim() != "1")
+            .unwrap_or(true),
+        None => true,
+    }
 }
 
 /// Parses /proc/diskstats into `out` (reusing it), keeping only the devices
@@ -149,6 +181,7 @@ pub struct DiskCollector {
     sys_block: PathBuf,
     reader: FileReader,
     whole_disk: HashMap<String, bool>,
+    reads: u64,
     prev: Vec<DiskCounters>,
     prev_at: Option<Instant>,
     cur: Vec<DiskCounters>,
@@ -161,6 +194,7 @@ impl DiskCollector {
             sys_block: roots.sys.join("block"),
             reader: FileReader::new(),
             whole_disk: HashMap::new(),
+            reads: 0,
             prev: Vec::new(),
             prev_at: None,
             cur: Vec::new(),
@@ -178,15 +212,17 @@ impl DiskCollector {
                 if let Some(whole) = cache.get(name) {
                     return *whole;
                 }
-                let whole =
-                    !is_virtual_device(name) && sys_block.join(name.replace('/', "!")).exists();
+                let whole = is_counted_disk(sys_block, name);
                 cache.insert(name.to_string(), whole);
                 whole
             },
             &mut self.cur,
         )?;
-        // Devices come and go (hot plug, loop devices): keep the cache bounded.
-        if self.whole_disk.len() > 2 * seen + 64 {
+        // Devices come and go (hot plug, loop devices) and a multipath
+        // head's accounting can be switched: look again now and then, and
+        // keep the cache bounded.
+        self.reads += 1;
+        if self.reads % RECHECK_EVERY == 0 || self.whole_disk.len() > 2 * seen + 64 {
             self.whole_disk.clear();
         }
         Ok(())
@@ -216,6 +252,41 @@ impl Collect for DiskCollector {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nvme_multipath_paths_count_only_while_their_head_does_not() {
+        assert_eq!(nvme_path_head("nvme0c1n1").as_deref(), Some("nvme0n1"));
+        assert_eq!(nvme_path_head("nvme12c3n4").as_deref(), Some("nvme12n4"));
+        for not_a_path in ["nvme0n1", "nvme0n1p1", "nvmec1n1", "nvme0c1n", "sda"] {
+            assert_eq!(nvme_path_head(not_a_path), None, "{not_a_path}");
+        }
+        let sys = tempfile::tempdir().unwrap();
+        let block = sys.path().join("block");
+        for dev in ["nvme0n1/queue", "nvme0c0n1", "nvme0c1n1", "sda", "loop0"] {
+            std::fs::create_dir_all(block.join(dev)).unwrap();
+        }
+        // The head does not account (the kernel's default): the paths carry the I/O.
+        std::fs::write(block.join("nvme0n1/queue/iostats"), "0\n").unwrap();
+        let counted = |names: &[&str]| -> Vec<String> {
+            names
+                .iter()
+                .filter(|n| is_counted_disk(&block, n))
+                .map(|n| n.to_string())
+                .collect()
+        };
+        let all = [
+            "nvme0c0n1",
+            "nvme0c1n1",
+            "nvme0n1",
+            "nvme0n1p1",
+            "sda",
+            "loop0",
+        ];
+        assert_eq!(counted(&all), ["nvme0c0n1", "nvme0c1n1", "nvme0n1", "sda"]);
+        // The head accounts: the paths would count the same I/O twice.
+        std::fs::write(block.join("nvme0n1/queue/iostats"), "1\n").unwrap();
+        assert_eq!(counted(&all), ["nvme0n1", "sda"]);
+    }
 
     #[test]
     fn util_and_await() {
