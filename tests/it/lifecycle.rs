@@ -8,7 +8,7 @@ use serde_json::Value;
 use std::io::Read;
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::net::UnixDatagram;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread;
@@ -391,6 +391,7 @@ fn daemon_mode_writes_pidfile_serves_and_cleans_up() {
     let logfile = setup.dir.path().join("log/metricsd.log");
     std::fs::create_dir_all(pidfile.parent().unwrap()).unwrap();
     std::fs::create_dir_all(logfile.parent().unwrap()).unwrap();
+    let _stop = StopDetachedOnDrop(pidfile.clone());
     // Launched from a journald stream (JOURNAL_STREAM set, as a unit's
     // command would inherit it): the detached daemon's stderr is the log
     // file, whose lines still carry timestamps.
@@ -928,6 +929,23 @@ fn stop_detached(pidfile: &Path) {
     }
 }
 
+/// Stops, when dropped, the detached daemon its pidfile names: a failed
+/// assertion must not leave it running after the test (it is nobody's
+/// child). A daemon that ignores SIGTERM is killed.
+struct StopDetachedOnDrop(PathBuf);
+
+impl Drop for StopDetachedOnDrop {
+    fn drop(&mut self) {
+        stop_detached(&self.0);
+        if let Some(pid) = read_pid(&self.0) {
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            if comm.trim() == "metricsd" {
+                send_signal(pid, libc::SIGKILL);
+            }
+        }
+    }
+}
+
 #[test]
 fn daemon_mode_reports_a_configuration_error_with_78() {
     let setup = Setup::new("1s", "", "");
@@ -1071,9 +1089,10 @@ fn daemon_mode_exits_0_once_serving_and_relative_paths_survive_the_detach_and_a_
     let mut cmd =
         crate::common::daemon::command(&daemon_mode("metricsd.toml", "run.pid", "daemon.log"), &[]);
     cmd.current_dir(dir.path());
+    let pidfile = dir.path().join("run.pid");
+    let _stop = StopDetachedOnDrop(pidfile.clone());
     let mut launcher = Daemon::spawn_command(cmd, false);
     let code = launcher.exit_code(Duration::from_secs(30));
-    let pidfile = dir.path().join("run.pid");
     let logfile = dir.path().join("daemon.log");
     let log = || std::fs::read_to_string(&logfile).unwrap_or_default();
     assert_eq!(code, 0, "launcher: {}\nlog:\n{}", launcher.log(), log());
