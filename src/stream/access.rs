@@ -11,6 +11,13 @@ use std::net::IpAddr;
 /// HTTP/1.1 request without Host, 403 for a Host that is not an IP literal,
 /// `localhost` or listed in `allowed_hosts`, 403 for an unlisted Origin.
 pub fn refusal(request: &Request, stream: &StreamConfig) -> Option<Response> {
+    // One Host (RFC 9112 §3.2) and at most one Origin: with two, which one
+    // is checked would depend on their order.
+    for name in ["Host", "Origin"] {
+        if request.header_count(name) > 1 {
+            return Some(Response::text(400, &format!("more than one {name} header")));
+        }
+    }
     match request.header("host") {
         None if request.version >= 1 => {
             return Some(Response::text(400, "the Host header is missing"))

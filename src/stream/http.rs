@@ -31,6 +31,14 @@ pub struct Request {
 }
 
 impl Request {
+    /// How many times a header is present (names are case-insensitive).
+    pub fn header_count(&self, name: &str) -> usize {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .count()
+    }
+
     /// The first value of a header (names are case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
@@ -68,6 +76,8 @@ pub enum HeadError {
     /// The client closed before sending a complete head (nothing to answer).
     Closed,
     TooLarge,
+    /// The request line alone is over the limit (414, not 431).
+    TargetTooLong,
     Malformed(String),
     Io(std::io::Error),
 }
@@ -91,7 +101,14 @@ pub async fn read_head(stream: &mut TcpStream) -> Result<(Request, Vec<u8>), Hea
                 let rest = buf.split_off(end);
                 return Ok((request, rest));
             }
-            None if buf.len() >= HEAD_LIMIT => return Err(HeadError::TooLarge),
+            None if buf.len() >= HEAD_LIMIT => {
+                let line_ended = buf[..HEAD_LIMIT].contains(&b'\n');
+                return Err(if line_ended {
+                    HeadError::TooLarge
+                } else {
+                    HeadError::TargetTooLong
+                });
+            }
             None => {}
         }
     }
@@ -122,24 +139,83 @@ pub fn parse_partial(bytes: &[u8]) -> Result<Option<(Request, usize)>, HeadError
     else {
         return Err(HeadError::Malformed("incomplete request line".into()));
     };
+    // Absolute form (`GET http://host/path`, RFC 9112 §3.2.2): the target's
+    // authority stands in for any Host header.
+    let (authority, target) = match split_absolute_form(target) {
+        Some((authority, rest)) => (Some(authority), rest),
+        None => (None, target),
+    };
     let (path, query) = match target.split_once('?') {
         Some((p, q)) => (p, Some(q.to_string())),
         None => (target, None),
     };
-    let mut fields = Vec::with_capacity(parsed.headers.len());
+    let path = match path {
+        "" => "/".to_string(),
+        p => decode_unreserved(p),
+    };
+    let mut fields = Vec::with_capacity(parsed.headers.len() + 1);
     for header in parsed.headers.iter() {
+        if authority.is_some() && header.name.eq_ignore_ascii_case("host") {
+            continue;
+        }
         let value = std::str::from_utf8(header.value)
             .map_err(|_| HeadError::Malformed(format!("header {} is not UTF-8", header.name)))?;
         fields.push((header.name.to_string(), value.trim().to_string()));
     }
+    if let Some(authority) = authority {
+        fields.push(("Host".to_string(), authority.to_string()));
+    }
     let request = Request {
         method: method.to_string(),
-        path: path.to_string(),
+        path,
         query,
         version,
         headers: fields,
     };
     Ok(Some((request, end)))
+}
+
+/// Splits an absolute-form target (`http://host:port/path?q`) into its
+/// authority and the rest (which may be empty or start with `?`).
+fn split_absolute_form(target: &str) -> Option<(&str, &str)> {
+    let scheme_end = target.find("://")?;
+    let scheme = &target[..scheme_end];
+    if !scheme.eq_ignore_ascii_case("http") && !scheme.eq_ignore_ascii_case("https") {
+        return None;
+    }
+    let rest = &target[scheme_end + 3..];
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    Some((&rest[..end], &rest[end..]))
+}
+
+/// Decodes the escapes of unreserved characters in a path (`/%68ealth` is
+/// `/health`, RFC 3986 §6.2.2.2); every other escape stays as it is, so a
+/// decoded `/` or `?` can never change how the path is routed.
+fn decode_unreserved(path: &str) -> String {
+    let bytes = path.as_bytes();
+    let mut out = String::with_capacity(path.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 3 <= bytes.len() {
+            let decoded = std::str::from_utf8(&bytes[i + 1..i + 3])
+                .ok()
+                .and_then(|hex| u8::from_str_radix(hex, 16).ok())
+                .filter(|b| b.is_ascii_alphanumeric() || b"-._~".contains(b));
+            if let Some(b) = decoded {
+                out.push(char::from(b));
+                i += 3;
+                continue;
+            }
+        }
+        // Not an unreserved escape: copy up to the next '%' as it is.
+        let next = bytes[i + 1..]
+            .iter()
+            .position(|b| *b == b'%')
+            .map_or(bytes.len(), |n| i + 1 + n);
+        out.push_str(&path[i..next]);
+        i = next;
+    }
+    out
 }
 
 /// Decodes `%XX` escapes; invalid escapes are kept as they are.
@@ -169,6 +245,8 @@ pub struct Response {
     pub content_type: &'static str,
     pub headers: Vec<(&'static str, String)>,
     pub body: Vec<u8>,
+    /// An answer to HEAD: the head says the body's length, the body is not sent.
+    pub head_only: bool,
 }
 
 impl Response {
@@ -178,7 +256,14 @@ impl Response {
             content_type,
             headers: Vec::new(),
             body: body.into(),
+            head_only: false,
         }
+    }
+
+    /// The same answer to a HEAD request (RFC 9110 §9.3.2: no body).
+    pub fn for_head(mut self) -> Response {
+        self.head_only = true;
+        self
     }
 
     /// A short plain-text answer such as an error.
@@ -204,7 +289,9 @@ impl Response {
         }
         head.push_str("\r\n");
         let mut bytes = head.into_bytes();
-        bytes.extend_from_slice(&self.body);
+        if !self.head_only {
+            bytes.extend_from_slice(&self.body);
+        }
         bytes
     }
 }
@@ -218,6 +305,7 @@ fn reason(status: u16) -> &'static str {
         404 => "Not Found",
         405 => "Method Not Allowed",
         408 => "Request Timeout",
+        414 => "URI Too Long",
         426 => "Upgrade Required",
         431 => "Request Header Fields Too Large",
         500 => "Internal Server Error",
@@ -309,6 +397,52 @@ mod tests {
         assert_eq!(percent_decode("a%2Bb%zz%"), "a+b%zz%");
         assert_eq!(percent_decode("%41%4"), "A%4");
         assert_eq!(percent_decode("plain+text"), "plain+text");
+    }
+
+    #[test]
+    fn an_absolute_form_target_routes_on_its_path_and_its_authority_is_the_host() {
+        let r =
+            parse(b"GET http://127.0.0.1:8756/health?x=1 HTTP/1.1\r\nHost: evil.example\r\n\r\n")
+                .unwrap();
+        assert_eq!(
+            (r.path.as_str(), r.query.as_deref()),
+            ("/health", Some("x=1"))
+        );
+        assert_eq!(r.header_count("host"), 1);
+        assert_eq!(r.header("host"), Some("127.0.0.1:8756"));
+        let bare = parse(b"GET HTTP://localhost HTTP/1.1\r\n\r\n").unwrap();
+        assert_eq!(
+            (bare.path.as_str(), bare.header("host")),
+            ("/", Some("localhost"))
+        );
+        // Not a scheme this server speaks: left as the path (and a 404).
+        assert_eq!(
+            parse(b"GET ftp://h/x HTTP/1.1\r\nHost: h\r\n\r\n")
+                .unwrap()
+                .path,
+            "ftp://h/x"
+        );
+    }
+
+    #[test]
+    fn escaped_unreserved_characters_are_decoded_in_the_path_and_nothing_else() {
+        assert_eq!(decode_unreserved("/%68ealth"), "/health");
+        assert_eq!(decode_unreserved("/%6D%65trics"), "/metrics");
+        // A slash, a query mark or a bad escape keep their escape.
+        assert_eq!(decode_unreserved("/a%2Fb%3F%zz%4"), "/a%2Fb%3F%zz%4");
+        assert_eq!(decode_unreserved("/é%41ü"), "/éAü");
+    }
+
+    #[test]
+    fn a_head_response_says_the_length_and_sends_no_body() {
+        let text = String::from_utf8(
+            Response::text(405, "method not allowed")
+                .for_head()
+                .to_bytes(),
+        )
+        .unwrap();
+        assert!(text.contains("Content-Length: 19\r\n"), "{text}");
+        assert!(text.ends_with("\r\n\r\n"), "{text}");
     }
 
     #[test]

@@ -237,6 +237,9 @@ impl Server {
                     HeadError::TooLarge => {
                         Response::text(431, "request head too large (limit 8 KiB)")
                     }
+                    HeadError::TargetTooLong => {
+                        Response::text(414, "request target too long (limit 8 KiB)")
+                    }
                     HeadError::Malformed(why) => {
                         Response::text(400, &format!("bad request: {why}"))
                     }
@@ -267,6 +270,11 @@ impl Server {
             }
         } else {
             self.route(&request, &config).await
+        };
+        let response = if request.method == "HEAD" {
+            response.for_head()
+        } else {
+            response
         };
         if response.status >= 400 {
             log::debug!(
@@ -318,6 +326,13 @@ impl Server {
             return Err(
                 Response::text(405, "WebSocket upgrades use GET").with_header("Allow", "GET")
             );
+        }
+        // RFC 6455 §4.2.1: an HTTP/1.1 GET that names the host.
+        if request.version < 1 || request.header("host").is_none() {
+            return Err(Response::text(
+                400,
+                "a WebSocket upgrade needs HTTP/1.1 and a Host header",
+            ));
         }
         if !request.header_has_token("connection", "upgrade") {
             return Err(Response::text(400, "Connection: Upgrade is missing"));

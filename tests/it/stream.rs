@@ -681,6 +681,86 @@ fn the_prometheus_checker_rejects_malformed_output() {
     }
 }
 
+/// Sends raw bytes and returns the answer as text: all of it when the
+/// server closes, else (an accepted upgrade) up to the end of its head.
+async fn raw_answer(addr: std::net::SocketAddr, request: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut chunk))
+            .await
+            .expect("an answer within 5 s")
+            .unwrap();
+        raw.extend_from_slice(&chunk[..n]);
+        let switched =
+            raw.starts_with(b"HTTP/1.1 101 ") && raw.windows(4).any(|w| w == b"\r\n\r\n");
+        if n == 0 || switched {
+            return String::from_utf8_lossy(&raw).into_owned();
+        }
+    }
+}
+
+#[tokio::test]
+async fn request_forms_of_rfc_9112_get_their_due_answers() {
+    let server = TestServer::start(|_| {});
+    let addr = server.addr;
+    // HEAD is another method (SPEC §4: 405), and its answer has no body.
+    let head = raw_answer(addr, "HEAD /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").await;
+    assert!(head.starts_with("HTTP/1.1 405 "), "{head:?}");
+    assert!(
+        head.ends_with("\r\n\r\n"),
+        "a body after the head: {head:?}"
+    );
+    // Absolute form: routed on its path, its authority checked as the Host.
+    let absolute = format!("GET http://{addr}/health HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+    assert_eq!(http_raw(addr, absolute.as_bytes()).await.status, 200);
+    let rebound = "GET http://evil.example/health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+    assert_eq!(http_raw(addr, rebound.as_bytes()).await.status, 403);
+    // Two Host headers: 400, whichever comes first.
+    for hosts in [
+        "127.0.0.1\r\nHost: evil.example",
+        "evil.example\r\nHost: 127.0.0.1",
+    ] {
+        let twice = format!("GET /health HTTP/1.1\r\nHost: {hosts}\r\n\r\n");
+        assert_eq!(
+            http_raw(addr, twice.as_bytes()).await.status,
+            400,
+            "{hosts}"
+        );
+    }
+    // An escaped unreserved character is the character.
+    assert_eq!(http(addr, "GET", "/%68ealth", &[]).await.status, 200);
+    // A request target longer than the limit: 414 (a long header stays 431).
+    let long = format!(
+        "GET /{} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+        "a".repeat(9000)
+    );
+    assert_eq!(http_raw(addr, long.as_bytes()).await.status, 414);
+    // A WebSocket upgrade needs HTTP/1.1 and a Host (RFC 6455 §4.2.1).
+    let upgrade = |version: &str, host: &str| {
+        format!(
+            "GET / HTTP/{version}\r\n{host}Upgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+    };
+    let host = format!("Host: {addr}\r\n");
+    assert_eq!(
+        http_raw(addr, upgrade("1.0", &host).as_bytes())
+            .await
+            .status,
+        400
+    );
+    assert_eq!(
+        http_raw(addr, upgrade("1.0", "").as_bytes()).await.status,
+        400
+    );
+    let accepted = raw_answer(addr, &upgrade("1.1", &host)).await;
+    assert!(accepted.starts_with("HTTP/1.1 101 "), "{accepted:?}");
+}
+
 #[tokio::test]
 async fn other_paths_are_404_and_other_methods_405() {
     let server = TestServer::start(|_| {});
