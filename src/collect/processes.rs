@@ -267,6 +267,7 @@ impl ProcessScanner {
         // process having exited (EMFILE, ENOMEM, ...) ends the scan: the
         // counts would be short, so the sample gets none.
         let mut unreadable: Option<io::Error> = None;
+        let mut hidden = 0;
         let scanned = dir.for_each(|name, ino, fd| {
             if unreadable.is_some() {
                 return;
@@ -283,8 +284,10 @@ impl ProcessScanner {
                 Ok(StatRead::Stat(name, stat, before)) => (name, stat, before),
                 Ok(StatRead::Exited) => return, // since the directory was read
                 Ok(StatRead::Hidden) => {
-                    // Listed but not readable (hidepid=1): it exists.
+                    // Listed but not readable (hidepid=1): it exists, but
+                    // its threads and state are unknown.
                     scan.count += 1;
+                    hidden += 1;
                     return;
                 }
                 Err(e) => {
@@ -329,8 +332,13 @@ impl ProcessScanner {
             return Err(e);
         }
         self.prev_scan = Some((now, now_ticks));
-        scan.threads = Some(threads);
-        scan.zombies = Some(zombies);
+        // With hidden processes, counts over the visible ones would be
+        // short: threads then come from the kernel's task count (as with
+        // top 0), and zombies are not measured.
+        if hidden == 0 {
+            scan.threads = Some(threads);
+            scan.zombies = Some(zombies);
+        }
         let page_size = self.page_size;
         scan.top_memory = self
             .top_memory

@@ -592,3 +592,54 @@ fn out_of_descriptors_the_process_figures_are_null_never_short() {
         "no limit ran out of descriptors inside the scan: the range misses the case"
     );
 }
+
+#[test]
+fn processes_hidden_by_hidepid_are_counted_and_their_threads_not_guessed() {
+    // A private pid and mount namespace whose /proc hides other users'
+    // processes (hidepid=1: listed, but their files refuse with EPERM), and
+    // the daemon run as nobody beside two root processes (sh and sleep).
+    if unsafe { libc::geteuid() } != 0 {
+        crate::common::skip_or_fail("needs root for a pid namespace and setpriv");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
+    let config = dir.path().join("metricsd.toml");
+    std::fs::write(&config, "").unwrap();
+    let script = format!(
+        "mount -o remount,hidepid=1 /proc || exit 90; sleep 60 & \
+         setpriv --reuid 65534 --regid 65534 --clear-groups \
+         env METRICSD_STATE_DIR={state} {exe} --config {config} once; \
+         code=$?; kill $!; exit $code",
+        state = dir.path().join("state").display(),
+        exe = env!("CARGO_BIN_EXE_metricsd"),
+        config = config.display(),
+    );
+    let out = Command::new("unshare")
+        .args(["-m", "-p", "-f", "--propagation", "private", "--mount-proc"])
+        .args(["sh", "-c", &script])
+        .output()
+        .expect("run unshare");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if out.status.code() == Some(90) || stderr.contains("unshare failed") {
+        crate::common::skip_or_fail(&format!("no private /proc with hidepid here: {stderr}"));
+        return;
+    }
+    assert!(out.status.success(), "{stderr}");
+    let snapshot: Value = serde_json::from_slice(&out.stdout).expect("once prints JSON");
+    let processes = &snapshot["metrics"]["processes"];
+    // sh, sleep and the daemon itself, visible or not.
+    let count = processes["process_count"]
+        .as_u64()
+        .expect("a process count");
+    assert!(count >= 3, "hidden processes left out: {processes}");
+    // Their states are unknown: no zombie count made of the visible ones,
+    // and threads from the kernel's task count, not from the visible ones.
+    assert!(processes["zombies"].is_null(), "{processes}");
+    let threads = processes["threads"].as_u64().expect("threads");
+    assert!(threads >= count, "{processes}");
+}
