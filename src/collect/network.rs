@@ -210,6 +210,9 @@ impl Collect for NetworkCollector {
         let present: HashSet<&str> = interfaces.iter().map(|i| i.name.as_str()).collect();
         self.operstate
             .retain(|name, _| present.contains(name.as_str()));
+        // The budget follows the open-files limit in force (raised after the
+        // first sample): files past it are opened for each read, and become
+        // kept-open ones as soon as the budget allows.
         let budget = crate::os::fdlimit::share(LIMIT_SHARE, MAX_KEPT_OPEN);
         let mut kept = self
             .operstate
@@ -218,14 +221,12 @@ impl Collect for NetworkCollector {
             .count();
         for i in &mut interfaces {
             let file = self.operstate.entry(i.name.clone()).or_insert_with(|| {
-                let path = self.class_net.join(&i.name).join("operstate");
-                if kept < budget {
-                    kept += 1;
-                    ProcFile::whole(path)
-                } else {
-                    ProcFile::whole(path).opened_each_read()
-                }
+                ProcFile::whole(self.class_net.join(&i.name).join("operstate")).opened_each_read()
             });
+            if !file.may_keep_open() && kept < budget {
+                *file = ProcFile::whole(file.path().to_path_buf());
+                kept += 1;
+            }
             i.oper_state = file
                 .read(&mut self.reader)
                 .ok()

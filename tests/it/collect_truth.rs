@@ -1410,3 +1410,76 @@ fn every_collector_succeeds_on_this_host() {
     assert!(m.cpu.is_some() && m.memory.is_some() && m.processes.is_some());
     assert!(m.system.uptime_seconds.is_some() && m.system.boot_id.is_some());
 }
+
+/// How many of a process's descriptors are interfaces' operstate files.
+fn operstate_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|dir| {
+            dir.filter_map(Result::ok)
+                .filter_map(|e| std::fs::read_link(e.path()).ok())
+                .filter(|target| target.ends_with("operstate"))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn operstate_files_are_kept_open_once_the_raised_limit_allows() {
+    // In a private network namespace with 40 bridges, the daemon starts with
+    // a soft limit of 256 (a sixteenth: 16 kept files) and raises it to its
+    // hard 4096 (256): from then on all 40 are kept open.
+    const BRIDGES: usize = 40;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("metricsd.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "interval = \"1s\"\nstate_dir = {:?}\n",
+            dir.path().join("state").display().to_string()
+        ),
+    )
+    .unwrap();
+    let script = format!(
+        "mount -t sysfs sysfs /sys && ip link set lo up || exit 90; \
+         i=0; while [ $i -lt {BRIDGES} ]; do i=$((i+1)); ip link add b$i type bridge || exit 90; done; \
+         exec prlimit --nofile=256:4096 {exe} --config {config} run",
+        exe = env!("CARGO_BIN_EXE_metricsd"),
+        config = config.display(),
+    );
+    let mut child = Command::new("unshare")
+        .args(["-n", "-m", "--propagation", "private", "sh", "-c", &script])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run unshare");
+    let pid = child.id();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut kept = 0;
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            let mut err = String::new();
+            child
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut err)
+                .unwrap();
+            if status.code() == Some(90) || err.contains("unshare failed") {
+                crate::common::skip_or_fail(&format!(
+                    "no private network namespace with bridges: {err}"
+                ));
+                return;
+            }
+            panic!("the daemon exited ({status}): {err}");
+        }
+        kept = operstate_fds(pid);
+        if kept == BRIDGES {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // SAFETY: kill(2) on the pid of our own child.
+    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    let _ = child.wait();
+    assert_eq!(kept, BRIDGES, "operstate files kept open");
+}
