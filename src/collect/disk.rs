@@ -50,21 +50,31 @@ pub fn nvme_path_head(name: &str) -> Option<String> {
         .then(|| format!("nvme{subsystem}n{namespace}"))
 }
 
-/// Whether a /proc/diskstats device counts in the per-device figures and
-/// the totals: a whole disk (in /sys/block, not a partition), not a virtual
-/// one stacked on others, and not an NVMe multipath path whose head counts
-/// the same I/O (`queue/iostats` of the head on; by default it is off and
-/// only the paths count it).
+/// Whether a /proc/diskstats device is a whole disk that counts: in
+/// /sys/block (not a partition) and not a virtual one stacked on others.
 pub fn is_counted_disk(sys_block: &Path, name: &str) -> bool {
-    if is_virtual_device(name) || !sys_block.join(name.replace('/', "!")).exists() {
-        return false;
+    !is_virtual_device(name) && sys_block.join(name.replace('/', "!")).exists()
+}
+
+/// Drops the paths of NVMe multipath namespaces whose head counts their
+/// I/O, so that it is counted once. Since Linux 6.2 the head (`nvme0n1`)
+/// accounts the I/O of its paths (`nvme0c0n1`, `nvme0c1n1`), which keep
+/// their own counts too; before that, or with the head's `queue/iostats`
+/// off, the head shows nothing and only the paths count. A head whose
+/// counters have moved is therefore the one to keep.
+pub fn drop_counted_twice(disks: &mut Vec<DiskCounters>) {
+    if !disks.iter().any(|d| nvme_path_head(&d.name).is_some()) {
+        return; // no multipath: nothing to look at, nothing allocated
     }
-    match nvme_path_head(name) {
-        Some(head) => std::fs::read_to_string(sys_block.join(head).join("queue/iostats"))
-            .map(|v| v.trim() != "1")
-            .unwrap_or(true),
+    let counting: Vec<String> = disks
+        .iter()
+        .filter(|d| d.reads > 0 || d.writes > 0)
+        .map(|d| d.name.clone())
+        .collect();
+    disks.retain(|d| match nvme_path_head(&d.name) {
+        Some(head) => !counting.contains(&head),
         None => true,
-    }
+    });
 }
 
 /// Parses /proc/diskstats into `out` (reusing it), keeping only the devices
@@ -218,9 +228,9 @@ impl DiskCollector {
             },
             &mut self.cur,
         )?;
-        // Devices come and go (hot plug, loop devices) and a multipath
-        // head's accounting can be switched: look again now and then, and
-        // keep the cache bounded.
+        drop_counted_twice(&mut self.cur);
+        // Devices come and go (hot plug, loop devices): look again now and
+        // then, and keep the cache bounded.
         self.reads += 1;
         if self.reads % RECHECK_EVERY == 0 || self.whole_disk.len() > 2 * seen + 64 {
             self.whole_disk.clear();
@@ -254,38 +264,55 @@ mod tests {
     use super::*;
 
     #[test]
-    fn nvme_multipath_paths_count_only_while_their_head_does_not() {
+    fn nvme_multipath_io_is_counted_once_on_the_head_or_on_the_paths() {
         assert_eq!(nvme_path_head("nvme0c1n1").as_deref(), Some("nvme0n1"));
         assert_eq!(nvme_path_head("nvme12c3n4").as_deref(), Some("nvme12n4"));
         for not_a_path in ["nvme0n1", "nvme0n1p1", "nvmec1n1", "nvme0c1n", "sda"] {
             assert_eq!(nvme_path_head(not_a_path), None, "{not_a_path}");
         }
+        let disk = |name: &str, reads: u64, writes: u64| DiskCounters {
+            name: name.into(),
+            reads,
+            writes,
+            ..Default::default()
+        };
+        let names = |disks: &[DiskCounters]| -> Vec<String> {
+            disks.iter().map(|d| d.name.clone()).collect()
+        };
+        // Before Linux 6.2 (or iostats off): the head shows nothing, the
+        // paths carry the I/O.
+        let mut old_kernel = vec![
+            disk("nvme0c0n1", 50, 7),
+            disk("nvme0c1n1", 30, 2),
+            disk("nvme0n1", 0, 0),
+            disk("sda", 4, 0),
+        ];
+        drop_counted_twice(&mut old_kernel);
+        assert_eq!(
+            names(&old_kernel),
+            ["nvme0c0n1", "nvme0c1n1", "nvme0n1", "sda"]
+        );
+        // Since 6.2: the head counts its paths' I/O as well; only the head
+        // stays. Another namespace's paths are not the head's.
+        let mut new_kernel = vec![
+            disk("nvme0c0n1", 50, 7),
+            disk("nvme0c1n1", 30, 2),
+            disk("nvme0n1", 80, 9),
+            disk("nvme0c0n2", 5, 0),
+            disk("nvme0n2", 0, 0),
+        ];
+        drop_counted_twice(&mut new_kernel);
+        assert_eq!(names(&new_kernel), ["nvme0n1", "nvme0c0n2", "nvme0n2"]);
         let sys = tempfile::tempdir().unwrap();
         let block = sys.path().join("block");
-        for dev in ["nvme0n1/queue", "nvme0c0n1", "nvme0c1n1", "sda", "loop0"] {
+        for dev in ["nvme0n1", "nvme0c0n1", "sda", "loop0"] {
             std::fs::create_dir_all(block.join(dev)).unwrap();
         }
-        // The head does not account (the kernel's default): the paths carry the I/O.
-        std::fs::write(block.join("nvme0n1/queue/iostats"), "0\n").unwrap();
-        let counted = |names: &[&str]| -> Vec<String> {
-            names
-                .iter()
-                .filter(|n| is_counted_disk(&block, n))
-                .map(|n| n.to_string())
-                .collect()
-        };
-        let all = [
-            "nvme0c0n1",
-            "nvme0c1n1",
-            "nvme0n1",
-            "nvme0n1p1",
-            "sda",
-            "loop0",
-        ];
-        assert_eq!(counted(&all), ["nvme0c0n1", "nvme0c1n1", "nvme0n1", "sda"]);
-        // The head accounts: the paths would count the same I/O twice.
-        std::fs::write(block.join("nvme0n1/queue/iostats"), "1\n").unwrap();
-        assert_eq!(counted(&all), ["nvme0n1", "sda"]);
+        let counted: Vec<&str> = ["nvme0c0n1", "nvme0n1", "nvme0n1p1", "sda", "loop0"]
+            .into_iter()
+            .filter(|n| is_counted_disk(&block, n))
+            .collect();
+        assert_eq!(counted, ["nvme0c0n1", "nvme0n1", "sda"]);
     }
 
     #[test]
