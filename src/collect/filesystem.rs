@@ -201,10 +201,7 @@ pub fn may_block(fs_type: &str) -> bool {
 /// Whether `path` lies beneath the mount point `ancestor` (component-wise:
 /// `/mnt/nfs` is beneath `/mnt`, `/mntx` is not).
 fn beneath(path: &str, ancestor: &str) -> bool {
-    match path.strip_prefix(ancestor) {
-        Some(rest) => ancestor.ends_with('/') || rest.starts_with('/'),
-        None => false,
-    }
+    path != ancestor && Path::new(path).starts_with(ancestor)
 }
 
 /// For each selected mount, whether its statvfs must be guarded: its own
@@ -249,6 +246,10 @@ struct Call<T> {
     done: Condvar,
 }
 
+/// A call started (with the late result of the one before, if any), or
+/// the answer at once.
+type Started<T> = Result<(Arc<Call<T>>, Option<io::Result<T>>), Guarded<T>>;
+
 /// Runs calls that may block (statvfs on network or FUSE filesystems) on
 /// their own thread and waits for them at most `timeout`. A call that has not
 /// returned makes later samples skip that path at once, until it returns:
@@ -268,33 +269,36 @@ impl<T: Send + 'static> BlockingCalls<T> {
     }
 
     /// Runs `f(path)` on a helper thread and waits for it up to the timeout.
-    pub fn call(&mut self, path: &CStr, f: fn(&CStr) -> io::Result<T>) -> Guarded<T> {
+    #[cfg(test)]
+    fn call(&mut self, path: &CStr, f: fn(&CStr) -> io::Result<T>) -> Guarded<T> {
         self.call_all(&[path], f).pop().unwrap_or(Guarded::Stuck)
     }
 
     /// Runs `f` on every path, each on its own helper thread, and waits for
     /// them all up to one shared deadline, the timeout from now. The results
-    /// come in the order of `paths`.
+    /// come in the order of `paths`. A call that misses the deadline but
+    /// returns before the next one stands in for a call that misses that
+    /// one too: a filesystem that answers in 300 ms is reported a sample
+    /// late rather than never.
     pub fn call_all(&mut self, paths: &[&CStr], f: fn(&CStr) -> io::Result<T>) -> Vec<Guarded<T>> {
         let deadline = Instant::now() + self.timeout;
-        let started: Vec<Result<Arc<Call<T>>, Guarded<T>>> =
-            paths.iter().map(|path| self.start(path, f)).collect();
+        let started: Vec<Started<T>> = paths.iter().map(|path| self.start(path, f)).collect();
         started
             .into_iter()
             .map(|call| match call {
-                Ok(call) => Self::wait(&call, deadline),
+                Ok((call, late)) => match (Self::wait(&call, deadline), late) {
+                    (Guarded::Stuck, Some(late)) => Guarded::Done(late),
+                    (answer, _) => answer,
+                },
                 Err(done) => done,
             })
             .collect()
     }
 
     /// Starts `f(path)` on a helper thread, unless an earlier call on the
-    /// same path is still running (then `Err(Stuck)`).
-    fn start(
-        &mut self,
-        path: &CStr,
-        f: fn(&CStr) -> io::Result<T>,
-    ) -> Result<Arc<Call<T>>, Guarded<T>> {
+    /// same path is still running (then `Err(Stuck)`); with the result of
+    /// the previous call if it came after its deadline.
+    fn start(&mut self, path: &CStr, f: fn(&CStr) -> io::Result<T>) -> Started<T> {
         let call = self
             .calls
             .entry(path.to_owned())
@@ -313,7 +317,7 @@ impl<T: Send + 'static> BlockingCalls<T> {
             return Err(Guarded::Stuck);
         }
         state.running = true;
-        state.result = None;
+        let late = state.result.take();
         let worker = call.clone();
         let owned = path.to_owned();
         let spawned = std::thread::Builder::new()
@@ -330,7 +334,7 @@ impl<T: Send + 'static> BlockingCalls<T> {
             return Err(Guarded::Done(Err(e)));
         }
         drop(state);
-        Ok(call)
+        Ok((call, late))
     }
 
     fn wait(call: &Call<T>, deadline: Instant) -> Guarded<T> {
@@ -577,11 +581,18 @@ mod tests {
         assert!(matches!(calls.call(path, fast), Guarded::Stuck));
         assert!(again.elapsed() < Duration::from_secs(1));
         assert_eq!(calls.stuck(), 1);
-        // Once the slow call returns, the path is asked again.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while calls.stuck() > 0 && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        // Once the slow call returns, the path is asked again; what it gave
+        // late stands in for a new call that is late too.
+        let wait_returned = |calls: &BlockingCalls<u32>| {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while calls.stuck() > 0 && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        };
+        wait_returned(&calls);
+        assert!(matches!(calls.call(path, slow), Guarded::Done(Ok(7))));
+        wait_returned(&calls);
+        // A fresh answer in time is preferred to a late one.
         assert!(matches!(calls.call(path, fast), Guarded::Done(Ok(3))));
         assert!(matches!(calls.call(c"/other", fast), Guarded::Done(Ok(3))));
     }

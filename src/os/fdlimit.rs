@@ -60,11 +60,54 @@ pub fn raise_to_hard() -> u64 {
 mod tests {
     use super::*;
 
+    /// Runs `check` in a forked child (so that changing the limit touches
+    /// no other test) and says whether it held. The child only makes
+    /// system calls and arithmetic before `_exit`.
+    fn in_child(check: fn() -> bool) -> bool {
+        // SAFETY: fork in a test; the child calls only async-signal-safe
+        // functions (getrlimit, setrlimit, _exit) and allocates nothing.
+        unsafe {
+            match libc::fork() {
+                0 => libc::_exit(if check() { 0 } else { 1 }),
+                -1 => panic!("fork: {}", std::io::Error::last_os_error()),
+                child => {
+                    let mut status = 0;
+                    assert_eq!(libc::waitpid(child, &mut status, 0), child);
+                    libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0
+                }
+            }
+        }
+    }
+
+    fn set_soft(soft: u64) -> bool {
+        let mut limit: libc::rlimit = unsafe { std::mem::zeroed() };
+        // SAFETY: valid resource and pointers.
+        unsafe {
+            libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && {
+                limit.rlim_cur = soft as libc::rlim_t;
+                libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0
+            }
+        }
+    }
+
     #[test]
-    fn a_share_follows_the_limit_in_force() {
-        let soft = soft_limit().expect("a finite soft limit in tests");
-        let expected = usize::try_from(soft / 4).unwrap().min(1 << 20);
-        assert_eq!(share(4, 1 << 20), expected);
-        assert_eq!(share(4, 3), 3.min(expected));
+    fn a_share_follows_the_limit_in_force_when_it_is_changed() {
+        // A quarter of 400 is 100; capped at 60; and after the limit is
+        // raised to the hard one, a quarter of that.
+        assert!(in_child(|| set_soft(400)
+            && share(4, 1000) == 100
+            && share(4, 60) == 60));
+        assert!(in_child(|| {
+            let hard = {
+                let mut limit: libc::rlimit = unsafe { std::mem::zeroed() };
+                // SAFETY: valid resource and pointer.
+                unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
+                limit.rlim_max
+            };
+            set_soft(64)
+                && share(4, usize::MAX) == 16
+                && raise_to_hard() == hard as u64
+                && (hard == libc::RLIM_INFINITY || share(4, usize::MAX) as u64 == hard as u64 / 4)
+        }));
     }
 }
