@@ -398,8 +398,10 @@ pub struct TopCpuProcess {
 pub struct ProcessMetrics {
     /// Processes, not threads.
     pub count: u64,
-    /// Tasks of all processes.
-    pub threads: u64,
+    /// Tasks of all processes; None when they cannot be counted (pids
+    /// hidden by hidepid, or with the scan off inside a pid namespace,
+    /// where the kernel's task count covers the whole host).
+    pub threads: Option<u64>,
     /// Processes in state Z; None when the per-process scan is off
     /// (`top_processes = 0`).
     pub zombies: Option<u64>,

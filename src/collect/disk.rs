@@ -56,25 +56,65 @@ pub fn is_counted_disk(sys_block: &Path, name: &str) -> bool {
     !is_virtual_device(name) && sys_block.join(name.replace('/', "!")).exists()
 }
 
-/// Drops the paths of NVMe multipath namespaces whose head counts their
-/// I/O, so that it is counted once. Since Linux 6.2 the head (`nvme0n1`)
-/// accounts the I/O of its paths (`nvme0c0n1`, `nvme0c1n1`), which keep
-/// their own counts too; before that, or with the head's `queue/iostats`
-/// off, the head shows nothing and only the paths count. A head whose
-/// counters have moved is therefore the one to keep.
-pub fn drop_counted_twice(disks: &mut Vec<DiskCounters>) {
-    if !disks.iter().any(|d| nvme_path_head(&d.name).is_some()) {
-        return; // no multipath: nothing to look at, nothing allocated
+/// Which NVMe multipath heads count their paths' I/O, so that it is counted
+/// once: since Linux 6.2 the head (`nvme0n1`) accounts the I/O of its paths
+/// (`nvme0c0n1`, `nvme0c1n1`), which keep their own counts too; before
+/// that, or with the head's `queue/iostats` switched off (at any time), the
+/// head's counters stand still and only the paths count. Judged on every
+/// sample from what moved: a head that moved counts; one that stood still
+/// while a path moved does not; with nothing moving, the last judgement
+/// (at first: whether the head ever counted anything) stands, so that the
+/// device list does not flap on an idle disk.
+#[derive(Debug, Default)]
+pub struct MultipathHeads {
+    counting: HashMap<String, bool>,
+}
+
+impl MultipathHeads {
+    /// Updates the judgement from two readings of the devices.
+    pub fn update(&mut self, prev: &[DiskCounters], cur: &[DiskCounters]) {
+        if !cur.iter().any(|d| nvme_path_head(&d.name).is_some()) {
+            self.counting.clear();
+            return; // no multipath: nothing to look at, nothing allocated
+        }
+        let ops = |d: &DiskCounters| d.reads.saturating_add(d.writes);
+        let moved = |d: &DiskCounters| match prev.iter().find(|p| p.name == d.name) {
+            Some(p) => ops(d) != ops(p),
+            None => false,
+        };
+        for path in cur {
+            let Some(head_name) = nvme_path_head(&path.name) else {
+                continue;
+            };
+            let Some(head) = cur.iter().find(|d| d.name == head_name) else {
+                continue;
+            };
+            let judged = if moved(head) {
+                Some(true)
+            } else if moved(path) {
+                Some(false)
+            } else {
+                None
+            };
+            let entry = self
+                .counting
+                .entry(head_name)
+                .or_insert_with(|| ops(head) > 0);
+            if let Some(judged) = judged {
+                *entry = judged;
+            }
+        }
+        self.counting
+            .retain(|head, _| cur.iter().any(|d| d.name == *head));
     }
-    let counting: Vec<String> = disks
-        .iter()
-        .filter(|d| d.reads > 0 || d.writes > 0)
-        .map(|d| d.name.clone())
-        .collect();
-    disks.retain(|d| match nvme_path_head(&d.name) {
-        Some(head) => !counting.contains(&head),
-        None => true,
-    });
+
+    /// Whether a device's figures count: not a path whose head counts them.
+    pub fn counted(&self, name: &str) -> bool {
+        match nvme_path_head(name) {
+            Some(head) => !self.counting.get(&head).copied().unwrap_or(false),
+            None => true,
+        }
+    }
 }
 
 /// Parses /proc/diskstats into `out` (reusing it), keeping only the devices
@@ -191,6 +231,7 @@ pub struct DiskCollector {
     sys_block: PathBuf,
     reader: FileReader,
     whole_disk: HashMap<String, bool>,
+    multipath: MultipathHeads,
     reads: u64,
     prev: Vec<DiskCounters>,
     prev_at: Option<Instant>,
@@ -204,6 +245,7 @@ impl DiskCollector {
             sys_block: roots.sys.join("block"),
             reader: FileReader::new(),
             whole_disk: HashMap::new(),
+            multipath: MultipathHeads::default(),
             reads: 0,
             prev: Vec::new(),
             prev_at: None,
@@ -228,7 +270,7 @@ impl DiskCollector {
             },
             &mut self.cur,
         )?;
-        drop_counted_twice(&mut self.cur);
+        self.multipath.update(&self.prev, &self.cur);
         // Devices come and go (hot plug, loop devices): look again now and
         // then, and keep the cache bounded.
         self.reads += 1;
@@ -247,11 +289,21 @@ impl Collect for DiskCollector {
     fn collect(&mut self, now: Instant, m: &mut Metrics) -> Result<(), CollectError> {
         self.read()
             .map_err(|e| CollectError::new(self.diskstats.path(), e))?;
-        let metrics = match self.prev_at {
+        let mut metrics = match self.prev_at {
             Some(then) => io_metrics(&self.prev, &self.cur, now.saturating_duration_since(then)),
             // No baseline (only when the start-up read failed): rates 0.
             None => io_metrics(&[], &self.cur, Duration::ZERO),
         };
+        if metrics
+            .devices
+            .iter()
+            .any(|d| !self.multipath.counted(&d.name))
+        {
+            metrics.devices.retain(|d| self.multipath.counted(&d.name));
+            metrics.read_bytes_per_sec = metrics.devices.iter().map(|d| d.read_bytes_per_sec).sum();
+            metrics.write_bytes_per_sec =
+                metrics.devices.iter().map(|d| d.write_bytes_per_sec).sum();
+        }
         std::mem::swap(&mut self.prev, &mut self.cur);
         self.prev_at = Some(now);
         m.disk_io = Some(metrics);
@@ -276,43 +328,70 @@ mod tests {
             writes,
             ..Default::default()
         };
-        let names = |disks: &[DiskCounters]| -> Vec<String> {
-            disks.iter().map(|d| d.name.clone()).collect()
+        let reading = |head: u64, path0: u64, path1: u64| {
+            vec![
+                disk("nvme0c0n1", path0, 0),
+                disk("nvme0c1n1", path1, 0),
+                disk("nvme0n1", head, 0),
+                disk("sda", 4, 0),
+            ]
         };
-        // Before Linux 6.2 (or iostats off): the head shows nothing, the
-        // paths carry the I/O.
-        let mut old_kernel = vec![
-            disk("nvme0c0n1", 50, 7),
-            disk("nvme0c1n1", 30, 2),
-            disk("nvme0n1", 0, 0),
-            disk("sda", 4, 0),
-        ];
-        drop_counted_twice(&mut old_kernel);
+        let counted = |heads: &MultipathHeads| -> Vec<&str> {
+            ["nvme0c0n1", "nvme0c1n1", "nvme0n1", "sda"]
+                .into_iter()
+                .filter(|n| heads.counted(n))
+                .collect()
+        };
+        // Before Linux 6.2: the head shows nothing, the paths carry the I/O.
+        let mut heads = MultipathHeads::default();
+        heads.update(&[], &reading(0, 50, 30));
         assert_eq!(
-            names(&old_kernel),
+            counted(&heads),
             ["nvme0c0n1", "nvme0c1n1", "nvme0n1", "sda"]
         );
-        // Since 6.2: the head counts its paths' I/O as well; only the head
-        // stays. Another namespace's paths are not the head's.
-        let mut new_kernel = vec![
-            disk("nvme0c0n1", 50, 7),
-            disk("nvme0c1n1", 30, 2),
-            disk("nvme0n1", 80, 9),
-            disk("nvme0c0n2", 5, 0),
-            disk("nvme0n2", 0, 0),
-        ];
-        drop_counted_twice(&mut new_kernel);
-        assert_eq!(names(&new_kernel), ["nvme0n1", "nvme0c0n2", "nvme0n2"]);
+        heads.update(&reading(0, 50, 30), &reading(0, 60, 30));
+        assert_eq!(
+            counted(&heads),
+            ["nvme0c0n1", "nvme0c1n1", "nvme0n1", "sda"]
+        );
+        // Since 6.2 the head counts its paths' I/O as well: only the head.
+        let mut heads = MultipathHeads::default();
+        heads.update(&[], &reading(80, 50, 30));
+        assert_eq!(counted(&heads), ["nvme0n1", "sda"]);
+        // Idle: the judgement stands (no flapping).
+        heads.update(&reading(80, 50, 30), &reading(80, 50, 30));
+        assert_eq!(counted(&heads), ["nvme0n1", "sda"]);
+        // iostats switched off on the head: it stands still at 80 while a
+        // path moves, so the paths count again.
+        heads.update(&reading(80, 50, 30), &reading(80, 70, 30));
+        assert_eq!(
+            counted(&heads),
+            ["nvme0c0n1", "nvme0c1n1", "nvme0n1", "sda"]
+        );
+        // And on again.
+        heads.update(&reading(80, 70, 30), &reading(95, 85, 30));
+        assert_eq!(counted(&heads), ["nvme0n1", "sda"]);
+        // Another namespace's paths are not this head's.
+        let mut heads = MultipathHeads::default();
+        heads.update(
+            &[],
+            &[
+                disk("nvme0n1", 9, 0),
+                disk("nvme0c0n2", 5, 0),
+                disk("nvme0n2", 0, 0),
+            ],
+        );
+        assert!(heads.counted("nvme0c0n2"));
         let sys = tempfile::tempdir().unwrap();
         let block = sys.path().join("block");
         for dev in ["nvme0n1", "nvme0c0n1", "sda", "loop0"] {
             std::fs::create_dir_all(block.join(dev)).unwrap();
         }
-        let counted: Vec<&str> = ["nvme0c0n1", "nvme0n1", "nvme0n1p1", "sda", "loop0"]
+        let whole: Vec<&str> = ["nvme0c0n1", "nvme0n1", "nvme0n1p1", "sda", "loop0"]
             .into_iter()
             .filter(|n| is_counted_disk(&block, n))
             .collect();
-        assert_eq!(counted, ["nvme0c0n1", "nvme0n1", "sda"]);
+        assert_eq!(whole, ["nvme0c0n1", "nvme0n1", "sda"]);
     }
 
     #[test]

@@ -514,6 +514,19 @@ pub struct ProcessCollector {
     top_n: usize,
     loadavg: ProcFile,
     reader: FileReader,
+    initial_pid_namespace: bool,
+}
+
+/// Whether this process is in the initial pid namespace, whose inode the
+/// kernel fixes (PROC_PID_INIT_INO). NSpid in /proc/self/status would not
+/// tell: a /proc mounted inside the namespace shows only its own level. A
+/// /proc without the link (a fixture tree) counts as initial.
+fn in_initial_pid_namespace(proc: &Path) -> bool {
+    const PROC_PID_INIT_INO: u64 = 0xEFFF_FFFC;
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(proc.join("self/ns/pid"))
+        .map(|m| m.ino() == PROC_PID_INIT_INO)
+        .unwrap_or(true)
 }
 
 impl ProcessCollector {
@@ -523,6 +536,7 @@ impl ProcessCollector {
             top_n: config.top_processes,
             loadavg: ProcFile::whole(roots.proc.join("loadavg")),
             reader: FileReader::with_capacity(256),
+            initial_pid_namespace: in_initial_pid_namespace(&roots.proc),
         }
     }
 }
@@ -546,9 +560,16 @@ impl Collect for ProcessCollector {
         for p in &mut top_memory {
             p.memory_percent = total.map(|t| p.memory_bytes as f64 / t as f64 * 100.0);
         }
+        // The kernel's task count covers every pid namespace: it stands in
+        // for the scan's count only in the initial one.
         let threads = match scan.threads {
-            Some(threads) => threads,
-            None => read_parsed(&mut self.reader, &mut self.loadavg, parse_loadavg_tasks)?,
+            Some(threads) => Some(threads),
+            None if self.initial_pid_namespace => Some(read_parsed(
+                &mut self.reader,
+                &mut self.loadavg,
+                parse_loadavg_tasks,
+            )?),
+            None => None,
         };
         m.processes = Some(ProcessMetrics {
             count: scan.count,

@@ -922,7 +922,7 @@ fn processes<'a>(f: &mut Families<'a>, m: &'a Metrics) {
         Gauge,
         "",
         "Tasks of all processes.",
-        p.map(|p| p.threads as f64),
+        p.and_then(|p| p.threads).map(|t| t as f64),
     );
     f.one(
         "host_processes_zombie",

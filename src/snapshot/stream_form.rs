@@ -283,7 +283,7 @@ fn processes(f: &mut Fields, m: &Metrics) {
         f.put("name", &t.name);
         f.put("memory_percent", &t.memory_percent.map(round2));
     });
-    f.put("threads", &p.map(|p| p.threads));
+    f.put("threads", &p.and_then(|p| p.threads));
     f.put("zombies", &p.and_then(|p| p.zombies));
     f.objects_or_null("top_cpu_processes", p.map(|p| &p.top_cpu), |f, t| {
         f.put("pid", &t.pid);

@@ -746,7 +746,7 @@ fn collector_over_two_fixture_states() {
 
     let procs = m.processes.as_ref().unwrap();
     assert_eq!(procs.count, 5, "77 has no stat: it exited during the scan");
-    assert_eq!(procs.threads, 15);
+    assert_eq!(procs.threads, Some(15));
     assert_eq!(procs.zombies, Some(1));
     let top: Vec<(u32, &str)> = procs
         .top_memory
@@ -820,7 +820,10 @@ fn reload_changes_exclusions_and_top_processes() {
     assert!(procs.top_memory.is_empty() && procs.top_cpu.is_empty());
     // No per-process reads: every numeric entry counts (77 too), the
     // threads are the kernel's task count, zombies are not measured.
-    assert_eq!((procs.count, procs.threads, procs.zombies), (6, 1024, None));
+    assert_eq!(
+        (procs.count, procs.threads, procs.zombies),
+        (6, Some(1024), None)
+    );
     let names: Vec<String> = m
         .network
         .unwrap()
@@ -1047,13 +1050,13 @@ fn kernel_threads_are_read_once_and_a_reused_pid_afresh() {
     let (_dir, roots) = roots_copy_of_state1();
     let mut collector = Collector::new(roots.clone(), &default_collect());
     let first = collector.collect().metrics.processes.unwrap();
-    assert_eq!((first.count, first.threads), (5, 15));
+    assert_eq!((first.count, first.threads), (5, Some(15)));
     // pid 2 is a kernel thread (PF_KTHREAD): not read again while /proc
     // lists the same entry, so a stat that no longer reads changes nothing.
     let kthread = roots.proc.join("2");
     std::fs::write(kthread.join("stat"), "garbage").unwrap();
     let again = collector.collect().metrics.processes.unwrap();
-    assert_eq!((again.count, again.threads), (5, 15));
+    assert_eq!((again.count, again.threads), (5, Some(15)));
     // The pid is reused: a new /proc entry (a new inode) is read afresh.
     // (Made before the old one goes, so that the inode numbers differ.)
     let reused = roots.proc.join("2.new");
@@ -1066,7 +1069,7 @@ fn kernel_threads_are_read_once_and_a_reused_pid_afresh() {
     std::fs::remove_dir_all(&kthread).unwrap();
     std::fs::rename(&reused, &kthread).unwrap();
     let reused = collector.collect().metrics.processes.unwrap();
-    assert_eq!((reused.count, reused.threads), (5, 20));
+    assert_eq!((reused.count, reused.threads), (5, Some(20)));
     assert!(reused
         .top_memory
         .iter()

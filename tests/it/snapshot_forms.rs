@@ -185,7 +185,7 @@ pub(crate) fn sample() -> Snapshot {
             },
             processes: Some(ProcessMetrics {
                 count: 211,
-                threads: 480,
+                threads: Some(480),
                 zombies: Some(2),
                 top_memory: vec![TopProcess {
                     pid: 4242,

@@ -296,7 +296,7 @@ pub fn snapshot(seq: u64, interfaces: usize) -> Snapshot {
         },
         processes: Some(ProcessMetrics {
             count: 312,
-            threads: 640,
+            threads: Some(640),
             zombies: Some(1),
             top_memory: (0..5)
                 .map(|i| TopProcess {
