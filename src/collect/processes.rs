@@ -17,7 +17,10 @@
 //!
 //! `top_processes = 0` turns the per-process reads off: the scan then only
 //! counts the entries of /proc, `threads` comes from the kernel's task
-//! count in /proc/loadavg, and `zombies` is null (not measured). Nothing is allocated
+//! count in /proc/loadavg (in the initial pid namespace only: the count is
+//! the whole host's; null elsewhere), and `zombies` is null (not
+//! measured). Processes hidden by hidepid=1 are counted, but make
+//! `threads` and `zombies` the same as with top 0. Nothing is allocated
 //! per process but the map entry that remembers its CPU time; only the N
 //! winners get a `String` for their name. sysinfo is not used: its refresh
 //! reads both stat and statm for every process and allocates per process
@@ -333,8 +336,7 @@ impl ProcessScanner {
         }
         self.prev_scan = Some((now, now_ticks));
         // With hidden processes, counts over the visible ones would be
-        // short: threads then come from the kernel's task count (as with
-        // top 0), and zombies are not measured.
+        // short: threads and zombies are then as with top 0.
         if hidden == 0 {
             scan.threads = Some(threads);
             scan.zombies = Some(zombies);
