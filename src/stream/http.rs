@@ -102,7 +102,13 @@ pub async fn read_head(stream: &mut TcpStream) -> Result<(Request, Vec<u8>), Hea
                 return Ok((request, rest));
             }
             None if buf.len() >= HEAD_LIMIT => {
-                let line_ended = buf[..HEAD_LIMIT].contains(&b'\n');
+                // Empty lines before the request line do not end it.
+                let head = &buf[..HEAD_LIMIT];
+                let start = head
+                    .iter()
+                    .position(|b| *b != b'\r' && *b != b'\n')
+                    .unwrap_or(head.len());
+                let line_ended = head[start..].contains(&b'\n');
                 return Err(if line_ended {
                     HeadError::TooLarge
                 } else {

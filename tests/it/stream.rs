@@ -739,6 +739,11 @@ async fn request_forms_of_rfc_9112_get_their_due_answers() {
         "a".repeat(9000)
     );
     assert_eq!(http_raw(addr, long.as_bytes()).await.status, 414);
+    let after_empty_lines = format!("\r\n\r\n{long}");
+    assert_eq!(
+        http_raw(addr, after_empty_lines.as_bytes()).await.status,
+        414
+    );
     // A WebSocket upgrade needs HTTP/1.1 and a Host (RFC 6455 §4.2.1).
     let upgrade = |version: &str, host: &str| {
         format!(
