@@ -66,6 +66,9 @@ pub struct SinkStatus {
     pub post_failures_total: AtomicU64,
     /// OTLP only: data points the receiver reported as rejected in a partial success.
     pub otlp_rejected_points_total: AtomicU64,
+    /// The poster's last look found nothing pending: the next row is fresh
+    /// and waits the splay (a backlog does not).
+    pub caught_up: AtomicBool,
     last_error: Mutex<Option<String>>,
 }
 
@@ -81,6 +84,7 @@ impl Default for SinkStatus {
             expired_total: AtomicU64::new(0),
             post_failures_total: AtomicU64::new(0),
             otlp_rejected_points_total: AtomicU64::new(0),
+            caught_up: AtomicBool::new(false),
             last_error: Mutex::new(None),
         }
     }

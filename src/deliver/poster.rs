@@ -223,11 +223,13 @@ impl Poster {
             };
             if rows.is_empty() {
                 self.caught_up = true;
+                self.sink_status.caught_up.store(true, Ordering::Release);
                 self.refresh_status();
                 self.wake.wait_timeout(IDLE_RECHECK, &self.shutdown);
                 continue;
             }
             if std::mem::take(&mut self.caught_up) {
+                self.sink_status.caught_up.store(false, Ordering::Release);
                 let wait = self.splay_wait(&rows[0], sink_config, &config);
                 if !wait.is_zero() {
                     self.pause(wait, &config);

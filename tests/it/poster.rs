@@ -735,8 +735,10 @@ fn a_fresh_row_waits_the_splay_when_caught_up_and_a_backlog_does_not() {
     assert!(started.elapsed() < splay, "{:?}", started.elapsed());
     delivered_in_order(&backend, &backlog);
     // Caught up: the next row waits the splay, counted from its time.
-    wait_for("idle", || h.stats().pending == 0);
-    std::thread::sleep(Duration::from_millis(100));
+    let sink = h.status.sink(metricsd::config::SinkKind::Backend);
+    wait_for("the poster to find the queue empty", || {
+        sink.caught_up.load(Ordering::Acquire)
+    });
     let inserted = Instant::now();
     let fresh = h.insert(1);
     wait_for("fresh row", || backend.delivered_ids().len() == 4);
