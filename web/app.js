@@ -7,6 +7,8 @@ const HOUR_MS = 3600 * 1000;
 const SVG_NS = "http://www.w3.org/2000/svg";
 const MIB_PER_S_TO_MBIT = (1024 * 1024 * 8) / 1e6;
 const HEALTH_EVERY_MS = 5000;
+// Width of one character of a chart's tick labels (10 px digits), generously.
+const TICK_CHAR_PX = 7;
 // The narrowest time axis, in samples: a few points already span the width.
 const MIN_SPAN_SAMPLES = 10;
 const TIME_STEPS_MS = [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800].map((s) => s * 1000);
@@ -58,6 +60,15 @@ function fmt(v, digits = 2, unit = "") {
   if (!isNum(v)) return "–";
   const text = v.toFixed(digits);
   return unit ? `${text} ${unit}` : text;
+}
+
+// Names with numbers in them in number order (enp2 before enp10).
+function naturally(a, b) {
+  return a.localeCompare(b, "en", { numeric: true });
+}
+
+function fmtRate(v) {
+  return isNum(v) ? `${fmtBytes(v)}/s` : "–";
 }
 
 function fmtInt(v, unit = "") {
@@ -181,10 +192,13 @@ class Chart {
     for (let t = Math.ceil(t0 / step) * step; t <= newest; t += step) {
       const xx = x(t);
       svg.append(svgEl("line", { x1: xx, x2: xx, y1: m.top, y2: m.top + h, class: "grid" }));
-      const label = svgEl("text", { x: xx, y: height - 5, class: "tick", "text-anchor": "middle" });
       const d = new Date(t);
       const two = (n) => String(n).padStart(2, "0");
-      label.textContent = `${two(d.getHours())}:${two(d.getMinutes())}${step < 60000 ? ":" + two(d.getSeconds()) : ""}`;
+      const stamp = `${two(d.getHours())}:${two(d.getMinutes())}${step < 60000 ? ":" + two(d.getSeconds()) : ""}`;
+      // A centred label that would run past the right edge is left out.
+      if (xx + (stamp.length * TICK_CHAR_PX) / 2 > width) continue;
+      const label = svgEl("text", { x: xx, y: height - 5, class: "tick", "text-anchor": "middle" });
+      label.textContent = stamp;
       svg.append(label);
     }
     svg.append(svgEl("line", { x1: m.left, x2: m.left, y1: m.top, y2: m.top + h, class: "axis" }));
@@ -400,9 +414,9 @@ function renderNetwork(net) {
     ]),
     el("div", { class: "scroll" }, table(
       ["interface", "state", "rx/s", "tx/s", "rx total", "tx total", "rx packets", "tx packets", "errors rx/tx", "dropped rx/tx"],
-      Object.keys(ifs).sort().map((n) => {
+      Object.keys(ifs).sort(naturally).map((n) => {
         const i = ifs[n] || {};
-        return [n, text(i.oper_state), fmtBytes(i.rx_bytes_per_sec) + "/s", fmtBytes(i.tx_bytes_per_sec) + "/s",
+        return [n, text(i.oper_state), fmtRate(i.rx_bytes_per_sec), fmtRate(i.tx_bytes_per_sec),
           fmtBytes(i.rx_bytes), fmtBytes(i.tx_bytes), fmtInt(i.rx_packets), fmtInt(i.tx_packets),
           `${fmtInt(i.rx_errors)} / ${fmtInt(i.tx_errors)}`, `${fmtInt(i.rx_dropped)} / ${fmtInt(i.tx_dropped)}`];
       }), 2)));
@@ -433,9 +447,9 @@ function renderProcesses(p) {
     ]),
     el("div", { class: "tops" },
       el("div", { class: "scroll" }, el("h3", {}, "Most CPU"), table(["name", "pid", "CPU % (100 = 1 core)"],
-        top(p.top_cpu_processes).map((x) => [text(x.name), fmtInt(x.pid), fmt(x.cpu_percent, 1)]))),
+        top(p.top_cpu_processes).map((x) => [text(x.name), text(x.pid), fmt(x.cpu_percent, 1)]))),
       el("div", { class: "scroll" }, el("h3", {}, "Most memory"), table(["name", "pid", "memory %"],
-        top(p.top_memory_processes).map((x) => [text(x.name), fmtInt(x.pid), fmt(x.memory_percent, 2)])))));
+        top(p.top_memory_processes).map((x) => [text(x.name), text(x.pid), fmt(x.memory_percent, 2)])))));
 }
 
 function renderUnits(units) {
@@ -452,6 +466,12 @@ function renderUnits(units) {
 }
 
 function renderHealth(h) {
+  // While the stream is up, the pill says what /health says: a daemon that
+  // serves but no longer samples sends no snapshots, only "stale" here.
+  if (socket && socket.readyState === WebSocket.OPEN) {
+    if (h.status === "ok") setState("live", h.reason ? `The daemon reports: ${text(h.reason)}` : "");
+    else setState(text(h.status), `The daemon reports ${text(h.status)}: ${text(h.reason)}`);
+  }
   const sinks = h.sinks && typeof h.sinks === "object" ? h.sinks : null;
   const rows = sinks
     ? Object.keys(sinks).map((name) => {
@@ -563,3 +583,7 @@ window.addEventListener("resize", () => {
 });
 drawCharts();
 connect();
+// /health is also asked when no snapshot comes (a stalled sampler).
+setInterval(() => {
+  if (!stopped && Date.now() - lastHealthAt >= HEALTH_EVERY_MS) refreshHealth();
+}, 1000);

@@ -146,6 +146,27 @@ return {
 };
 "##;
 
+/// Adds the latest snapshot again, dated on the next full hour (a time every
+/// chart has a label for, now at its right edge), and counts the time
+/// labels drawn past their chart's edges.
+const EDGE_LABELS: &str = r##"
+const s = JSON.parse(arguments[0]);
+const hour = 3600 * 1000;
+s.timestamp = new Date(Math.ceil((Date.parse(s.timestamp) + 1) / hour) * hour).toISOString();
+addSnapshot(s);
+drawCharts();
+let cut = 0, labels = 0;
+for (const svg of document.querySelectorAll(".chart svg")) {
+  const width = Number(svg.getAttribute("width"));
+  for (const tick of svg.querySelectorAll("text.tick")) {
+    labels++;
+    const b = tick.getBBox();
+    if (b.x < -0.5 || b.x + b.width > width + 0.5) cut++;
+  }
+}
+return { cut, labels };
+"##;
+
 fn page_state(browser: &Browser, mount: &str) -> Value {
     browser.eval(PAGE_STATE, json!([mount]))
 }
@@ -351,6 +372,12 @@ fn page_shows_the_host_live_from_its_own_origin_only() {
         "a panel grew: {big}"
     );
 
+    // A time label at the newest point is not cut off at the chart's edge
+    // (last, since it charts a point up to an hour ahead).
+    let edge = browser.eval(EDGE_LABELS, json!([latest]));
+    assert!(edge["labels"].as_u64() > Some(0), "{edge}");
+    assert_eq!(edge["cut"], 0, "time labels cut off: {edge}");
+
     // Nothing but the listener's origin was asked for; nothing went wrong.
     let urls = browser.requested_urls();
     let ws_origin = format!("ws://{}", setup.stream_addr());
@@ -449,4 +476,31 @@ fn page_shows_reconnecting_and_resumes_when_the_daemon_is_back() {
         state["points"]["chart-load/1 min"][0].as_u64().unwrap() >= 2,
         "{state}"
     );
+}
+
+#[test]
+fn page_says_stale_when_the_daemon_serves_but_no_longer_samples() {
+    // The fourth sample hangs (debug builds' fault injection): the listener
+    // goes on serving, /health turns 503 stale after three intervals, and no
+    // snapshot comes to tell the page anything.
+    let setup = Setup::new("1s", "", "");
+    let mut daemon = setup.start(&[("FAULT_INJECT", "sampler:hang:4")]);
+    daemon.wait_listening(setup.stream_addr(), START);
+    let browser = Browser::start();
+    browser.goto(&format!("http://{}/", setup.stream_addr()));
+    wait_for("the page to go live", LONG, || {
+        page_state(&browser, "")["state"] == "live"
+    });
+    let mut state = Value::Null;
+    wait_for("the page to say stale", LONG, || {
+        state = page_state(&browser, "");
+        state["state"] == "stale"
+    });
+    assert!(
+        state["notice"]
+            .as_str()
+            .is_some_and(|n| n.contains("no sample")),
+        "{state}"
+    );
+    daemon.signal(libc::SIGKILL);
 }
