@@ -70,6 +70,33 @@ pub fn apply(
     Ok(overlay)
 }
 
+/// For the `METRICSD_*` variables whose value is not UTF-8 (named here as
+/// lossy text): one that names a key is an error, as a bad value is; one
+/// that names none is ignored with a warning, like any other (SPEC §2).
+pub fn check_unreadable(names: &[String], schema: &Table) -> Result<Vec<String>, ConfigError> {
+    let mut warnings = Vec::new();
+    for name in names {
+        let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
+            continue;
+        };
+        if name == ENV_CONFIG {
+            continue;
+        }
+        let origin = format!("environment {name}");
+        match target(rest, schema) {
+            Some((section, key, _)) => {
+                return Err(ConfigError {
+                    origin,
+                    key: key_label(&section, &key),
+                    reason: "not valid UTF-8".to_string(),
+                })
+            }
+            None => warnings.push(format!("{origin}: unknown configuration key, ignored")),
+        }
+    }
+    Ok(warnings)
+}
+
 /// Maps the part after `METRICSD_` to (section, key, the key's default).
 fn target<'a>(rest: &str, schema: &'a Table) -> Option<(String, String, &'a Value)> {
     let lower = rest.to_ascii_lowercase();

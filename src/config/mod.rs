@@ -466,28 +466,28 @@ pub fn locate(cli_path: Option<&Path>) -> Option<PathBuf> {
 
 /// Loads the configuration per SPEC §2, from the process environment.
 pub fn load(cli_path: Option<&Path>) -> Result<Config, ConfigError> {
-    load_from(locate(cli_path).as_deref(), &environment()?)
+    let (env, unreadable) = environment();
+    let warnings = env::check_unreadable(&unreadable, &file::FileConfig::schema())?;
+    let mut config = load_from(locate(cli_path).as_deref(), &env)?;
+    config.warnings.extend(warnings);
+    Ok(config)
 }
 
-/// The process environment as text. A variable that is not UTF-8 is no
-/// concern of ours unless it is one of our `METRICSD_*` overrides, which
-/// is then a configuration error (`std::env::vars` would panic on either).
-fn environment() -> Result<Vec<(String, String)>, ConfigError> {
-    let mut env = Vec::new();
+/// The process environment as text, and the names (as lossy text) of the
+/// `METRICSD_*` variables that are not UTF-8. Other variables that are not
+/// are no concern of ours (`std::env::vars` would panic on them).
+fn environment() -> (Vec<(String, String)>, Vec<String>) {
+    let (mut env, mut unreadable) = (Vec::new(), Vec::new());
     for (name, value) in std::env::vars_os() {
         match (name.to_str(), value.to_str()) {
             (Some(name), Some(value)) => env.push((name.to_string(), value.to_string())),
             _ if name.to_string_lossy().starts_with("METRICSD_") => {
-                return Err(ConfigError {
-                    origin: "environment".to_string(),
-                    key: name.to_string_lossy().into_owned(),
-                    reason: "not valid UTF-8".to_string(),
-                });
+                unreadable.push(name.to_string_lossy().into_owned());
             }
             _ => {}
         }
     }
-    Ok(env)
+    (env, unreadable)
 }
 
 /// Loads `path` (None: built-in defaults) with `env` overrides applied.
@@ -530,14 +530,20 @@ fn read_table(path: &Path) -> Result<toml::Table, ConfigError> {
             let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
             format!(" at line {line}, column {column}")
         });
+        // A duplicate key is named: the span then covers the key (or the
+        // table header) alone, never a value.
+        let message = e.message().trim().replace('\n', " ");
+        let named = match e.span() {
+            Some(span) if message.starts_with("duplicate key") => {
+                let key = text.get(span).unwrap_or("").trim();
+                format!("{message} `{}`", key.chars().take(100).collect::<String>())
+            }
+            _ => message,
+        };
         ConfigError {
             origin,
             key: String::new(),
-            reason: format!(
-                "invalid TOML{}: {}",
-                at.unwrap_or_default(),
-                e.message().trim().replace('\n', " ")
-            ),
+            reason: format!("invalid TOML{}: {named}", at.unwrap_or_default()),
         }
     })
 }

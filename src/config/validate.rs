@@ -150,6 +150,8 @@ pub fn build(
     for host in &fs.allowed_hosts.0 {
         check_host_name(host).map_err(|r| s.err("allowed_hosts", r))?;
     }
+    // Sent in an Authorization header or a query string: no client could.
+    check_header_value("token", &fs.token.0).map_err(|_| s.err("token", UNSENDABLE_TOKEN))?;
     let stream = StreamConfig {
         enabled: fs.enabled.0,
         listen,
@@ -190,6 +192,10 @@ pub fn build(
     })
 }
 
+/// Why a token with control characters is refused.
+const UNSENDABLE_TOKEN: &str =
+    "the token holds control characters (a line break?), which no HTTP header can carry (value not shown)";
+
 /// One sink section; keys the section does not have arrive as defaults.
 fn sink(s: &Section, f: SinkFile) -> Result<SinkConfig, ConfigError> {
     let url = f.url.0.trim().to_string();
@@ -198,6 +204,14 @@ fn sink(s: &Section, f: SinkFile) -> Result<SinkConfig, ConfigError> {
     }
     let (token, token_file) =
         s.secret_or_file(("token", f.token.0), ("token_file", f.token_file.0))?;
+    // It goes into the Authorization header of every POST: one that cannot
+    // would make every row fail, for a reason nobody would look for there.
+    let token_key = if token_file.is_some() {
+        "token_file"
+    } else {
+        "token"
+    };
+    check_header_value("token", &token).map_err(|_| s.err(token_key, UNSENDABLE_TOKEN))?;
     let (password, password_file) = s.secret_or_file(
         ("password", f.password.0),
         ("password_file", f.password_file.0),

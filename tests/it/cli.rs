@@ -282,6 +282,17 @@ fn an_environment_that_is_not_utf8_is_ignored_unless_it_is_ours() {
     // Someone else's variable: no concern of ours.
     let out = run("LC_SOMETHING_ELSE");
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    // Ours by its prefix but naming no key: ignored with a warning, as any
+    // other such variable (SPEC §2).
+    let out = run("METRICSD_SOMEONE_ELSES");
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert!(
+        text(&out.stderr).contains(
+            "warning: environment METRICSD_SOMEONE_ELSES: unknown configuration key, ignored"
+        ),
+        "{}",
+        describe(&out)
+    );
     // One of ours: a configuration error naming it.
     let out = run("METRICSD_INTERVAL");
     assert_eq!(out.status.code(), Some(78), "{}", describe(&out));

@@ -179,6 +179,22 @@ fn unknown_environment_variables_are_ignored_with_one_warning_each() {
 }
 
 #[test]
+fn a_duplicate_key_is_named_and_its_values_are_not() {
+    assert_eq!(
+        error_of("interval = 60\ninterval = 30\n", &[]),
+        "FILE: invalid TOML at line 2, column 1: duplicate key `interval`"
+    );
+    let token = error_of("[backend]\ntoken = \"first\"\ntoken = \"s3cret\"\n", &[]);
+    assert!(token.ends_with("duplicate key `token`"), "{token}");
+    assert!(
+        !token.contains("s3cret") && !token.contains("first"),
+        "{token}"
+    );
+    let table = error_of("[backend]\n[backend]\n", &[]);
+    assert!(table.ends_with("duplicate key `backend`"), "{table}");
+}
+
+#[test]
 fn token_file_is_read_and_redacted() {
     let dir = tempfile::tempdir().unwrap();
     let token_path = dir.path().join("token");
@@ -216,6 +232,32 @@ fn token_file_is_read_and_redacted() {
     assert!(
         error_of("[backend]\ntoken_file = \"/nonexistent/t\"\n", &[])
             .starts_with("FILE: [backend] token_file: cannot read /nonexistent/t")
+    );
+
+    // A token no HTTP header can carry would fail every POST: refused at
+    // load, naming the key it came from, never showing it.
+    std::fs::write(&token_path, "two\nlines\n").unwrap();
+    let from_file = error_of(
+        &format!(
+            "[backend]\ntoken_file = {:?}\n",
+            token_path.display().to_string()
+        ),
+        &[],
+    );
+    assert!(
+        from_file.starts_with("FILE: [backend] token_file: the token holds control characters")
+            && !from_file.contains("lines"),
+        "{from_file}"
+    );
+    let inline = error_of("[otlp]\ntoken = \"a\\rb\"\n", &[]);
+    assert!(
+        inline.starts_with("FILE: [otlp] token: the token holds control characters"),
+        "{inline}"
+    );
+    let stream = error_of("[stream]\ntoken = \"a\\u0000b\"\n", &[]);
+    assert!(
+        stream.starts_with("FILE: [stream] token: the token holds control characters"),
+        "{stream}"
     );
 }
 
