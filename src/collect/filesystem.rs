@@ -226,6 +226,24 @@ pub fn guarded_mounts(table: &[MountEntry], selected: &[MountEntry]) -> Vec<bool
         .collect()
 }
 
+/// Leaves out the selected mounts beneath an excluded mount that may
+/// block: excluding a hung FUSE or NFS mount must keep the sampler away
+/// from it, and the path walk to a mount beneath it crosses it.
+pub fn drop_beneath_excluded_blocking(
+    table: &[MountEntry],
+    selected: &mut Vec<MountEntry>,
+    filters: &Filters,
+) {
+    let excluded: Vec<&str> = table
+        .iter()
+        .filter(|e| may_block(&e.fs_type) && filters.mount_excluded(&e.mount_point, &e.fs_type))
+        .map(|e| e.mount_point.as_str())
+        .collect();
+    if !excluded.is_empty() {
+        selected.retain(|m| !excluded.iter().any(|point| beneath(&m.mount_point, point)));
+    }
+}
+
 /// What a guarded call gave.
 #[derive(Debug)]
 pub enum Guarded<T> {
@@ -435,6 +453,7 @@ impl MountState {
                 }
                 let table = entries.clone();
                 self.selected = select_mounts(entries, filters);
+                drop_beneath_excluded_blocking(&table, &mut self.selected, filters);
                 self.guarded = guarded_mounts(&table, &self.selected);
                 self.mountinfo_seen.clear();
                 self.mountinfo_seen.extend_from_slice(bytes);

@@ -518,12 +518,7 @@ const HUNG_TABLE: &str = "\
 #[test]
 fn a_mount_beneath_a_network_or_fuse_mount_is_guarded() {
     let table = filesystem::parse_mountinfo(HUNG_TABLE.as_bytes());
-    // Even with the network and FUSE types excluded from the report, the
-    // path walk to the disks beneath them still crosses them.
-    let filters = Filters::new(&CollectConfig {
-        exclude_fs_types: vec!["nfs4".into(), "fuse.sshfs".into()],
-        ..default_collect()
-    });
+    let filters = Filters::new(&default_collect());
     let selected = filesystem::select_mounts(table.clone(), &filters);
     let guarded: Vec<(&str, bool)> = selected
         .iter()
@@ -534,13 +529,27 @@ fn a_mount_beneath_a_network_or_fuse_mount_is_guarded() {
         guarded,
         [
             ("/", false),
+            ("/mnt/nfs", true),
             ("/mnt/nfs/local", true),
             ("/mnt/nfsx", false), // a sibling whose name only starts alike
+            ("/srv/fuse", true),
             ("/srv/fuse/deep/disk", true),
             ("/vm", true), // virtiofs blocks as long as its host does
             ("/data", false),
         ]
     );
+
+    // Excluding a type that may block also keeps the mounts beneath it out:
+    // the path walk to them crosses it (README's advice for a FUSE server
+    // that never answers).
+    let filters = Filters::new(&CollectConfig {
+        exclude_fs_types: vec!["nfs4".into(), "fuse.sshfs".into()],
+        ..default_collect()
+    });
+    let mut selected = filesystem::select_mounts(table.clone(), &filters);
+    filesystem::drop_beneath_excluded_blocking(&table, &mut selected, &filters);
+    let points: Vec<&str> = selected.iter().map(|m| m.mount_point.as_str()).collect();
+    assert_eq!(points, ["/", "/mnt/nfsx", "/vm", "/data"]);
 }
 
 /// statvfs stand-in: every mount at or beneath /mnt/nfs, /srv/fuse and /vm
