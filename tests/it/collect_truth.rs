@@ -1430,12 +1430,12 @@ fn operstate_fds(pid: u32) -> usize {
         .unwrap_or(0)
 }
 
-#[test]
-fn operstate_files_are_kept_open_once_the_raised_limit_allows() {
-    // In a private network namespace with 40 bridges, the daemon starts with
-    // a soft limit of 256 (a sixteenth: 16 kept files) and raises it to its
-    // hard 4096 (256): from then on all 40 are kept open.
-    const BRIDGES: usize = 40;
+/// Runs the daemon in a private network namespace with `BRIDGES` bridges
+/// under `prlimit --nofile=<nofile>`, and returns how many operstate files
+/// it keeps open once `samples` snapshots are queued and the count has
+/// reached `expected` (or the deadline passed). None when the namespace
+/// cannot be made here.
+fn operstate_kept(nofile: &str, expected: usize, samples: u64) -> Option<usize> {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("metricsd.toml");
     std::fs::write(
@@ -1449,7 +1449,7 @@ fn operstate_files_are_kept_open_once_the_raised_limit_allows() {
     let script = format!(
         "mount -t sysfs sysfs /sys && ip link set lo up || exit 90; \
          i=0; while [ $i -lt {BRIDGES} ]; do i=$((i+1)); ip link add b$i type bridge || exit 90; done; \
-         exec prlimit --nofile=256:4096 {exe} --config {config} run",
+         exec prlimit --nofile={nofile} {exe} --config {config} run",
         exe = env!("CARGO_BIN_EXE_metricsd"),
         config = config.display(),
     );
@@ -1460,6 +1460,16 @@ fn operstate_files_are_kept_open_once_the_raised_limit_allows() {
         .spawn()
         .expect("run unshare");
     let pid = child.id();
+    let queued = || {
+        let out = Command::new(env!("CARGO_BIN_EXE_metricsd"))
+            .args(["--config", config.to_str().unwrap(), "queue", "stats"])
+            .output()
+            .unwrap();
+        serde_json::from_slice::<serde_json::Value>(&out.stdout)
+            .ok()
+            .and_then(|v| v["pending"].as_u64())
+            .unwrap_or(0)
+    };
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut kept = 0;
     while Instant::now() < deadline {
@@ -1475,12 +1485,12 @@ fn operstate_files_are_kept_open_once_the_raised_limit_allows() {
                 crate::common::skip_or_fail(&format!(
                     "no private network namespace with bridges: {err}"
                 ));
-                return;
+                return None;
             }
             panic!("the daemon exited ({status}): {err}");
         }
         kept = operstate_fds(pid);
-        if kept == BRIDGES {
+        if kept == expected && queued() >= samples {
             break;
         }
         std::thread::sleep(Duration::from_millis(100));
@@ -1488,5 +1498,20 @@ fn operstate_files_are_kept_open_once_the_raised_limit_allows() {
     // SAFETY: kill(2) on the pid of our own child.
     unsafe { libc::kill(pid as i32, libc::SIGTERM) };
     let _ = child.wait();
-    assert_eq!(kept, BRIDGES, "operstate files kept open");
+    Some(kept)
+}
+
+const BRIDGES: usize = 40;
+
+#[test]
+fn operstate_files_are_kept_open_once_the_raised_limit_allows() {
+    // A soft limit of 256 (a sixteenth: 16 kept files) raised to the hard
+    // 4096 (256): from then on all 40 are kept open.
+    if let Some(kept) = operstate_kept("256:4096", BRIDGES, 2) {
+        assert_eq!(kept, BRIDGES, "operstate files kept open after the raise");
+    }
+    // A hard limit of 256 too: no more than 16, however many samples.
+    if let Some(kept) = operstate_kept("256:256", 16, 4) {
+        assert_eq!(kept, 16, "operstate files kept open under a limit of 256");
+    }
 }
