@@ -108,7 +108,8 @@ pub async fn read_head(stream: &mut TcpStream) -> Result<(Request, Vec<u8>), Hea
                     .iter()
                     .position(|b| *b != b'\r' && *b != b'\n')
                     .unwrap_or(head.len());
-                let line_ended = head[start..].contains(&b'\n');
+                // (Nothing but empty lines: a head too large, not a long target.)
+                let line_ended = start == head.len() || head[start..].contains(&b'\n');
                 return Err(if line_ended {
                     HeadError::TooLarge
                 } else {
@@ -159,6 +160,21 @@ pub fn parse_partial(bytes: &[u8]) -> Result<Option<(Request, usize)>, HeadError
         "" => "/".to_string(),
         p => decode_unreserved(p),
     };
+    if authority.is_some() {
+        // RFC 9112 §3.2 holds for absolute-form too: one Host, and on
+        // HTTP/1.1 always one, although the target's authority wins.
+        let hosts = parsed
+            .headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case("host"))
+            .count();
+        if hosts > 1 {
+            return Err(HeadError::Malformed("more than one Host header".into()));
+        }
+        if hosts == 0 && version >= 1 {
+            return Err(HeadError::Malformed("the Host header is missing".into()));
+        }
+    }
     let mut fields = Vec::with_capacity(parsed.headers.len() + 1);
     for header in parsed.headers.iter() {
         if authority.is_some() && header.name.eq_ignore_ascii_case("host") {
@@ -198,41 +214,29 @@ fn split_absolute_form(target: &str) -> Option<(&str, &str)> {
 /// `/health`, RFC 3986 §6.2.2.2); every other escape stays as it is, so a
 /// decoded `/` or `?` can never change how the path is routed.
 fn decode_unreserved(path: &str) -> String {
-    let bytes = path.as_bytes();
-    let mut out = String::with_capacity(path.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 3 <= bytes.len() {
-            let decoded = std::str::from_utf8(&bytes[i + 1..i + 3])
-                .ok()
-                .and_then(|hex| u8::from_str_radix(hex, 16).ok())
-                .filter(|b| b.is_ascii_alphanumeric() || b"-._~".contains(b));
-            if let Some(b) = decoded {
-                out.push(char::from(b));
-                i += 3;
-                continue;
-            }
-        }
-        // Not an unreserved escape: copy up to the next '%' as it is.
-        let next = bytes[i + 1..]
-            .iter()
-            .position(|b| *b == b'%')
-            .map_or(bytes.len(), |n| i + 1 + n);
-        out.push_str(&path[i..next]);
-        i = next;
-    }
-    out
+    decode_escapes(path, |b| b.is_ascii_alphanumeric() || b"-._~".contains(&b))
 }
 
 /// Decodes `%XX` escapes; invalid escapes are kept as they are.
 pub fn percent_decode(s: &str) -> String {
+    decode_escapes(s, |_| true)
+}
+
+/// Decodes the `%XX` escapes of the bytes `wanted` accepts; other escapes,
+/// and invalid ones, are kept as they are.
+fn decode_escapes(s: &str, wanted: impl Fn(u8) -> bool) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("");
-            if let Ok(b) = u8::from_str_radix(hex, 16) {
+        if bytes[i] == b'%' && i + 3 <= bytes.len() {
+            let hex = &bytes[i + 1..i + 3];
+            let decoded = std::str::from_utf8(hex)
+                .ok()
+                .filter(|_| hex.iter().all(u8::is_ascii_hexdigit))
+                .and_then(|hex| u8::from_str_radix(hex, 16).ok())
+                .filter(|b| wanted(*b));
+            if let Some(b) = decoded {
                 out.push(b);
                 i += 3;
                 continue;
@@ -403,6 +407,8 @@ mod tests {
         assert_eq!(percent_decode("a%2Bb%zz%"), "a+b%zz%");
         assert_eq!(percent_decode("%41%4"), "A%4");
         assert_eq!(percent_decode("plain+text"), "plain+text");
+        // `from_str_radix` alone would take "+4" for a number.
+        assert_eq!(percent_decode("%+41"), "%+41");
     }
 
     #[test]
@@ -416,11 +422,15 @@ mod tests {
         );
         assert_eq!(r.header_count("host"), 1);
         assert_eq!(r.header("host"), Some("127.0.0.1:8756"));
-        let bare = parse(b"GET HTTP://localhost HTTP/1.1\r\n\r\n").unwrap();
+        let bare = parse(b"GET HTTP://localhost HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
         assert_eq!(
             (bare.path.as_str(), bare.header("host")),
             ("/", Some("localhost"))
         );
+        // RFC 9112 §3.2 still: one Host line, and one at all on HTTP/1.1.
+        assert!(parse(b"GET http://h/ HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n").is_err());
+        assert!(parse(b"GET http://h/ HTTP/1.1\r\n\r\n").is_err());
+        assert!(parse(b"GET http://h/ HTTP/1.0\r\n\r\n").is_ok());
         // Not a scheme this server speaks: left as the path (and a 404).
         assert_eq!(
             parse(b"GET ftp://h/x HTTP/1.1\r\nHost: h\r\n\r\n")

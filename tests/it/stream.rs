@@ -719,6 +719,17 @@ async fn request_forms_of_rfc_9112_get_their_due_answers() {
     assert_eq!(http_raw(addr, absolute.as_bytes()).await.status, 200);
     let rebound = "GET http://evil.example/health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
     assert_eq!(http_raw(addr, rebound.as_bytes()).await.status, 403);
+    for hosts in ["", "Host: 127.0.0.1\r\nHost: 127.0.0.1\r\n"] {
+        let bad = format!("GET http://{addr}/health HTTP/1.1\r\n{hosts}\r\n");
+        assert_eq!(
+            http_raw(addr, bad.as_bytes()).await.status,
+            400,
+            "{hosts:?}"
+        );
+    }
+    // Nothing but empty lines fills the head: too large, not a long target.
+    let empty_lines = "\r\n".repeat(5000);
+    assert_eq!(http_raw(addr, empty_lines.as_bytes()).await.status, 431);
     // Two Host headers: 400, whichever comes first.
     for hosts in [
         "127.0.0.1\r\nHost: evil.example",
