@@ -67,7 +67,8 @@ pub struct SinkStatus {
     /// OTLP only: data points the receiver reported as rejected in a partial success.
     pub otlp_rejected_points_total: AtomicU64,
     /// The poster's last look found nothing pending: the next row is fresh
-    /// and waits the splay (a backlog does not).
+    /// and waits the splay (a backlog does not). Not exported; the tests
+    /// wait on it rather than on time.
     pub caught_up: AtomicBool,
     last_error: Mutex<Option<String>>,
 }

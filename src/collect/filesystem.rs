@@ -588,7 +588,9 @@ mod tests {
         fn fast(_: &CStr) -> io::Result<u32> {
             Ok(3)
         }
-        let mut calls = BlockingCalls::new(Duration::from_millis(50));
+        // A timeout well above a thread's start-up on a busy machine (the
+        // fresh answer must beat it), well below the slow call's 3 s.
+        let mut calls = BlockingCalls::new(Duration::from_millis(1000));
         let path = c"/net/share";
         let started = Instant::now();
         assert!(matches!(calls.call(path, slow), Guarded::Stuck));

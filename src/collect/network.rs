@@ -207,9 +207,16 @@ impl Collect for NetworkCollector {
             .state
             .sample(&mut self.reader, &self.filters)
             .map_err(|e| CollectError::new(self.state.path(), e))?;
-        let present: HashSet<&str> = interfaces.iter().map(|i| i.name.as_str()).collect();
-        self.operstate
-            .retain(|name, _| present.contains(name.as_str()));
+        // Forget interfaces that are gone; only then is a set of names built.
+        if self.operstate.len() > interfaces.len()
+            || interfaces
+                .iter()
+                .any(|i| !self.operstate.contains_key(&i.name))
+        {
+            let present: HashSet<&str> = interfaces.iter().map(|i| i.name.as_str()).collect();
+            self.operstate
+                .retain(|name, _| present.contains(name.as_str()));
+        }
         // The budget follows the open-files limit in force (raised after the
         // first sample): files past it are opened for each read, and become
         // kept-open ones as soon as the budget allows.

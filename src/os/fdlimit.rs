@@ -32,28 +32,17 @@ pub fn share(divisor: u64, max: usize) -> usize {
 /// soft limit of 1024 is meant to be raised by services that need more) and
 /// returns the soft limit now in force.
 pub fn raise_to_hard() -> u64 {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit and setrlimit only read and write the struct we pass.
+    // SAFETY: an all-zero rlimit is valid; getrlimit and setrlimit only read
+    // and write the struct we pass.
     unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
-            return 1024;
-        }
-        if limit.rlim_cur < limit.rlim_max {
-            let raised = libc::rlimit {
-                rlim_cur: limit.rlim_max,
-                rlim_max: limit.rlim_max,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
-                limit = raised;
-            }
+        let mut limit: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
         }
     }
-    #[allow(clippy::unnecessary_cast)] // rlim_t is not u64 on every target
-    let soft = limit.rlim_cur as u64;
-    soft
+    soft_limit().unwrap_or(1024)
 }
 
 #[cfg(test)]
@@ -80,8 +69,9 @@ mod tests {
     }
 
     fn set_soft(soft: u64) -> bool {
+        // SAFETY: an all-zero rlimit is valid; valid resource and pointers.
         let mut limit: libc::rlimit = unsafe { std::mem::zeroed() };
-        // SAFETY: valid resource and pointers.
+        // SAFETY: as above.
         unsafe {
             libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && {
                 limit.rlim_cur = soft as libc::rlim_t;
@@ -99,6 +89,7 @@ mod tests {
             && share(4, 60) == 60));
         assert!(in_child(|| {
             let hard = {
+                // SAFETY: an all-zero rlimit is valid.
                 let mut limit: libc::rlimit = unsafe { std::mem::zeroed() };
                 // SAFETY: valid resource and pointer.
                 unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };

@@ -607,6 +607,61 @@ fn hung_mounts_share_one_time_budget_and_never_hold_the_sample() {
     }
 }
 
+/// One /proc/diskstats line with `reads` and `writes` completed (512 sectors each).
+fn diskstats_line(major: u32, name: &str, reads: u64, writes: u64) -> String {
+    format!(
+        "{major} 0 {name} {reads} 0 {} 10 {writes} 0 {} 20 0 30 30 0 0 0 0 0 0\n",
+        reads * 512,
+        writes * 512
+    )
+}
+
+#[test]
+fn the_disk_collector_counts_nvme_multipath_io_once_on_a_fixture_tree() {
+    use metricsd::collect::disk::DiskCollector;
+    use metricsd::collect::Collect;
+    let dir = tempfile::tempdir().unwrap();
+    let roots = Roots {
+        proc: dir.path().join("proc"),
+        sys: dir.path().join("sys"),
+        etc: dir.path().join("etc"),
+    };
+    for dev in ["nvme0n1", "nvme0c0n1", "nvme0c1n1", "sda"] {
+        std::fs::create_dir_all(roots.sys.join("block").join(dev)).unwrap();
+    }
+    std::fs::create_dir_all(&roots.proc).unwrap();
+    let write = |head: u64, paths: [u64; 2], sda: u64| {
+        let text = diskstats_line(0, "nvme0c0n1", 0, paths[0])
+            + &diskstats_line(0, "nvme0c1n1", 0, paths[1])
+            + &diskstats_line(259, "nvme0n1", 0, head)
+            + &diskstats_line(8, "sda", 0, sda);
+        std::fs::write(roots.proc.join("diskstats"), text).unwrap();
+    };
+    let sample = |c: &mut DiskCollector, at: Instant| {
+        let mut m = Metrics::default();
+        c.collect(at, &mut m).unwrap();
+        let io = m.disk_io.unwrap();
+        let names: Vec<String> = io.devices.iter().map(|d| d.name.clone()).collect();
+        (names, io.write_bytes_per_sec)
+    };
+    let t0 = Instant::now();
+    let second = |n: u64| t0 + Duration::from_secs(n);
+    // Since Linux 6.2 the head counts its paths' I/O too: one 512-sector
+    // write each second on the head (and the paths), and one on sda.
+    write(100, [60, 40], 10);
+    let mut c = DiskCollector::new(&roots);
+    sample(&mut c, second(0));
+    write(101, [61, 40], 11);
+    let (names, rate) = sample(&mut c, second(1));
+    assert_eq!(names, ["nvme0n1", "sda"]);
+    assert_eq!(rate, 2.0 * 512.0 * 512.0, "each write counted once");
+    // The head's accounting switched off: it stands still, the paths carry on.
+    write(101, [62, 41], 12);
+    let (names, rate) = sample(&mut c, second(2));
+    assert_eq!(names, ["nvme0c0n1", "nvme0c1n1", "nvme0n1", "sda"]);
+    assert_eq!(rate, 3.0 * 512.0 * 512.0);
+}
+
 // ------------------------------------------------ whole collector on fixtures
 
 /// Copies a fixture tree into a temporary directory.

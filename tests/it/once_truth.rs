@@ -593,16 +593,15 @@ fn out_of_descriptors_the_process_figures_are_null_never_short() {
     );
 }
 
-#[test]
-fn processes_hidden_by_hidepid_are_counted_and_their_threads_not_guessed() {
-    // Inside a pid namespace (SPEC §3.3: null where the host cannot give
-    // the value).
-    // A private pid and mount namespace whose /proc hides other users'
-    // processes (hidepid=1: listed, but their files refuse with EPERM), and
-    // the daemon run as nobody beside two root processes (sh and sleep).
+/// `metricsd once` as nobody in a private pid and mount namespace, beside
+/// two root processes (sh and sleep), after `setup` ran there as root;
+/// its processes figures, or None (skipped) where no such namespace can be
+/// made.
+fn processes_in_a_pid_namespace(setup: &str, env: &str) -> Option<Value> {
+    // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         crate::common::skip_or_fail("needs root for a pid namespace and setpriv");
-        return;
+        return None;
     }
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(
@@ -613,27 +612,46 @@ fn processes_hidden_by_hidepid_are_counted_and_their_threads_not_guessed() {
     let config = dir.path().join("metricsd.toml");
     std::fs::write(&config, "").unwrap();
     let script = format!(
-        "mount -o remount,hidepid=1 /proc || exit 90; sleep 60 & \
+        "{setup} || exit 90; sleep 60 & \
          setpriv --reuid 65534 --regid 65534 --clear-groups \
-         env METRICSD_STATE_DIR={state} {exe} --config {config} once; \
+         env METRICSD_STATE_DIR={state} {env} {exe} --config {config} once; \
          code=$?; kill $!; exit $code",
         state = dir.path().join("state").display(),
         exe = env!("CARGO_BIN_EXE_metricsd"),
         config = config.display(),
     );
-    let out = Command::new("unshare")
-        .args(["-m", "-p", "-f", "--propagation", "private", "--mount-proc"])
-        .args(["sh", "-c", &script])
+    // Bounded: a daemon that hung would otherwise hold the suite.
+    let out = Command::new("timeout")
+        .args([
+            "60",
+            "unshare",
+            "-m",
+            "-p",
+            "-f",
+            "--propagation",
+            "private",
+        ])
+        .args(["--mount-proc", "sh", "-c", &script])
         .output()
         .expect("run unshare");
     let stderr = String::from_utf8_lossy(&out.stderr);
     if out.status.code() == Some(90) || stderr.contains("unshare failed") {
-        crate::common::skip_or_fail(&format!("no private /proc with hidepid here: {stderr}"));
-        return;
+        crate::common::skip_or_fail(&format!("no private pid namespace here: {stderr}"));
+        return None;
     }
     assert!(out.status.success(), "{stderr}");
     let snapshot: Value = serde_json::from_slice(&out.stdout).expect("once prints JSON");
-    let processes = &snapshot["metrics"]["processes"];
+    Some(snapshot["metrics"]["processes"].clone())
+}
+
+#[test]
+fn processes_hidden_by_hidepid_are_counted_and_their_threads_not_guessed() {
+    // hidepid=1: other users' processes are listed, but their files refuse
+    // with EPERM.
+    let Some(processes) = processes_in_a_pid_namespace("mount -o remount,hidepid=1 /proc", "")
+    else {
+        return;
+    };
     // sh, sleep and the daemon itself, visible or not.
     let count = processes["process_count"]
         .as_u64()
@@ -644,4 +662,26 @@ fn processes_hidden_by_hidepid_are_counted_and_their_threads_not_guessed() {
     // pid namespace covers the whole host.
     assert!(processes["zombies"].is_null(), "{processes}");
     assert!(processes["threads"].is_null(), "{processes}");
+}
+
+#[test]
+fn with_the_scan_off_inside_a_pid_namespace_threads_are_null_not_the_hosts() {
+    let Some(processes) = processes_in_a_pid_namespace("true", "METRICSD_COLLECT_TOP_PROCESSES=0")
+    else {
+        return;
+    };
+    assert!(
+        processes["process_count"].as_u64() >= Some(3),
+        "{processes}"
+    );
+    // /proc/loadavg's task count is the whole host's.
+    assert!(processes["threads"].is_null(), "{processes}");
+    // And without hidden pids and with the scan on, threads are counted.
+    let Some(scanned) = processes_in_a_pid_namespace("true", "") else {
+        return;
+    };
+    let threads = scanned["threads"]
+        .as_u64()
+        .expect("threads counted by the scan");
+    assert!((3..100).contains(&threads), "{scanned}");
 }
