@@ -282,7 +282,14 @@ impl FileConfig {
         FileConfig {
             node_id: Text(c.node_id.clone()),
             interval: Dur(c.interval),
-            state_dir: Text(c.state_dir.display().to_string()),
+            // Resolved (SPEC §2): a relative one as the directory it names
+            // from where this process started.
+            state_dir: Text(
+                std::path::absolute(&c.state_dir)
+                    .unwrap_or_else(|_| c.state_dir.clone())
+                    .display()
+                    .to_string(),
+            ),
             log_level: Text(c.log_level.to_string().to_ascii_lowercase()),
             collect: CollectFile::from_collect(&c.collect),
             stream: StreamFile::from_stream(&c.stream),

@@ -1131,3 +1131,24 @@ fn once_identity_is_stable_and_events_are_unique() {
     assert_eq!(a["machine_id"], b["machine_id"]);
     assert_ne!(a["event_id"], b["event_id"]);
 }
+
+#[test]
+fn check_config_prints_a_relative_state_dir_resolved() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("m.toml"), "state_dir = \"rel/state\"\n").unwrap();
+    let out = std::process::Command::new(crate::common::daemon::BIN)
+        .args(["--config", "m.toml", "check-config"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let expected = format!(
+        "state_dir = {:?}",
+        dir.path().join("rel/state").display().to_string()
+    );
+    assert!(
+        text(&out.stdout).lines().any(|l| l == expected),
+        "no `{expected}` in:\n{}",
+        describe(&out)
+    );
+}
