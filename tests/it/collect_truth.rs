@@ -1478,13 +1478,7 @@ fn operstate_kept(nofile: &str, expected: usize, samples: u64) -> Option<usize> 
     let mut kept = 0;
     while Instant::now() < deadline {
         if let Ok(Some(status)) = child.try_wait() {
-            let mut err = String::new();
-            child
-                .stderr
-                .take()
-                .unwrap()
-                .read_to_string(&mut err)
-                .unwrap();
+            let err = crate::common::stderr_of(&mut child);
             if status.code() == Some(90) || err.contains("unshare failed") {
                 crate::common::skip_or_fail(&format!(
                     "no private network namespace with bridges: {err}"

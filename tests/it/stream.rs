@@ -1091,13 +1091,7 @@ mod binary {
             }
             std::thread::sleep(Duration::from_millis(20));
         };
-        let mut err = String::new();
-        child
-            .stderr
-            .take()
-            .unwrap()
-            .read_to_string(&mut err)
-            .unwrap();
+        let err = crate::common::stderr_of(&mut child);
         assert_eq!(status.code(), Some(1), "stderr: {err}");
         assert!(
             err.contains(&addr.to_string()),

@@ -23,3 +23,13 @@ pub fn skip_or_fail(reason: &str) {
     }
     eprintln!("SKIP: {reason}");
 }
+
+/// All that an exited child wrote to its piped stderr.
+pub fn stderr_of(child: &mut std::process::Child) -> String {
+    use std::io::Read;
+    let mut err = String::new();
+    if let Some(mut pipe) = child.stderr.take() {
+        pipe.read_to_string(&mut err).unwrap();
+    }
+    err
+}
