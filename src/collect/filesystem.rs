@@ -606,7 +606,8 @@ mod tests {
         // late stands in for a new call that is late too.
         let wait_returned = |calls: &BlockingCalls<u32>| {
             let deadline = Instant::now() + Duration::from_secs(10);
-            while calls.stuck() > 0 && Instant::now() < deadline {
+            while calls.stuck() > 0 {
+                assert!(Instant::now() < deadline, "the slow call never returned");
                 std::thread::sleep(Duration::from_millis(10));
             }
         };

@@ -552,8 +552,28 @@ fn a_mount_beneath_a_network_or_fuse_mount_is_guarded() {
     assert_eq!(points, ["/", "/mnt/nfsx", "/vm", "/data"]);
 }
 
+/// What the hung filesystems of `stat_with_hung_mounts` wait for: opened
+/// when the test ends (so their threads end with it), and never waited for
+/// longer than 10 s (so code that waits for them fails instead of hanging).
+static HUNG_UNTIL_OPENED: (std::sync::Mutex<bool>, std::sync::Condvar) =
+    (std::sync::Mutex::new(false), std::sync::Condvar::new());
+
+/// Opens `HUNG_UNTIL_OPENED` when dropped, however the test ends.
+struct OpenHungMounts;
+
+impl Drop for OpenHungMounts {
+    fn drop(&mut self) {
+        *HUNG_UNTIL_OPENED
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = true;
+        HUNG_UNTIL_OPENED.1.notify_all();
+    }
+}
+
 /// statvfs stand-in: every mount at or beneath /mnt/nfs, /srv/fuse and /vm
-/// hangs far longer than the sample's budget; the rest answer at once.
+/// hangs until the test ends (far beyond the sample's budget); the rest
+/// answer at once.
 fn stat_with_hung_mounts(path: &std::ffi::CStr) -> std::io::Result<filesystem::FsStats> {
     let p = path.to_bytes();
     let hung = [&b"/mnt/nfs"[..], b"/srv/fuse", b"/vm"];
@@ -561,7 +581,11 @@ fn stat_with_hung_mounts(path: &std::ffi::CStr) -> std::io::Result<filesystem::F
         .iter()
         .any(|h| p == *h || (p.starts_with(h) && p.get(h.len()) == Some(&b'/')))
     {
-        std::thread::sleep(Duration::from_secs(6));
+        let (opened, changed) = &HUNG_UNTIL_OPENED;
+        let guard = opened.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = changed
+            .wait_timeout_while(guard, Duration::from_secs(10), |open| !*open)
+            .unwrap_or_else(|e| e.into_inner());
     }
     Ok(filesystem::FsStats {
         total_bytes: 1 << 30,
@@ -587,6 +611,7 @@ fn hung_mounts_share_one_time_budget_and_never_hold_the_sample() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("self")).unwrap();
     std::fs::write(dir.path().join("self/mountinfo"), table).unwrap();
+    let _open_at_the_end = OpenHungMounts;
     let mut state = filesystem::MountState::new(dir.path()).with_stat(stat_with_hung_mounts);
     let filters = Filters::new(&default_collect());
     let mut reader = metricsd::procfs::FileReader::new();
@@ -597,7 +622,7 @@ fn hung_mounts_share_one_time_budget_and_never_hold_the_sample() {
         let took = started.elapsed();
         // One 200 ms budget in all, with room for a busy machine; the
         // sequential budgets alone would be 3 s, and the disk beneath the
-        // NFS mount, unguarded, 6 s.
+        // NFS mount, unguarded, 10 s.
         assert!(
             took < Duration::from_millis(2000),
             "{round} sample took {took:?}"

@@ -1474,24 +1474,30 @@ fn operstate_kept(nofile: &str, expected: usize, samples: u64) -> Option<usize> 
             .and_then(|v| v["pending"].as_u64())
             .unwrap_or(0)
     };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut kept = 0;
-    while Instant::now() < deadline {
-        if let Ok(Some(status)) = child.try_wait() {
-            let err = crate::common::stderr_of(&mut child);
-            if status.code() == Some(90) || err.contains("unshare failed") {
-                crate::common::skip_or_fail(&format!(
-                    "no private network namespace with bridges: {err}"
-                ));
-                return None;
-            }
-            panic!("the daemon exited ({status}): {err}");
-        }
+    let (mut kept, mut exited) = (0, None);
+    // `queue stats` is a process of its own: asked at most every 200 ms.
+    let mut asked = Instant::now() - Duration::from_secs(1);
+    crate::common::wait_until(Duration::from_secs(30), || {
+        exited = child.try_wait().ok().flatten();
         kept = operstate_fds(pid);
-        if kept == expected && queued() >= samples {
-            break;
+        if exited.is_some() {
+            return true;
         }
-        std::thread::sleep(Duration::from_millis(100));
+        if kept != expected || asked.elapsed() < Duration::from_millis(200) {
+            return false;
+        }
+        asked = Instant::now();
+        queued() >= samples
+    });
+    if let Some(status) = exited {
+        let err = crate::common::stderr_of(&mut child);
+        if status.code() == Some(90) || err.contains("unshare failed") {
+            crate::common::skip_or_fail(&format!(
+                "no private network namespace with bridges: {err}"
+            ));
+            return None;
+        }
+        panic!("the daemon exited ({status}): {err}");
     }
     // SAFETY: kill(2) on the pid of our own child.
     unsafe { libc::kill(pid as i32, libc::SIGTERM) };
