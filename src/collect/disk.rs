@@ -50,6 +50,31 @@ pub fn nvme_path_head(name: &str) -> Option<String> {
         .then(|| format!("nvme{subsystem}n{namespace}"))
 }
 
+/// Whether `name` is a path (`nvme0c1n1`) of the multipath head `head`
+/// (`nvme0n1`), compared in place.
+fn is_path_of(name: &str, head: &str) -> bool {
+    let (Some(path), Some(head)) = (name.strip_prefix("nvme"), head.strip_prefix("nvme")) else {
+        return false;
+    };
+    let Some((subsystem, namespace)) = head.split_once('n') else {
+        return false;
+    };
+    let Some(rest) = path
+        .strip_prefix(subsystem)
+        .and_then(|r| r.strip_prefix('c'))
+    else {
+        return false;
+    };
+    match rest.split_once('n') {
+        Some((controller, ns)) => {
+            ns == namespace
+                && !controller.is_empty()
+                && controller.bytes().all(|b| b.is_ascii_digit())
+        }
+        None => false,
+    }
+}
+
 /// Whether a /proc/diskstats device is a whole disk that counts: in
 /// /sys/block (not a partition) and not a virtual one stacked on others.
 pub fn is_counted_disk(sys_block: &Path, name: &str) -> bool {
@@ -109,11 +134,12 @@ impl MultipathHeads {
     }
 
     /// Whether a device's figures count: not a path whose head counts them.
+    /// (No allocation: it is asked for every device on every sample.)
     pub fn counted(&self, name: &str) -> bool {
-        match nvme_path_head(name) {
-            Some(head) => !self.counting.get(&head).copied().unwrap_or(false),
-            None => true,
-        }
+        !self
+            .counting
+            .iter()
+            .any(|(head, counts)| *counts && is_path_of(name, head))
     }
 }
 
@@ -210,9 +236,20 @@ pub fn device_metrics(
 
 /// Per-device figures and their sums for every disk in `cur`.
 pub fn io_metrics(prev: &[DiskCounters], cur: &[DiskCounters], elapsed: Duration) -> DiskIoMetrics {
+    io_metrics_of(prev, cur, elapsed, |_| true)
+}
+
+/// The same, for the disks of `cur` that `counted` keeps.
+fn io_metrics_of(
+    prev: &[DiskCounters],
+    cur: &[DiskCounters],
+    elapsed: Duration,
+    counted: impl Fn(&str) -> bool,
+) -> DiskIoMetrics {
     let devices: Vec<DeviceMetrics> = cur
         .iter()
         .enumerate()
+        .filter(|(_, c)| counted(&c.name))
         .map(|(i, c)| {
             let before = previous(prev, i, |p| p.name == c.name);
             device_metrics(before, c, elapsed)
@@ -289,21 +326,17 @@ impl Collect for DiskCollector {
     fn collect(&mut self, now: Instant, m: &mut Metrics) -> Result<(), CollectError> {
         self.read()
             .map_err(|e| CollectError::new(self.diskstats.path(), e))?;
-        let mut metrics = match self.prev_at {
-            Some(then) => io_metrics(&self.prev, &self.cur, now.saturating_duration_since(then)),
+        let counted = |name: &str| self.multipath.counted(name);
+        let metrics = match self.prev_at {
+            Some(then) => io_metrics_of(
+                &self.prev,
+                &self.cur,
+                now.saturating_duration_since(then),
+                counted,
+            ),
             // No baseline (only when the start-up read failed): rates 0.
-            None => io_metrics(&[], &self.cur, Duration::ZERO),
+            None => io_metrics_of(&[], &self.cur, Duration::ZERO, counted),
         };
-        if metrics
-            .devices
-            .iter()
-            .any(|d| !self.multipath.counted(&d.name))
-        {
-            metrics.devices.retain(|d| self.multipath.counted(&d.name));
-            metrics.read_bytes_per_sec = metrics.devices.iter().map(|d| d.read_bytes_per_sec).sum();
-            metrics.write_bytes_per_sec =
-                metrics.devices.iter().map(|d| d.write_bytes_per_sec).sum();
-        }
         std::mem::swap(&mut self.prev, &mut self.cur);
         self.prev_at = Some(now);
         m.disk_io = Some(metrics);
