@@ -98,9 +98,17 @@ fn parse_mountinfo_line(line: &[u8]) -> Option<MountEntry> {
 
 /// The mounts to report, in mount-table order: a mount hidden by a later
 /// mount on the same point is dropped (statvfs would see the later one),
-/// excluded types and paths are dropped, and of several mounts of the same
-/// device (bind mounts) only the one with the shortest path is kept.
-pub fn select_mounts(entries: Vec<MountEntry>, filters: &Filters) -> Vec<MountEntry> {
+/// excluded types and paths are dropped, so are the mounts beneath an
+/// excluded one that may block (the path walk to them crosses it: excluding
+/// a hung FUSE or NFS mount must keep the sampler away from it), and of
+/// several mounts of the same device (bind mounts) only the one with the
+/// shortest path is kept.
+pub fn select_mounts(entries: &[MountEntry], filters: &Filters) -> Vec<MountEntry> {
+    let excluded_blocking: Vec<&str> = entries
+        .iter()
+        .filter(|e| may_block(&e.fs_type) && filters.mount_excluded(&e.mount_point, &e.fs_type))
+        .map(|e| e.mount_point.as_str())
+        .collect();
     let mut last_on_point: HashMap<&str, usize> = HashMap::with_capacity(entries.len());
     for (i, e) in entries.iter().enumerate() {
         last_on_point.insert(&e.mount_point, i);
@@ -109,6 +117,9 @@ pub fn select_mounts(entries: Vec<MountEntry>, filters: &Filters) -> Vec<MountEn
     for (i, e) in entries.iter().enumerate() {
         if last_on_point.get(e.mount_point.as_str()) != Some(&i)
             || filters.mount_excluded(&e.mount_point, &e.fs_type)
+            || excluded_blocking
+                .iter()
+                .any(|point| beneath(&e.mount_point, point))
         {
             continue;
         }
@@ -126,9 +137,10 @@ pub fn select_mounts(entries: Vec<MountEntry>, filters: &Filters) -> Vec<MountEn
         keep[i] = true;
     }
     entries
-        .into_iter()
+        .iter()
         .zip(keep)
-        .filter_map(|(e, k)| k.then_some(e))
+        .filter(|(_, k)| *k)
+        .map(|(e, _)| e.clone())
         .collect()
 }
 
@@ -224,24 +236,6 @@ pub fn guarded_mounts(table: &[MountEntry], selected: &[MountEntry]) -> Vec<bool
                     .any(|ancestor| beneath(&m.mount_point, ancestor))
         })
         .collect()
-}
-
-/// Leaves out the selected mounts beneath an excluded mount that may
-/// block: excluding a hung FUSE or NFS mount must keep the sampler away
-/// from it, and the path walk to a mount beneath it crosses it.
-pub fn drop_beneath_excluded_blocking(
-    table: &[MountEntry],
-    selected: &mut Vec<MountEntry>,
-    filters: &Filters,
-) {
-    let excluded: Vec<&str> = table
-        .iter()
-        .filter(|e| may_block(&e.fs_type) && filters.mount_excluded(&e.mount_point, &e.fs_type))
-        .map(|e| e.mount_point.as_str())
-        .collect();
-    if !excluded.is_empty() {
-        selected.retain(|m| !excluded.iter().any(|point| beneath(&m.mount_point, point)));
-    }
 }
 
 /// What a guarded call gave.
@@ -451,10 +445,8 @@ impl MountState {
                 if entries.is_empty() {
                     return Err(invalid("no mounts"));
                 }
-                let table = entries.clone();
-                self.selected = select_mounts(entries, filters);
-                drop_beneath_excluded_blocking(&table, &mut self.selected, filters);
-                self.guarded = guarded_mounts(&table, &self.selected);
+                self.selected = select_mounts(&entries, filters);
+                self.guarded = guarded_mounts(&entries, &self.selected);
                 self.mountinfo_seen.clear();
                 self.mountinfo_seen.extend_from_slice(bytes);
                 self.selection_stale = false;

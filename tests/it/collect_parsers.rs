@@ -468,7 +468,7 @@ fn mountinfo_decodes_escapes_and_reads_devices() {
 #[test]
 fn mount_selection_excludes_dedupes_and_drops_hidden_mounts() {
     let entries = filesystem::parse_mountinfo(read("state1/proc/self/mountinfo").as_bytes());
-    let selected = filesystem::select_mounts(entries, &Filters::new(&default_collect()));
+    let selected = filesystem::select_mounts(&entries, &Filters::new(&default_collect()));
     let got: Vec<(&str, (u32, u32))> = selected
         .iter()
         .map(|e| (e.mount_point.as_str(), e.device))
@@ -492,7 +492,7 @@ fn mount_selection_excludes_dedupes_and_drops_hidden_mounts() {
         exclude_mounts: vec!["/mnt/*".into()],
         ..default_collect()
     });
-    let points: Vec<String> = filesystem::select_mounts(entries, &filters)
+    let points: Vec<String> = filesystem::select_mounts(&entries, &filters)
         .into_iter()
         .map(|e| e.mount_point)
         .collect();
@@ -519,7 +519,7 @@ const HUNG_TABLE: &str = "\
 fn a_mount_beneath_a_network_or_fuse_mount_is_guarded() {
     let table = filesystem::parse_mountinfo(HUNG_TABLE.as_bytes());
     let filters = Filters::new(&default_collect());
-    let selected = filesystem::select_mounts(table.clone(), &filters);
+    let selected = filesystem::select_mounts(&table, &filters);
     let guarded: Vec<(&str, bool)> = selected
         .iter()
         .map(|m| m.mount_point.as_str())
@@ -546,8 +546,7 @@ fn a_mount_beneath_a_network_or_fuse_mount_is_guarded() {
         exclude_fs_types: vec!["nfs4".into(), "fuse.sshfs".into()],
         ..default_collect()
     });
-    let mut selected = filesystem::select_mounts(table.clone(), &filters);
-    filesystem::drop_beneath_excluded_blocking(&table, &mut selected, &filters);
+    let selected = filesystem::select_mounts(&table, &filters);
     let points: Vec<&str> = selected.iter().map(|m| m.mount_point.as_str()).collect();
     assert_eq!(points, ["/", "/mnt/nfsx", "/vm", "/data"]);
 }
