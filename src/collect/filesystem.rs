@@ -549,10 +549,9 @@ impl Collect for FilesystemCollector {
         Ok(())
     }
 
-    fn reconfigure(&mut self, config: &CollectConfig) -> bool {
+    fn reconfigure(&mut self, config: &CollectConfig) {
         self.filters = Filters::new(config);
         self.state.filters_changed();
-        true
     }
 }
 

@@ -74,11 +74,11 @@ pub trait Collect: Send {
     fn name(&self) -> &'static str;
     fn collect(&mut self, now: Instant, metrics: &mut Metrics) -> Result<(), CollectError>;
 
-    /// Applies a reloaded `[collect]` section; false (the default) means
-    /// "make me afresh instead" (the new one then takes its own baseline).
-    fn reconfigure(&mut self, _config: &CollectConfig) -> bool {
-        false
-    }
+    /// Applies a reloaded `[collect]` section in place, keeping the previous
+    /// reading: a collector made afresh would measure its next rates over
+    /// the moment since its new baseline, and report zeros. The default is
+    /// for collectors that read no key of the section.
+    fn reconfigure(&mut self, _config: &CollectConfig) {}
 }
 
 /// A source a collector could not read or understand.
@@ -111,9 +111,8 @@ impl Collect for units::UnitsCollector {
         Ok(())
     }
 
-    fn reconfigure(&mut self, config: &CollectConfig) -> bool {
+    fn reconfigure(&mut self, config: &CollectConfig) {
         self.set_config(config);
-        true
     }
 }
 
@@ -238,6 +237,12 @@ impl Warnings {
             log::warn!("{message}");
         }
     }
+
+    /// Forgets the kinds that start with `prefix`: the next failure of
+    /// one of them is news again.
+    pub fn forget(&mut self, prefix: &str) {
+        self.seen.retain(|kind| !kind.starts_with(prefix));
+    }
 }
 
 /// An error for a file that was read but not understood.
@@ -271,6 +276,8 @@ pub struct Collector {
     collectors: Vec<Box<dyn Collect>>,
     runs: Vec<CollectorRun>,
     warnings: Warnings,
+    /// Per collector, the source of its last failure while it is failing.
+    failing: Vec<Option<PathBuf>>,
     /// When the counters the next sample is measured against were read.
     last_reading: Instant,
 }
@@ -281,6 +288,7 @@ impl Collector {
     /// are logged here already.
     pub fn new(roots: Roots, config: &CollectConfig) -> Collector {
         let collectors = build(&roots, config);
+        let collectors_len = collectors.len();
         let runs = collectors
             .iter()
             .map(|c| CollectorRun {
@@ -296,21 +304,18 @@ impl Collector {
             collectors,
             runs,
             warnings: Warnings::default(),
+            failing: vec![None; collectors_len],
             last_reading: Instant::now(),
         };
         let mut scratch = Metrics::default();
-        for i in 0..c.collectors.len() {
-            c.baseline(i, &mut scratch);
+        for (collector, failing) in c.collectors.iter_mut().zip(&mut c.failing) {
+            if let Err(e) = collector.collect(Instant::now(), &mut scratch) {
+                log_failure(&mut c.warnings, collector.name(), &e);
+                *failing = Some(e.path);
+            }
         }
         c.last_reading = Instant::now();
         c
-    }
-
-    fn baseline(&mut self, i: usize, scratch: &mut Metrics) {
-        let collector = &mut self.collectors[i];
-        if let Err(e) = collector.collect(Instant::now(), scratch) {
-            log_failure(&mut self.warnings, collector.name(), &e);
-        }
     }
 
     /// Time since the counters the next sample will be measured against were
@@ -327,25 +332,15 @@ impl Collector {
         &self.roots
     }
 
-    /// Applies a reloaded `[collect]` section: collectors that cannot take
-    /// it in place are made afresh (with a new baseline).
+    /// Applies a reloaded `[collect]` section; every collector keeps its
+    /// previous reading, so the next sample's rates cover the whole interval.
     pub fn set_config(&mut self, config: &CollectConfig) {
         if *config == self.config {
             return;
         }
         self.config = config.clone();
-        let mut fresh: Option<Vec<Option<Box<dyn Collect>>>> = None;
-        let mut scratch = Metrics::default();
-        for i in 0..self.collectors.len() {
-            if self.collectors[i].reconfigure(config) {
-                continue;
-            }
-            let fresh = fresh
-                .get_or_insert_with(|| build(&self.roots, config).into_iter().map(Some).collect());
-            if let Some(made) = fresh.get_mut(i).and_then(Option::take) {
-                self.collectors[i] = made;
-                self.baseline(i, &mut scratch);
-            }
+        for collector in &mut self.collectors {
+            collector.reconfigure(config);
         }
     }
 
@@ -363,14 +358,23 @@ impl Collector {
     /// fields `None`, is counted, and is logged once per kind of failure.
     pub fn collect(&mut self) -> Sample {
         let mut metrics = Metrics::default();
-        for (collector, run) in self.collectors.iter_mut().zip(&mut self.runs) {
+        let each = self.collectors.iter_mut().zip(&mut self.runs);
+        for ((collector, run), failing) in each.zip(&mut self.failing) {
             let started = Instant::now();
             let result = collector.collect(started, &mut metrics);
             run.duration = started.elapsed();
             run.ok = result.is_ok();
-            if let Err(e) = result {
-                run.failures_total += 1;
-                log_failure(&mut self.warnings, collector.name(), &e);
+            match result {
+                Err(e) => {
+                    run.failures_total += 1;
+                    log_failure(&mut self.warnings, collector.name(), &e);
+                    *failing = Some(e.path);
+                }
+                Ok(()) => {
+                    if let Some(path) = failing.take() {
+                        log_recovery(&mut self.warnings, collector.name(), &path);
+                    }
+                }
             }
         }
         self.last_reading = Instant::now();
@@ -381,9 +385,29 @@ impl Collector {
     }
 }
 
+/// The start of every failure kind of collector `name`.
+fn failure_kinds(name: &str) -> String {
+    format!("{name}:")
+}
+
+/// A collector that failed reads everything again: said once, and its next
+/// failure is logged afresh.
+fn log_recovery(warnings: &mut Warnings, name: &str, last_failed: &Path) {
+    log::info!(
+        "collector {name}: {} and every other source read again; its figures are back",
+        last_failed.display()
+    );
+    warnings.forget(&failure_kinds(name));
+}
+
 fn log_failure(warnings: &mut Warnings, name: &str, e: &CollectError) {
     warnings.once(
-        &format!("{name}:{}:{:?}", e.path.display(), e.source.kind()),
+        &format!(
+            "{}{}:{:?}",
+            failure_kinds(name),
+            e.path.display(),
+            e.source.kind()
+        ),
         format_args!("collector {name}: cannot read {e}; its figures are null until it can"),
     );
 }

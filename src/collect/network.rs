@@ -243,9 +243,8 @@ impl Collect for NetworkCollector {
         Ok(())
     }
 
-    fn reconfigure(&mut self, config: &CollectConfig) -> bool {
+    fn reconfigure(&mut self, config: &CollectConfig) {
         self.filters = Filters::new(config);
-        true
     }
 }
 

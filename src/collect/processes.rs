@@ -583,9 +583,8 @@ impl Collect for ProcessCollector {
         Ok(())
     }
 
-    fn reconfigure(&mut self, config: &CollectConfig) -> bool {
+    fn reconfigure(&mut self, config: &CollectConfig) {
         self.top_n = config.top_processes;
-        true
     }
 }
 

@@ -924,6 +924,32 @@ fn reload_changes_exclusions_and_top_processes() {
     assert!(mounts.is_empty(), "{mounts:?}");
 }
 
+#[test]
+fn a_reload_keeps_every_collectors_previous_reading() {
+    // A reload between two samples must not give any collector a new
+    // baseline: the next rates still cover state1 -> state2, never ~0 s.
+    let (dir, roots) = roots_copy_of_state1();
+    let mut collector = Collector::new(roots, &default_collect());
+    std::thread::sleep(Duration::from_millis(200));
+    copy_tree(&fixture("state2"), dir.path());
+    collector.set_config(&CollectConfig {
+        top_processes: 7,
+        exclude_interfaces: vec!["docker*".into()],
+        ..default_collect()
+    });
+    let m = collector.collect().metrics;
+    let cpu = m.cpu.as_ref().unwrap();
+    assert_eq!(cpu.usage_percent, Some(20.0));
+    assert_eq!(cpu.modes_percent.unwrap().user, 10.0);
+    let activity = m.activity.as_ref().unwrap();
+    assert!(activity.context_switches_per_sec.unwrap() > 0.0);
+    assert!(activity.forks_per_sec.unwrap() > 0.0);
+    assert!(m.vmstat.as_ref().unwrap().swap_out_pages_per_sec.unwrap() > 0.0);
+    assert!(m.tcp.retrans_segs_per_sec.unwrap() > 0.0);
+    let p = m.pressure.as_ref().unwrap();
+    assert!(p.memory_some.unwrap().stall_ms_per_sec.unwrap() > 0.0);
+}
+
 // ------------------------------------------------------- failing collectors
 
 use crate::common::logs::capture as capture_logs;
@@ -1019,6 +1045,40 @@ fn a_missing_file_gives_null_is_counted_logs_once_and_recovers() {
     assert!(!collector.failed_collectors().contains(&"memory"));
     assert_eq!(failures(&sample, "memory"), 3, "a counter, not a gauge");
     drop(dir);
+}
+
+/// Info lines that mention `text`.
+fn infos_mentioning(text: &str) -> usize {
+    crate::common::logs::lines()
+        .iter()
+        .filter(|(level, _, msg)| *level == log::Level::Info && msg.contains(text))
+        .count()
+}
+
+#[test]
+fn a_collector_that_reads_again_says_so_and_its_next_failure_is_logged_again() {
+    capture_logs();
+    let (_dir, roots) = roots_copy_of_state1();
+    let loadavg = roots.proc.join("loadavg");
+    let loadavg_text = loadavg.display().to_string();
+    let mut collector = Collector::new(roots, &default_collect());
+    let back = format!("collector load: {loadavg_text} and every other source read again");
+    for round in 1..=2 {
+        std::fs::write(&loadavg, "garbage\n").unwrap();
+        for _ in 0..3 {
+            assert_eq!(collector.collect().metrics.load, None);
+        }
+        assert_eq!(
+            warnings_mentioning(&loadavg_text),
+            round,
+            "one warning per failing spell"
+        );
+        std::fs::copy(fixture("state1/proc/loadavg"), &loadavg).unwrap();
+        for _ in 0..2 {
+            assert!(collector.collect().metrics.load.is_some());
+        }
+        assert_eq!(infos_mentioning(&back), round, "one line per recovery");
+    }
 }
 
 #[test]
