@@ -87,6 +87,22 @@ async fn send(
     closing: &mut watch::Receiver<bool>,
     message: Message,
 ) -> Result<(), End> {
+    push(ws, closing, Some(message)).await
+}
+
+/// Writes out what tungstenite has queued by itself (the pong that answers
+/// a ping) under the same rule as `send`. Until it is out nothing more is
+/// read, so a client that sends pings and never reads holds one pong, not
+/// a write buffer that grows with every ping, and is dropped as stalled.
+async fn flush(ws: &mut Ws, closing: &mut watch::Receiver<bool>) -> Result<(), End> {
+    push(ws, closing, None).await
+}
+
+async fn push(
+    ws: &mut Ws,
+    closing: &mut watch::Receiver<bool>,
+    message: Option<Message>,
+) -> Result<(), End> {
     enum Outcome {
         Sent(Result<(), WsError>),
         Stalled,
@@ -95,7 +111,12 @@ async fn send(
     let progress = ws.get_ref().progress();
     progress.restart();
     let outcome = {
-        let sending = ws.send(message);
+        let sending = async {
+            match message {
+                Some(message) => ws.send(message).await,
+                None => ws.flush().await,
+            }
+        };
         tokio::pin!(sending);
         loop {
             let stall_at = progress.last() + WRITE_STALL;
@@ -172,8 +193,13 @@ async fn run_session(ws: &mut Ws, s: &mut Session) -> Result<(), End> {
                         let why = "binary frames are not supported; send JSON text";
                         Message::text(commands::error(why))
                     }
-                    // Pings are answered by tungstenite; pongs only prove liveness.
-                    Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
+                    // tungstenite queued the answer to a ping: out with it
+                    // before reading on. Pongs only prove liveness.
+                    Some(Ok(Message::Ping(_))) => {
+                        flush(ws, &mut s.closing).await?;
+                        continue;
+                    }
+                    Some(Ok(Message::Pong(_) | Message::Frame(_))) => continue,
                     Some(Ok(Message::Close(_))) => {
                         // tungstenite queued the close reply; push it out.
                         let _ = timeout(Duration::from_secs(1), ws.flush()).await;

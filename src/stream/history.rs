@@ -7,8 +7,10 @@
 use super::http::{Request, Response};
 use super::{access, page};
 use crate::config::Config;
+use crate::throttle::Throttled;
 use flate2::Compression;
 use std::path::Path;
+use std::sync::{LazyLock, Mutex};
 use std::time::UNIX_EPOCH;
 
 /// Rows served when `limit` is not given: 24 h at the default 60 s interval.
@@ -90,6 +92,9 @@ fn split_offset(text: &str) -> Option<(&str, i64)> {
     (h < 24 && m < 60).then_some((local, sign * (h * 3600 + m * 60)))
 }
 
+/// Failed reads of the queue not yet logged.
+static READ_FAILURES: LazyLock<Mutex<Throttled>> = LazyLock::new(Default::default);
+
 /// Answers `GET /api/history`: the rows as a JSON array, gzipped when the
 /// client accepts it. Host and Origin were checked by the server; the token
 /// is needed as for /metrics (§4.3). `config` is the one the server read for
@@ -123,7 +128,10 @@ pub async fn respond(config: &Config, request: &Request) -> Response {
             response.with_header("Vary", "Accept-Encoding")
         }
         Ok(Err(e)) => {
-            log::warn!("history: reading the queue failed: {e}");
+            // Clients decide how often this runs: at most one line a minute.
+            if let Some(n) = READ_FAILURES.lock().unwrap().add(1) {
+                log::warn!("history: reading the queue failed ({n} time(s)): {e}");
+            }
             Response::text(503, &format!("history unavailable: {e}"))
         }
         Err(e) => Response::text(500, &format!("history reader failed: {e}")),

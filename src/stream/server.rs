@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, SemaphorePermit};
 use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
@@ -38,6 +38,15 @@ const MAX_WAITING: usize = 2048;
 const RESERVED_FILES: u64 = 256;
 /// Pause after a failed accept (e.g. out of file descriptors) so the loop does not spin.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+
+/// Plain HTTP answers being made or written at once; past this a request
+/// gets 503 at once. An answer may wait up to the write timeout on a client
+/// that does not read, so without a bound a flood of such requests would
+/// hold a body each, without limit.
+const ANSWERS_IN_FLIGHT: usize = 64;
+/// Of those, `/api/history` answers: each is a read of the queue on a
+/// blocking thread and a body of up to several MiB.
+const HISTORY_IN_FLIGHT: usize = 4;
 
 /// Tight WebSocket buffers: clients send only small commands, and the server
 /// sends one message at a time (flushing each), so the write buffer never
@@ -68,6 +77,8 @@ pub struct Server {
     /// rung when a refusal is held back, so that its count follows.
     refused: std::sync::Mutex<crate::throttle::Throttled>,
     refused_held: tokio::sync::Notify,
+    answers: tokio::sync::Semaphore,
+    history_answers: tokio::sync::Semaphore,
 }
 
 impl Server {
@@ -85,6 +96,8 @@ impl Server {
             waiting: Admission::new(waiting_capacity(max_clients)),
             refused: Default::default(),
             refused_held: tokio::sync::Notify::new(),
+            answers: tokio::sync::Semaphore::new(ANSWERS_IN_FLIGHT),
+            history_answers: tokio::sync::Semaphore::new(HISTORY_IN_FLIGHT),
         })
     }
 
@@ -257,6 +270,8 @@ impl Server {
             }
         };
         let config = self.config.get();
+        // Held until the answer is written.
+        let mut _in_flight = None;
         let response = if let Some(refusal) = access::refusal(&request, &config.stream) {
             refusal
         } else if request.is_upgrade() {
@@ -269,7 +284,13 @@ impl Server {
                 Err(refusal) => refusal,
             }
         } else {
-            self.route(&request, &config).await
+            match self.answer_slots(&request) {
+                Ok(slots) => {
+                    _in_flight = Some(slots);
+                    self.route(&request, &config).await
+                }
+                Err(busy) => busy,
+            }
         };
         let response = if request.method == "HEAD" {
             response.for_head()
@@ -286,6 +307,29 @@ impl Server {
         }
         http::respond(&mut stream, &response).await;
         None
+    }
+
+    /// Places for one more plain answer (and one more history answer for
+    /// `/api/history`), or the 503 that says to come back.
+    fn answer_slots(
+        &self,
+        request: &Request,
+    ) -> Result<(SemaphorePermit<'_>, Option<SemaphorePermit<'_>>), Response> {
+        let busy = |what: &str| {
+            Response::text(503, &format!("too many {what} answers in progress; retry"))
+                .with_header("Retry-After", "1")
+        };
+        let answer = self.answers.try_acquire().map_err(|_| busy("HTTP"))?;
+        let history = if request.path == "/api/history" {
+            Some(
+                self.history_answers
+                    .try_acquire()
+                    .map_err(|_| busy("history"))?,
+            )
+        } else {
+            None
+        };
+        Ok((answer, history))
     }
 
     /// The plain HTTP routes (SPEC §4), one arm each; Host and Origin were

@@ -402,3 +402,67 @@ fn history_is_trimmed_by_age() {
         );
     }
 }
+
+/// A request for the history that is never read: its answer waits on the
+/// socket (small buffers) until the daemon's write timeout.
+fn unread_history_request(addr: SocketAddr) -> TcpStream {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(16 * 1024).unwrap();
+    socket.connect(&addr.into()).unwrap();
+    let mut stream: TcpStream = socket.into();
+    write!(stream, "GET /api/history HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
+    stream
+}
+
+#[test]
+fn history_answers_in_progress_are_bounded_and_the_rest_get_503() {
+    // A day of history at 60 s, with rows of 6 KB: 8.7 MB a body, far more
+    // than the socket buffers of a client that does not read.
+    let setup = Setup::new("60s", "", "");
+    {
+        let db = setup.dir.path().join("state/queue.db");
+        std::fs::create_dir_all(db.parent().unwrap()).unwrap();
+        let mut queue = metricsd::queue::Queue::open(&db).unwrap();
+        queue.set_history(Duration::from_secs(86_400)).unwrap();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        for i in 0..1440u64 {
+            let at = humantime::format_rfc3339_millis(
+                UNIX_EPOCH + Duration::from_secs(now - 86_000 + i * 59),
+            )
+            .to_string();
+            let flat = format!(
+                "{{\"event_id\":\"e{i}\",\"timestamp\":\"{at}\",\"pad\":\"{}\"}}",
+                "x".repeat(6000)
+            );
+            queue
+                .insert(&format!("e{i}"), &at, &flat, &[], &[], 10)
+                .unwrap();
+        }
+    }
+    let _daemon = start(&setup);
+    let addr = setup.stream_addr();
+    assert!(get(addr, "/api/history").rows().len() >= 1440);
+
+    let held: Vec<TcpStream> = (0..12).map(|_| unread_history_request(addr)).collect();
+    // Four answers are being written to clients that do not read: the next
+    // request is told to come back, at once, instead of one more read and
+    // one more body in memory for every such client.
+    wait_for(
+        "a 503 while unread history answers are in progress",
+        LONG,
+        || {
+            let answer = get(addr, "/api/history");
+            answer.status == 503 && answer.header("retry-after").as_deref() == Some("1")
+        },
+    );
+    assert_eq!(get(addr, "/health").status, 200, "other answers are served");
+    // Once the held answers give up (the write timeout), history is served again.
+    wait_for("history served again", LONG, || {
+        get(addr, "/api/history").status == 200
+    });
+    drop(held);
+}

@@ -1545,3 +1545,90 @@ mod hardening {
         );
     }
 }
+
+/// Resident set of process `pid` in KiB (VmRSS).
+fn vm_rss_kib(pid: i32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}
+
+/// A TCP connection with small kernel buffers, so that what the other end
+/// holds for it shows in the other end's own memory, not in the kernel's.
+fn small_buffered_connection(addr: std::net::SocketAddr) -> std::net::TcpStream {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(64 * 1024).unwrap();
+    socket.set_send_buffer_size(1024 * 1024).unwrap();
+    socket.connect(&addr.into()).unwrap();
+    socket.into()
+}
+
+#[test]
+fn a_client_that_floods_pings_and_never_reads_holds_one_pong_and_is_dropped() {
+    use crate::common::daemon::Setup;
+    use std::io::{ErrorKind, Read, Write};
+    let setup = Setup::new("60s", "", "");
+    let mut daemon = setup.start(&[("RUST_LOG", "metricsd=debug")]);
+    let addr = setup.stream_addr();
+    daemon.wait_listening(addr, Duration::from_secs(20));
+    // After the first sample, the next one is a minute away: nothing but
+    // the pongs is for this client to send meanwhile.
+    daemon.wait_for_line("sample seq=1 ", Duration::from_secs(20));
+    let rss_before = vm_rss_kib(daemon.pid());
+
+    let mut client = small_buffered_connection(addr);
+    client
+        .write_all(upgrade_head(&addr.to_string(), "dGhlIHNhbXBsZSBub25jZQ==").as_bytes())
+        .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        client.read_exact(&mut byte).unwrap();
+        head.push(byte[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    // Masked pings of 125 bytes (the largest a control frame may carry),
+    // sent until the daemon stops taking them, or 48 MiB.
+    let mut frame = vec![0x89, 0x80 | 125, 1, 2, 3, 4];
+    frame.extend((0..125u8).map(|i| i ^ [1, 2, 3, 4][usize::from(i) % 4]));
+    let batch: Vec<u8> = frame
+        .iter()
+        .copied()
+        .cycle()
+        .take(frame.len() * 64)
+        .collect();
+    // Sent as fast as the daemon takes them, for up to 15 s (it drops a
+    // client whose socket accepts nothing for 10 s, which ends this early).
+    client.set_nonblocking(true).unwrap();
+    let flood_until = Instant::now() + Duration::from_secs(15);
+    let (mut sent, mut at) = (0usize, 0usize);
+    while sent < 48 << 20 && Instant::now() < flood_until {
+        match client.write(&batch[at..]) {
+            Ok(n) => {
+                sent += n;
+                at = (at + n) % batch.len();
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(1))
+            }
+            Err(_) => break,
+        }
+    }
+    let grown_kib = vm_rss_kib(daemon.pid()).saturating_sub(rss_before);
+    // Each ping's pong waits in the daemon until it is written: one at a
+    // time, not a write buffer that grows with every ping (up to 16 MiB).
+    assert!(
+        grown_kib < 4 * 1024,
+        "the daemon grew by {grown_kib} KiB for a client that sent {sent} bytes of pings and read nothing"
+    );
+    daemon.wait_for_line("accepted nothing for 10 s", Duration::from_secs(60));
+    drop(client);
+}
