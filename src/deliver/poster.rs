@@ -132,6 +132,7 @@ pub fn spawn(
                 caught_up: false,
                 expired: Throttled::default(),
                 partial: Throttled::default(),
+                undeleted: Vec::new(),
             };
             poster.set_state(BackendState::Ok);
             if poster.run() == End::Removed {
@@ -197,6 +198,9 @@ struct Poster {
     caught_up: bool,
     expired: Throttled,
     partial: Throttled,
+    /// Rows the receiver took whose delete failed (a full disk): deleted
+    /// before anything else is sent, so they are not sent again meanwhile.
+    undeleted: Vec<i64>,
 }
 
 impl Poster {
@@ -207,6 +211,9 @@ impl Poster {
             if self.tenure.ends_now(sink_config.enabled()) {
                 self.removed();
                 return End::Removed;
+            }
+            if !self.undeleted.is_empty() && !self.delete_undeleted(&config) {
+                continue;
             }
             if let Err(reason) = self.ensure_client(sink_config) {
                 self.transient_failure(reason, None, &config);
@@ -377,13 +384,33 @@ impl Poster {
         self.sink_status.set_configured(false);
     }
 
+    /// Retries the delete of rows already delivered; true once it is done.
+    fn delete_undeleted(&mut self, config: &Arc<Config>) -> bool {
+        match self.rows.delete_delivered(&self.undeleted) {
+            Ok(_) => {
+                self.undeleted.clear();
+                self.queue_ok();
+                self.refresh_status();
+                true
+            }
+            Err(e) => {
+                self.queue_error("delete delivered rows", &e);
+                self.pause(QUEUE_ERROR_WAIT, config);
+                false
+            }
+        }
+    }
+
     fn delivered(&mut self, rows: &[Row], limit: usize, body: &[u8], config: &Arc<Config>) {
         let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
         if let Err(e) = self.rows.delete_delivered(&ids) {
-            // At-least-once: the rows will be sent again with the same event_ids.
+            // Delivered all the same: the delete is retried before the next
+            // POST. Only a stop before it succeeds sends them again (the
+            // same event_ids: at least once).
             self.queue_error("delete delivered rows", &e);
-            self.pause(QUEUE_ERROR_WAIT, config);
-            return;
+            self.undeleted = ids;
+        } else {
+            self.queue_ok();
         }
         if let Some(partial) = self.sink.read_success(body) {
             self.sink_status
@@ -397,10 +424,13 @@ impl Poster {
                 );
             }
         }
-        self.queue_ok();
         self.sink_ok();
         self.batch_limit = limit.saturating_mul(2);
-        self.refresh_status();
+        if self.undeleted.is_empty() {
+            self.refresh_status();
+        } else {
+            self.pause(QUEUE_ERROR_WAIT, config);
+        }
     }
 
     fn sink_ok(&mut self) {

@@ -154,3 +154,85 @@ fn a_hanging_backend_does_not_hold_up_sampling() {
         "stop gives up the hanging POST within 5 s"
     );
 }
+
+/// Fills the filesystem under `dir` until it has no space left; returns the
+/// file that holds the space.
+fn fill_up(dir: &Path) -> std::path::PathBuf {
+    use std::io::Write;
+    let path = dir.join("filler");
+    let mut file = std::fs::File::create(&path).unwrap();
+    let block = vec![0u8; 64 * 1024];
+    loop {
+        if let Err(e) = file.write_all(&block) {
+            assert_eq!(e.raw_os_error(), Some(libc::ENOSPC), "{e}");
+            // The last bytes that fit.
+            while file.write_all(&block[..512]).is_ok() {}
+            return path;
+        }
+    }
+}
+
+#[test]
+fn rows_the_backend_took_are_not_sent_again_while_the_disk_is_too_full_to_delete_them() {
+    use crate::common::backend::{Backend, Behaviour};
+    use crate::common::daemon::{clean_env, Daemon, Setup, BIN};
+    let backend = Backend::start();
+    backend.set(Behaviour::Status(503));
+    let setup = Setup::new(
+        "1s",
+        "",
+        &format!(
+            "[backend]\nurl = \"{}\"\nretry_backoff = [\"1s\"]\nsplay = \"0s\"\n[queue]\nhistory = \"0s\"\n",
+            backend.url()
+        ),
+    );
+    // The state directory is a small tmpfs in a mount namespace of the
+    // daemon's own; the test reaches it through /proc/<pid>/root.
+    let mut cmd = Command::new("unshare");
+    cmd.args(["-m", "--propagation", "private", "sh", "-ec"])
+        .arg("mkdir -p \"$1\"; mount -t tmpfs -o size=3m tmpfs \"$1\"; exec \"$2\" --config \"$3\" run")
+        .args(["sh", setup.state_dir.to_str().unwrap(), BIN, setup.config_str()]);
+    clean_env(&mut cmd, &[]);
+    let mut daemon = Daemon::spawn_command(cmd, false);
+    if daemon
+        .stderr
+        .wait_for_from(0, Duration::from_secs(20), |l| l.contains(" starting: interval"))
+        .is_none()
+    {
+        let log = daemon.log();
+        if log.contains("unshare failed") || log.contains("mount:") {
+            crate::common::skip_or_fail(&format!("no private tmpfs here: {log}"));
+            return;
+        }
+        panic!("the daemon did not start:\n{log}");
+    }
+    let state = Path::new(&format!("/proc/{}/root", daemon.pid()))
+        .join(setup.state_dir.strip_prefix("/").unwrap());
+    // A few rows refused, then no room left for anything.
+    assert!(backend.wait_until(Duration::from_secs(20), |b| b.request_count() >= 2));
+    let filler = fill_up(&state);
+    daemon.wait_for_line("queue insert failed", Duration::from_secs(20));
+    backend.set(Behaviour::Ok);
+    daemon.wait_for_line(
+        "backend poster could not delete delivered rows",
+        Duration::from_secs(20),
+    );
+    // The disk stays full for a while: in that time the rows the backend
+    // took must not be sent again (the poster retries its delete every 2 s).
+    std::thread::sleep(Duration::from_secs(7));
+    std::fs::remove_file(&filler).unwrap();
+    daemon.wait_for_line("poster can use the queue again", Duration::from_secs(20));
+    assert!(backend.wait_until(Duration::from_secs(20), |b| b.delivered_ids().len() >= 3));
+
+    let mut delivered = backend.delivered_ids();
+    let total = delivered.len();
+    delivered.sort();
+    delivered.dedup();
+    assert_eq!(
+        delivered.len(),
+        total,
+        "rows delivered more than once while the disk was full; log:\n{}",
+        daemon.log()
+    );
+    daemon.stop_clean(Duration::from_secs(10));
+}

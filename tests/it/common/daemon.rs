@@ -43,7 +43,7 @@ pub fn command(args: &[&str], env: &[(&str, &str)]) -> Command {
     cmd
 }
 
-fn clean_env(cmd: &mut Command, env: &[(&str, &str)]) {
+pub fn clean_env(cmd: &mut Command, env: &[(&str, &str)]) {
     for (name, _) in std::env::vars() {
         if name.starts_with("METRICSD_") {
             cmd.env_remove(&name);
