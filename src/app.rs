@@ -54,8 +54,20 @@ fn load_config(cli_config: Option<&Path>) -> Result<Config, Error> {
 /// `metricsd check-config`
 pub fn check_config(cli_config: Option<&Path>) -> Result<(), Error> {
     let config = load_config(cli_config)?;
-    print!("{}", config.to_toml_redacted());
-    Ok(())
+    write_stdout(&config.to_toml_redacted())
+}
+
+/// Writes a command's output; a reader that went away early (`| head`) is
+/// no failure, anything else (a full disk) is one, with exit code 1.
+fn write_stdout(text: &str) -> Result<(), Error> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(Error::Failure(format!("cannot write output: {e}")))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// `metricsd once [--flat]`
@@ -77,11 +89,9 @@ pub fn once(cli_config: Option<&Path>, flat: bool) -> Result<(), Error> {
     } else {
         snapshot.stream_json()
     };
-    println!(
-        "{}",
-        serde_json::to_string_pretty(&value).unwrap_or_default()
-    );
-    Ok(())
+    let mut text = serde_json::to_string_pretty(&value).unwrap_or_default();
+    text.push('\n');
+    write_stdout(&text)
 }
 
 /// `metricsd queue ...`: returns the exit code.

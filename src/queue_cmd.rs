@@ -2,7 +2,7 @@
 //! safely while the daemon runs (WAL, short transactions, busy timeout).
 
 use crate::cli::QueueCommand;
-use crate::queue::{Queue, Row, SinkStats, Stats};
+use crate::queue::{Queue, Row, SinkStats, Stats, DEFAULT_SINK};
 use std::io::{self, Write};
 use std::path::Path;
 
@@ -58,7 +58,7 @@ pub fn run_to(
                 // No sink configured: the queue is the local history.
                 None if sinks.is_empty() && !*dead => q.oldest_history(n),
                 sink => {
-                    let sink = sink.unwrap_or("backend");
+                    let sink = sink.unwrap_or(DEFAULT_SINK);
                     if *dead {
                         q.oldest_dead(sink, n)
                     } else {
@@ -76,12 +76,11 @@ pub fn run_to(
             .map_or(Ok(0), |q| q.retry_dead(sink))
             .map(|n| writeln!(out, "{{\"moved\":{n}}}")),
         (QueueCommand::Purge { dead, sink }, q) => q
-            .map_or(Ok(0), |q| {
-                if *dead {
-                    q.purge_dead(sink)
-                } else {
-                    q.purge_pending(sink)
-                }
+            .map_or(Ok(0), |q| match (sink.as_deref(), *dead) {
+                // No sink configured: the pending rows are the local history.
+                (None, false) if sinks.is_empty() => q.purge_history(),
+                (sink, true) => q.purge_dead(sink.unwrap_or(DEFAULT_SINK)),
+                (sink, false) => q.purge_pending(sink.unwrap_or(DEFAULT_SINK)),
             })
             .map(|n| writeln!(out, "{{\"purged\":{n}}}")),
     };

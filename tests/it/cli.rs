@@ -1152,3 +1152,28 @@ fn check_config_prints_a_relative_state_dir_resolved() {
         describe(&out)
     );
 }
+
+#[test]
+fn output_that_cannot_be_written_is_exit_1_with_a_reason_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_file(
+        dir.path(),
+        "metricsd.toml",
+        &format!("state_dir = {:?}\n", dir.path().join("state")),
+    );
+    for args in [&["check-config"][..], &["once"], &["once", "--flat"]] {
+        let mut all = vec!["--config", config.to_str().unwrap()];
+        all.extend_from_slice(args);
+        let out = crate::common::daemon::command(&all, &[])
+            .stdout(std::fs::File::create("/dev/full").unwrap())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("cannot write output: No space left on device"),
+            "{args:?}: {stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}

@@ -196,7 +196,9 @@ fn rows_the_backend_took_are_not_sent_again_while_the_disk_is_too_full_to_delete
     let mut daemon = Daemon::spawn_command(cmd, false);
     if daemon
         .stderr
-        .wait_for_from(0, Duration::from_secs(20), |l| l.contains(" starting: interval"))
+        .wait_for_from(0, Duration::from_secs(20), |l| {
+            l.contains(" starting: interval")
+        })
         .is_none()
     {
         let log = daemon.log();
