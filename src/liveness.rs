@@ -127,6 +127,18 @@ impl Registry {
     }
 }
 
+impl Registry {
+    /// Why the thread registered as `name` is not healthy, if it is not.
+    pub fn trouble_of(&self, name: &str, limit: Duration) -> Option<String> {
+        self.beats
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|b| b.name == name)
+            .find_map(|b| b.trouble(limit))
+    }
+}
+
 /// Registers the calling thread in the daemon's registry.
 pub fn register(name: &str) -> Registration {
     global().register(name)
@@ -168,14 +180,16 @@ pub fn network_wait<T>(wait: impl FnOnce() -> T) -> T {
 }
 
 /// For an async thread (the stream runtime): ticks every `period` for as long
-/// as the runtime gets to run its tasks; a task that blocks the runtime stops it.
-pub async fn keep_ticking(period: Duration) {
+/// as the runtime gets to run its tasks (a task that blocks the runtime stops
+/// it), and reports the other threads that stall.
+pub async fn keep_ticking(period: Duration, shutdown: crate::shutdown::Shutdown) {
     let mut every = tokio::time::interval(period);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         every.tick().await;
         crate::fault::point("stream");
         tick();
+        crate::os::notify::report_stalls(&shutdown);
     }
 }
 

@@ -6,7 +6,7 @@ use crate::config::SharedConfig;
 use crate::fault;
 use crate::hub::Hub;
 use crate::liveness;
-use crate::os::notify::{self, Watchdog};
+use crate::os::notify;
 use crate::queue::Queue;
 use crate::shutdown::{Shutdown, Wake};
 use crate::snapshot::Snapshot;
@@ -171,6 +171,9 @@ fn configured_sinks(config: &crate::config::Config) -> Vec<&'static str> {
     config.sinks().iter().map(|(kind, _)| kind.name()).collect()
 }
 
+/// The sampler's name among the threads that liveness watches.
+pub const THREAD: &str = "sampler";
+
 /// Runs the sampling loop until shutdown. Returns the queue so the caller
 /// can checkpoint it.
 pub fn run(mut ctx: SamplerContext) -> Queue {
@@ -178,9 +181,8 @@ pub fn run(mut ctx: SamplerContext) -> Queue {
     let mut collector = ctx.collector;
     let mut collect_config = config.collect.clone();
     let mut ticker = Ticker::new(config.interval, Instant::now(), SystemTime::now());
-    let _alive = liveness::register("sampler");
+    let _alive = liveness::register(THREAD);
     let watchdog = notify::watchdog_period();
-    let mut dog = Watchdog::default();
     // "queue full" warnings, at most once a minute.
     let mut drops = Throttled::default();
     let mut insert_failures = InsertFailureLog::default();
@@ -275,7 +277,7 @@ pub fn run(mut ctx: SamplerContext) -> Queue {
         let took = started.elapsed();
         ctx.status
             .record_sample(snapshot.timestamp, took.as_micros() as u64);
-        dog.feed(&ctx.shutdown);
+        notify::feed_watchdog(&ctx.shutdown);
         let m = &snapshot.metrics;
         log::debug!(
             "sample seq={seq} took {}us cpu={:?}% mem_used={:?}MiB load1={:?} procs={:?} conns={:?}",
@@ -317,7 +319,7 @@ pub fn run(mut ctx: SamplerContext) -> Queue {
                     deadline = ticker.next_after_reload(now, started);
                 }
             } else if Instant::now() < deadline {
-                dog.feed(&ctx.shutdown);
+                notify::feed_watchdog(&ctx.shutdown);
             }
         }
     }

@@ -759,6 +759,13 @@ fn the_watchdog_stops_when_the_poster_hangs_outside_a_network_wait() {
 }
 
 #[test]
+fn the_watchdog_stops_when_the_sampler_hangs_and_the_stream_runtime_says_so() {
+    // The sampler sends the pings: when it is the one stuck, the log line
+    // must come from elsewhere, before systemd's restart.
+    assert_watchdog_stops_for("sampler:hang:3", "sampler");
+}
+
+#[test]
 fn the_watchdog_stops_when_the_stream_runtime_is_blocked() {
     assert_watchdog_stops_for("stream:hang:3", "stream");
 }
@@ -767,11 +774,12 @@ fn the_watchdog_stops_when_the_stream_runtime_is_blocked() {
 fn a_stop_that_finds_a_sample_in_progress_logs_no_error() {
     // The second sample takes 2 s; the stop comes in the middle of it, so
     // the main and stream threads have ended when the sample feeds the
-    // watchdog. A 5 s watchdog: the slow sample alone is no trouble.
+    // watchdog. A 12 s watchdog: the slow sample alone is no trouble (a
+    // thread is reported stuck after a quarter of the period, 3 s).
     let setup = Setup::new("1s", "", "");
     let (mut daemon, mut notify) = start_notified(
         &setup,
-        "5000000",
+        "12000000",
         &[
             ("FAULT_INJECT", "sampler:slow:2"),
             // Each finished sample logs a debug line: the slow one's must
