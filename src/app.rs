@@ -187,7 +187,7 @@ struct Daemon {
     requests: mpsc::Receiver<Request>,
     poster_wake: Arc<Wake>,
     reload_wake: Arc<Wake>,
-    sampler: JoinHandle<Queue>,
+    sampler: JoinHandle<Option<Queue>>,
     stream: Option<JoinHandle<()>>,
     posters: Posters,
     _lock: InstanceLock,
@@ -219,11 +219,22 @@ impl Daemon {
         })?;
 
         let db_path = config.state_dir.join("queue.db");
-        let queue = Queue::open(&db_path).map_err(|e| Error::State(format!("queue {e}")))?;
+        let queue = match Queue::open(&db_path) {
+            Ok(queue) => Some(queue),
+            // SPEC §5.1: a full disk fails inserts; sampling and streaming
+            // go on, and the sampler opens the queue once there is space.
+            Err(e) if e.is_full() || statedir::is_full(&config.state_dir) => {
+                log::error!(
+                    "queue {e}: no space left; starting without it: snapshots are streamed but not queued until there is space"
+                );
+                None
+            }
+            Err(e) => return Err(Error::State(format!("queue {e}"))),
+        };
         let pending = queue
-            .counts(crate::queue::DEFAULT_SINK)
-            .map(|c| c.pending)
-            .unwrap_or(0);
+            .as_ref()
+            .and_then(|q| q.counts(crate::queue::DEFAULT_SINK).ok())
+            .map_or_else(|| "?".to_string(), |c| c.pending.to_string());
 
         let listener = if config.stream.enabled {
             let addr = config.stream.listen;
@@ -273,6 +284,7 @@ impl Daemon {
             machine_id,
             hub,
             queue,
+            db_path: db_path.clone(),
             status: status.clone(),
             shutdown: shutdown.clone(),
             poster_wake: poster_wake.clone(),
@@ -388,10 +400,11 @@ impl Daemon {
         let exit_by = signalled + STOP_BUDGET - EXIT_RESERVE;
         let joins_by = exit_by - CHECKPOINT_RESERVE;
 
-        let queue = join_by(self.sampler, joins_by);
-        if queue.is_none() {
+        let sampler = join_by(self.sampler, joins_by);
+        if sampler.is_none() {
             log::warn!("the sampler did not stop in time");
         }
+        let queue = sampler.flatten();
         if let Some(stream) = self.stream {
             if join_by(stream, joins_by).is_none() {
                 log::warn!("the stream server did not stop in time");

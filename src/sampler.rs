@@ -7,11 +7,12 @@ use crate::fault;
 use crate::hub::Hub;
 use crate::liveness;
 use crate::os::notify;
-use crate::queue::Queue;
+use crate::queue::{Queue, QueueError};
 use crate::shutdown::{Shutdown, Wake};
 use crate::snapshot::Snapshot;
 use crate::status::Status;
 use crate::throttle::Throttled;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -99,7 +100,9 @@ pub struct SamplerContext {
     pub collector: Collector,
     pub machine_id: String,
     pub hub: Arc<Hub>,
-    pub queue: Queue,
+    /// None when the start found the disk full: opened once there is space.
+    pub queue: Option<Queue>,
+    pub db_path: PathBuf,
     pub status: Arc<Status>,
     pub shutdown: Shutdown,
     /// Woken after every insert so the poster drains at once.
@@ -174,9 +177,19 @@ fn configured_sinks(config: &crate::config::Config) -> Vec<&'static str> {
 /// The sampler's name among the threads that liveness watches.
 pub const THREAD: &str = "sampler";
 
-/// Runs the sampling loop until shutdown. Returns the queue so the caller
-/// can checkpoint it.
-pub fn run(mut ctx: SamplerContext) -> Queue {
+/// The queue, opened now if the start found the disk full (SPEC §5.1: the
+/// insert fails until there is space, and the snapshot is still streamed).
+fn opened<'q>(slot: &'q mut Option<Queue>, path: &Path) -> Result<&'q mut Queue, QueueError> {
+    if slot.is_none() {
+        *slot = Some(Queue::open(path)?);
+        log::info!("queue {} opened", path.display());
+    }
+    Ok(slot.as_mut().expect("just opened"))
+}
+
+/// Runs the sampling loop until shutdown. Returns the queue (if it could be
+/// opened) so the caller can checkpoint it.
+pub fn run(mut ctx: SamplerContext) -> Option<Queue> {
     let config = ctx.config.get();
     let mut collector = ctx.collector;
     let mut collect_config = config.collect.clone();
@@ -226,8 +239,9 @@ pub fn run(mut ctx: SamplerContext) -> Queue {
         } else {
             Vec::new()
         };
-        let inserted = ctx.queue.set_history(config.queue.history).and_then(|()| {
-            ctx.queue.insert(
+        let inserted = opened(&mut ctx.queue, &ctx.db_path).and_then(|queue| {
+            queue.set_history(config.queue.history)?;
+            queue.insert(
                 &event_id,
                 &timestamp,
                 &flat_json,
@@ -248,7 +262,8 @@ pub fn run(mut ctx: SamplerContext) -> Queue {
                 }
                 // The queue keeps its counts in the file: one small read, no
                 // table scan or file stat on the sampling path.
-                if let Ok(stats) = ctx.queue.counts(crate::queue::DEFAULT_SINK) {
+                let queue = ctx.queue.as_ref().expect("opened for the insert");
+                if let Ok(stats) = queue.counts(crate::queue::DEFAULT_SINK) {
                     ctx.status
                         .queue_pending
                         .store(stats.pending, Ordering::Relaxed);
@@ -260,7 +275,7 @@ pub fn run(mut ctx: SamplerContext) -> Queue {
                 // Each sink's growing backlog shows even while its poster
                 // is stuck in a request.
                 for (kind, _) in config.sinks() {
-                    if let Ok(c) = ctx.queue.counts(kind.name()) {
+                    if let Ok(c) = queue.counts(kind.name()) {
                         let sink = ctx.status.sink(kind);
                         sink.pending.store(c.pending, Ordering::Relaxed);
                         sink.dropped_total.store(c.dropped_total, Ordering::Relaxed);

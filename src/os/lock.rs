@@ -56,7 +56,12 @@ impl InstanceLock {
         }
         file.set_len(0).map_err(io)?;
         file.rewind().map_err(io)?;
-        writeln!(file, "{}", std::process::id()).map_err(io)?;
+        // The pid only names the holder for a second instance; the lock is
+        // the flock. A full disk must not keep the daemon from starting.
+        match writeln!(file, "{}", std::process::id()) {
+            Err(e) if e.raw_os_error() != Some(libc::ENOSPC) => return Err(io(e)),
+            _ => {}
+        }
         Ok(InstanceLock { _file: file })
     }
 }

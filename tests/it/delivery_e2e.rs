@@ -155,6 +155,56 @@ fn a_hanging_backend_does_not_hold_up_sampling() {
     );
 }
 
+/// Runs the daemon of `setup` with its state directory on a 3 MiB tmpfs, in
+/// a mount namespace of its own; `prelude` runs in that namespace first (a
+/// shell command; `$1` is the state directory). None (skipped) where no
+/// such namespace can be made.
+fn on_a_small_tmpfs(
+    setup: &crate::common::daemon::Setup,
+    prelude: &str,
+) -> Option<crate::common::daemon::Daemon> {
+    use crate::common::daemon::{clean_env, Daemon, BIN};
+    let mut cmd = Command::new("unshare");
+    cmd.args(["-m", "--propagation", "private", "sh", "-ec"])
+        .arg(format!(
+            "mkdir -p \"$1\"; mount -t tmpfs -o size=3m tmpfs \"$1\"; {prelude}\n\
+             exec \"$2\" --config \"$3\" run"
+        ))
+        .args([
+            "sh",
+            setup.state_dir.to_str().unwrap(),
+            BIN,
+            setup.config_str(),
+        ]);
+    clean_env(&mut cmd, &[]);
+    let daemon = Daemon::spawn_command(cmd, false);
+    if daemon
+        .stderr
+        .wait_for_from(0, Duration::from_secs(20), |l| {
+            l.contains(" starting: interval")
+        })
+        .is_none()
+    {
+        let log = daemon.log();
+        if log.contains("unshare failed") || log.contains("mount:") {
+            crate::common::skip_or_fail(&format!("no private tmpfs here: {log}"));
+            return None;
+        }
+        panic!("the daemon did not start:\n{log}");
+    }
+    Some(daemon)
+}
+
+/// The daemon's state directory as the test reaches it, through the
+/// daemon's own root (its mount namespace).
+fn state_seen_by(
+    daemon: &crate::common::daemon::Daemon,
+    setup: &crate::common::daemon::Setup,
+) -> std::path::PathBuf {
+    Path::new(&format!("/proc/{}/root", daemon.pid()))
+        .join(setup.state_dir.strip_prefix("/").unwrap())
+}
+
 /// Fills the filesystem under `dir` until it has no space left; returns the
 /// file that holds the space.
 fn fill_up(dir: &Path) -> std::path::PathBuf {
@@ -175,7 +225,7 @@ fn fill_up(dir: &Path) -> std::path::PathBuf {
 #[test]
 fn rows_the_backend_took_are_not_sent_again_while_the_disk_is_too_full_to_delete_them() {
     use crate::common::backend::{Backend, Behaviour};
-    use crate::common::daemon::{clean_env, Daemon, Setup, BIN};
+    use crate::common::daemon::Setup;
     let backend = Backend::start();
     backend.set(Behaviour::Status(503));
     let setup = Setup::new(
@@ -186,30 +236,10 @@ fn rows_the_backend_took_are_not_sent_again_while_the_disk_is_too_full_to_delete
             backend.url()
         ),
     );
-    // The state directory is a small tmpfs in a mount namespace of the
-    // daemon's own; the test reaches it through /proc/<pid>/root.
-    let mut cmd = Command::new("unshare");
-    cmd.args(["-m", "--propagation", "private", "sh", "-ec"])
-        .arg("mkdir -p \"$1\"; mount -t tmpfs -o size=3m tmpfs \"$1\"; exec \"$2\" --config \"$3\" run")
-        .args(["sh", setup.state_dir.to_str().unwrap(), BIN, setup.config_str()]);
-    clean_env(&mut cmd, &[]);
-    let mut daemon = Daemon::spawn_command(cmd, false);
-    if daemon
-        .stderr
-        .wait_for_from(0, Duration::from_secs(20), |l| {
-            l.contains(" starting: interval")
-        })
-        .is_none()
-    {
-        let log = daemon.log();
-        if log.contains("unshare failed") || log.contains("mount:") {
-            crate::common::skip_or_fail(&format!("no private tmpfs here: {log}"));
-            return;
-        }
-        panic!("the daemon did not start:\n{log}");
-    }
-    let state = Path::new(&format!("/proc/{}/root", daemon.pid()))
-        .join(setup.state_dir.strip_prefix("/").unwrap());
+    let Some(mut daemon) = on_a_small_tmpfs(&setup, "") else {
+        return;
+    };
+    let state = state_seen_by(&daemon, &setup);
     // A few rows refused, then no room left for anything.
     assert!(backend.wait_until(Duration::from_secs(20), |b| b.request_count() >= 2));
     let filler = fill_up(&state);
@@ -236,5 +266,59 @@ fn rows_the_backend_took_are_not_sent_again_while_the_disk_is_too_full_to_delete
         "rows delivered more than once while the disk was full; log:\n{}",
         daemon.log()
     );
+    daemon.stop_clean(Duration::from_secs(10));
+}
+
+#[test]
+fn on_a_full_disk_the_daemon_starts_streams_and_queues_once_there_is_space() {
+    use crate::common::daemon::Setup;
+    // SPEC §5.1: a full disk fails the insert; sampling and streaming go on.
+    // That holds from the start too: a restart on a full disk still serves.
+    let setup = Setup::new("1s", "", "[queue]\nhistory = \"0s\"\n");
+    let fill = "dd if=/dev/zero of=\"$1/filler\" bs=64k 2>/dev/null || true";
+    let Some(mut daemon) = on_a_small_tmpfs(&setup, fill) else {
+        return;
+    };
+    let state = state_seen_by(&daemon, &setup);
+    daemon.wait_for_line(
+        "no space left; starting without it",
+        Duration::from_secs(20),
+    );
+    let health = |daemon: &crate::common::daemon::Daemon| -> Value {
+        let addr = setup.stream_addr();
+        let mut stream = std::net::TcpStream::connect(addr)
+            .unwrap_or_else(|e| panic!("{e}; log:\n{}", daemon.log()));
+        use std::io::{Read, Write};
+        write!(stream, "GET /health HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
+        let mut raw = String::new();
+        stream.read_to_string(&mut raw).unwrap();
+        let body = raw.split("\r\n\r\n").nth(1).unwrap_or_default();
+        serde_json::from_str(body).unwrap_or(Value::Null)
+    };
+    wait_for(
+        "two samples taken without a queue",
+        Duration::from_secs(20),
+        || {
+            let h = health(&daemon);
+            h["status"] == "ok" && h["reason"].is_string() && h["last_sample_at"].is_string()
+        },
+    );
+    let before = health(&daemon)["last_sample_at"].clone();
+    wait_for("sampling goes on", Duration::from_secs(20), || {
+        health(&daemon)["last_sample_at"] != before
+    });
+    let leftovers: Vec<String> = std::fs::read_dir(&state)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".metricsd-write-test"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+
+    std::fs::remove_file(state.join("filler")).unwrap();
+    daemon.wait_for_line("queue.db opened", Duration::from_secs(20));
+    wait_for("inserts resumed", Duration::from_secs(20), || {
+        health(&daemon)["reason"].is_null()
+    });
+    assert!(state.join("queue.db").exists());
     daemon.stop_clean(Duration::from_secs(10));
 }
