@@ -30,6 +30,9 @@ use std::time::{Duration, Instant, SystemTime};
 /// without a wake. Inserts and reloads ring `wake`, so this is only a
 /// safety net; each wake-up costs CPU (tens of µs on a virtual machine).
 const IDLE_RECHECK: Duration = Duration::from_secs(60);
+/// How long a poster waits for a reload to settle (see `run`); the reload
+/// rings it sooner.
+const RECONCILE_WAIT: Duration = Duration::from_millis(50);
 /// Wait after a queue error (busy beyond its timeout, disk trouble).
 const QUEUE_ERROR_WAIT: Duration = Duration::from_secs(2);
 
@@ -71,18 +74,34 @@ impl Tenure {
             .is_ok()
     }
 
-    /// The poster's look: true when it is to end now (asked to, or its sink
-    /// is no longer configured). Once true, `take_back` can no longer stop
-    /// it.
-    fn ends_now(&self, configured: bool) -> bool {
-        if !configured {
-            self.0.store(ENDING, Ordering::Release);
-            return true;
-        }
-        self.0
+    /// The poster's look, given whether the configuration it has just read
+    /// has its sink. The tenure decides, not that read: a reload that
+    /// removes the sink and brings it back may take this poster back after
+    /// the read. Once it says `End`, `take_back` can no longer stop it.
+    fn look(&self, configured: bool) -> Look {
+        if self
+            .0
             .compare_exchange(ASKED_TO_END, ENDING, Ordering::AcqRel, Ordering::Acquire)
             .is_ok()
+        {
+            return Look::End;
+        }
+        if configured {
+            Look::Serve
+        } else {
+            // A reload half done: the sink left the configuration and has
+            // not been asked to end yet, or came back after the read.
+            Look::Settle
+        }
     }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Look {
+    Serve,
+    /// Read the configuration again once the reload has settled.
+    Settle,
+    End,
 }
 
 /// Starts the poster of one sink. It returns by itself once the sink is no
@@ -208,9 +227,16 @@ impl Poster {
         while !self.shutdown.is_triggered() {
             let config = self.config.get();
             let sink_config = config.sink(self.kind);
-            if self.tenure.ends_now(sink_config.enabled()) {
-                self.removed();
-                return End::Removed;
+            match self.tenure.look(sink_config.enabled()) {
+                Look::Serve => {}
+                Look::Settle => {
+                    self.wake.wait_timeout(RECONCILE_WAIT, &self.shutdown);
+                    continue;
+                }
+                Look::End => {
+                    self.removed();
+                    return End::Removed;
+                }
             }
             if !self.undeleted.is_empty() && !self.delete_undeleted(&config) {
                 continue;
@@ -655,5 +681,33 @@ impl Poster {
                 seen = current;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_poster_taken_back_after_reading_a_configuration_without_its_sink_goes_on() {
+        // Reload 1 removes the sink, the poster reads that configuration,
+        // reload 2 brings the sink back and takes the poster back: the
+        // stale read must not end the poster that reload 2 kept.
+        let tenure = Tenure::default();
+        tenure.ask_to_end();
+        assert!(tenure.take_back());
+        assert_eq!(tenure.look(false), Look::Settle);
+        assert_eq!(tenure.look(true), Look::Serve);
+    }
+
+    #[test]
+    fn asked_to_end_it_ends_and_can_no_longer_be_taken_back() {
+        let tenure = Tenure::default();
+        assert_eq!(tenure.look(true), Look::Serve);
+        // Removed, not yet asked: the reload is half applied.
+        assert_eq!(tenure.look(false), Look::Settle);
+        tenure.ask_to_end();
+        assert_eq!(tenure.look(false), Look::End);
+        assert!(!tenure.take_back());
     }
 }
