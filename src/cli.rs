@@ -78,9 +78,8 @@ pub enum QueueCommand {
     Purge {
         #[arg(long)]
         dead: bool,
-        /// The sink whose rows to delete; without it: backend, or the local
-        /// history when no sink is configured
-        #[arg(long, value_name = "NAME", value_parser = SINK_NAMES)]
-        sink: Option<String>,
+        /// The sink whose rows to delete
+        #[arg(long, value_name = "NAME", default_value = "backend", value_parser = SINK_NAMES)]
+        sink: String,
     },
 }

@@ -76,11 +76,15 @@ pub fn run_to(
             .map_or(Ok(0), |q| q.retry_dead(sink))
             .map(|n| writeln!(out, "{{\"moved\":{n}}}")),
         (QueueCommand::Purge { dead, sink }, q) => q
-            .map_or(Ok(0), |q| match (sink.as_deref(), *dead) {
-                // No sink configured: the pending rows are the local history.
-                (None, false) if sinks.is_empty() => q.purge_history(),
-                (sink, true) => q.purge_dead(sink.unwrap_or(DEFAULT_SINK)),
-                (sink, false) => q.purge_pending(sink.unwrap_or(DEFAULT_SINK)),
+            .map_or(Ok(0), |q| {
+                // SPEC §1: the default is backend, configured or not (the
+                // rows of a removed sink stay until purged); the local
+                // history is the page's and is trimmed by age only.
+                if *dead {
+                    q.purge_dead(sink)
+                } else {
+                    q.purge_pending(sink)
+                }
             })
             .map(|n| writeln!(out, "{{\"purged\":{n}}}")),
     };

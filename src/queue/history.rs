@@ -94,19 +94,6 @@ impl Queue {
             .collect())
     }
 
-    /// Deletes the whole history (`queue purge` without a sink, SPEC §1:
-    /// the queue is then the local history); returns how many rows of the
-    /// window it held, the figure `queue stats` showed as pending.
-    pub fn purge_history(&mut self) -> Result<u64, QueueError> {
-        let (in_window, _) = self.history_extent()?;
-        let tx = self.write()?;
-        tx.execute("DELETE FROM history", [])?;
-        trim_history(&tx)?;
-        tx.commit()?;
-        self.reclaim();
-        Ok(in_window)
-    }
-
     /// (rows in the history window, the oldest one's unix ms).
     pub(super) fn history_extent(&self) -> Result<(u64, Option<i64>), QueueError> {
         let since = window_start(&self.conn)?;
