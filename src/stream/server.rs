@@ -39,13 +39,12 @@ const RESERVED_FILES: u64 = 256;
 /// Pause after a failed accept (e.g. out of file descriptors) so the loop does not spin.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
-/// Plain HTTP answers being made or written at once; past this a request
-/// gets 503 at once. An answer may wait up to the write timeout on a client
-/// that does not read, so without a bound a flood of such requests would
-/// hold a body each, without limit.
-const ANSWERS_IN_FLIGHT: usize = 64;
-/// Of those, `/api/history` answers: each is a read of the queue on a
-/// blocking thread and a body of up to several MiB.
+/// `/api/history` answers being made or written at once; past this such a
+/// request gets 503 at once. Each is a read of the queue on a blocking
+/// thread and a body of up to several MiB, which may wait up to the write
+/// timeout on a client that does not read. The other answers are small and
+/// are not limited: a bound shared with them would let any local client
+/// turn Prometheus's scrapes of /metrics into 503s.
 const HISTORY_IN_FLIGHT: usize = 4;
 
 /// Tight WebSocket buffers: clients send only small commands, and the server
@@ -77,7 +76,6 @@ pub struct Server {
     /// rung when a refusal is held back, so that its count follows.
     refused: std::sync::Mutex<crate::throttle::Throttled>,
     refused_held: tokio::sync::Notify,
-    answers: tokio::sync::Semaphore,
     history_answers: tokio::sync::Semaphore,
 }
 
@@ -96,7 +94,6 @@ impl Server {
             waiting: Admission::new(waiting_capacity(max_clients)),
             refused: Default::default(),
             refused_held: tokio::sync::Notify::new(),
-            answers: tokio::sync::Semaphore::new(ANSWERS_IN_FLIGHT),
             history_answers: tokio::sync::Semaphore::new(HISTORY_IN_FLIGHT),
         })
     }
@@ -284,9 +281,9 @@ impl Server {
                 Err(refusal) => refusal,
             }
         } else {
-            match self.answer_slots(&request) {
-                Ok(slots) => {
-                    _in_flight = Some(slots);
+            match self.answer_slot(&request) {
+                Ok(slot) => {
+                    _in_flight = slot;
                     self.route(&request, &config).await
                 }
                 Err(busy) => busy,
@@ -309,27 +306,19 @@ impl Server {
         None
     }
 
-    /// Places for one more plain answer (and one more history answer for
-    /// `/api/history`), or the 503 that says to come back.
-    fn answer_slots(
-        &self,
-        request: &Request,
-    ) -> Result<(SemaphorePermit<'_>, Option<SemaphorePermit<'_>>), Response> {
-        let busy = |what: &str| {
-            Response::text(503, &format!("too many {what} answers in progress; retry"))
-                .with_header("Retry-After", "1")
-        };
-        let answer = self.answers.try_acquire().map_err(|_| busy("HTTP"))?;
-        let history = if request.path == "/api/history" {
-            Some(
-                self.history_answers
-                    .try_acquire()
-                    .map_err(|_| busy("history"))?,
-            )
-        } else {
-            None
-        };
-        Ok((answer, history))
+    /// A place for one more history answer for `/api/history` (none is
+    /// needed for the others), or the 503 that says to come back.
+    fn answer_slot(&self, request: &Request) -> Result<Option<SemaphorePermit<'_>>, Response> {
+        if request.path != "/api/history" {
+            return Ok(None);
+        }
+        match self.history_answers.try_acquire() {
+            Ok(permit) => Ok(Some(permit)),
+            Err(_) => Err(
+                Response::text(503, "too many history answers in progress; retry")
+                    .with_header("Retry-After", "1"),
+            ),
+        }
     }
 
     /// The plain HTTP routes (SPEC §4), one arm each; Host and Origin were

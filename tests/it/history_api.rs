@@ -460,6 +460,7 @@ fn history_answers_in_progress_are_bounded_and_the_rest_get_503() {
         },
     );
     assert_eq!(get(addr, "/health").status, 200, "other answers are served");
+    assert_eq!(get(addr, "/metrics").status, 200, "and scrapes");
     // Once the held answers give up (the write timeout), history is served again.
     wait_for("history served again", LONG, || {
         get(addr, "/api/history").status == 200
