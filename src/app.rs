@@ -223,7 +223,7 @@ impl Daemon {
             Ok(queue) => Some(queue),
             // SPEC §5.1: a full disk fails inserts; sampling and streaming
             // go on, and the sampler opens the queue once there is space.
-            Err(e) if e.is_full() || statedir::is_full(&config.state_dir) => {
+            Err(e) if e.may_be_for_want_of_space() && statedir::is_full(&config.state_dir) => {
                 log::error!(
                     "queue {e}: no space left; starting without it: snapshots are streamed but not queued until there is space"
                 );
@@ -248,6 +248,9 @@ impl Daemon {
 
         let machine_id = identity::machine_id(Path::new(ETC_MACHINE_ID), &config.state_dir, true);
         let status = Arc::new(Status::default());
+        if queue.is_some() {
+            status.set_queue_opened();
+        }
         let shared = SharedConfig::new(config.clone());
         let hub = Hub::new();
         let poster_wake = Wake::new();
@@ -341,8 +344,22 @@ impl Daemon {
         let alive = liveness::register("main");
         // Reloads requested during start-up were queued and come first; a
         // stop request (or the signal thread's end) ends the loop.
-        while let Ok(Request::Reload) = liveness::waiting(|| self.requests.recv()) {
-            self.reload();
+        // Between requests it looks for a stuck sampler (see `report_stalls`):
+        // this thread runs with or without the stream.
+        let look_every = notify::stall_check_every();
+        loop {
+            let request = liveness::waiting(|| match look_every {
+                Some(every) => self.requests.recv_timeout(every),
+                None => self
+                    .requests
+                    .recv()
+                    .map_err(|_| mpsc::RecvTimeoutError::Disconnected),
+            });
+            match request {
+                Ok(Request::Reload) => self.reload(),
+                Err(mpsc::RecvTimeoutError::Timeout) => notify::report_stalls(&self.shutdown),
+                Ok(Request::Shutdown) | Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            }
         }
         // Stopping before leaving: a sample still feeding the watchdog must
         // see the stop, not a main thread that has ended.

@@ -180,16 +180,14 @@ pub fn network_wait<T>(wait: impl FnOnce() -> T) -> T {
 }
 
 /// For an async thread (the stream runtime): ticks every `period` for as long
-/// as the runtime gets to run its tasks (a task that blocks the runtime stops
-/// it), and reports the other threads that stall.
-pub async fn keep_ticking(period: Duration, shutdown: crate::shutdown::Shutdown) {
+/// as the runtime gets to run its tasks; a task that blocks the runtime stops it.
+pub async fn keep_ticking(period: Duration) {
     let mut every = tokio::time::interval(period);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         every.tick().await;
         crate::fault::point("stream");
         tick();
-        crate::os::notify::report_stalls(&shutdown);
     }
 }
 

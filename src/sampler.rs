@@ -179,9 +179,16 @@ pub const THREAD: &str = "sampler";
 
 /// The queue, opened now if the start found the disk full (SPEC §5.1: the
 /// insert fails until there is space, and the snapshot is still streamed).
-fn opened<'q>(slot: &'q mut Option<Queue>, path: &Path) -> Result<&'q mut Queue, QueueError> {
+/// Until then nothing else in the process has a connection to it, so the
+/// recovery checks of `Queue::open` are safe (see `Status::queue_opened`).
+fn opened<'q>(
+    slot: &'q mut Option<Queue>,
+    path: &Path,
+    status: &Status,
+) -> Result<&'q mut Queue, QueueError> {
     if slot.is_none() {
         *slot = Some(Queue::open(path)?);
+        status.set_queue_opened();
         log::info!("queue {} opened", path.display());
     }
     Ok(slot.as_mut().expect("just opened"))
@@ -195,7 +202,7 @@ pub fn run(mut ctx: SamplerContext) -> Option<Queue> {
     let mut collect_config = config.collect.clone();
     let mut ticker = Ticker::new(config.interval, Instant::now(), SystemTime::now());
     let _alive = liveness::register(THREAD);
-    let watchdog = notify::watchdog_period();
+    let idle_ping = notify::idle_ping_every();
     // "queue full" warnings, at most once a minute.
     let mut drops = Throttled::default();
     let mut insert_failures = InsertFailureLog::default();
@@ -239,7 +246,7 @@ pub fn run(mut ctx: SamplerContext) -> Option<Queue> {
         } else {
             Vec::new()
         };
-        let inserted = opened(&mut ctx.queue, &ctx.db_path).and_then(|queue| {
+        let inserted = opened(&mut ctx.queue, &ctx.db_path, &ctx.status).and_then(|queue| {
             queue.set_history(config.queue.history)?;
             queue.insert(
                 &event_id,
@@ -320,8 +327,8 @@ pub fn run(mut ctx: SamplerContext) -> Option<Queue> {
             }
             // Waiting is healthy: keep the watchdog fed while idle.
             let mut slice = deadline - now;
-            if let Some(period) = watchdog {
-                slice = slice.min(period / 2);
+            if let Some(every) = idle_ping {
+                slice = slice.min(every);
             }
             if ctx.reload_wake.wait_timeout(slice, &ctx.shutdown) {
                 if ctx.shutdown.is_triggered() {

@@ -41,6 +41,10 @@ pub struct Status {
     pub queue_insert_failures_total: AtomicU64,
     /// Whether the latest queue insert failed (snapshots are being lost).
     insert_failing: AtomicBool,
+    /// Whether the sampler holds the queue, which it opens first (with the
+    /// recovery checks that must not run beside other connections in the
+    /// process): the posters and the history connect only after that.
+    queue_opened: AtomicBool,
     last_insert_error: Mutex<Option<String>>,
     pub delivered_total: AtomicU64,
     pub post_failures_total: AtomicU64,
@@ -133,6 +137,7 @@ impl Default for Status {
             last_sample_unix_ms: AtomicI64::new(0),
             last_sample_at: Mutex::new(None),
             last_sample_duration_us: AtomicU64::new(0),
+            queue_opened: AtomicBool::new(false),
             samples_total: AtomicU64::new(0),
             queue_pending: AtomicU64::new(0),
             queue_dead: AtomicU64::new(0),
@@ -212,6 +217,15 @@ impl Status {
             .fetch_add(1, Ordering::Relaxed);
         *self.last_insert_error.lock().unwrap() = Some(error);
         self.insert_failing.store(true, Ordering::Relaxed);
+    }
+
+    /// The queue is open (at the start, or later after a full disk).
+    pub fn set_queue_opened(&self) {
+        self.queue_opened.store(true, Ordering::Release);
+    }
+
+    pub fn queue_opened(&self) -> bool {
+        self.queue_opened.load(Ordering::Acquire)
     }
 
     /// A queue insert succeeded: the queue is healthy again.

@@ -63,6 +63,8 @@ impl Posters {
     /// would send the same rows twice.
     pub fn reconcile(&mut self) -> std::io::Result<()> {
         let config = self.ctx.config.get();
+        // Every removed sink is asked to end before any poster is started:
+        // a failed start must not leave one of them waiting (see `Look`).
         for kind in SinkKind::ALL {
             let configured = config.sink(kind).enabled();
             let finished = self
@@ -76,6 +78,9 @@ impl Posters {
                     self.ending.push((kind, old));
                 }
             }
+        }
+        for kind in SinkKind::ALL {
+            let configured = config.sink(kind).enabled();
             if configured && !self.running.contains_key(&kind) {
                 let poster = match self.take_back(kind) {
                     Some(poster) => poster,

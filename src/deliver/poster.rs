@@ -120,7 +120,9 @@ pub fn spawn(
             ctx.shutdown.register(&wake);
             let sink_status = ctx.status.sink(kind);
             sink_status.set_configured(true);
-            let Some(mut rows) = connect(kind, &ctx.db_path, &sink_status, &ctx.shutdown) else {
+            let Some(mut rows) =
+                connect(kind, &ctx.db_path, &ctx.status, &sink_status, &ctx.shutdown)
+            else {
                 return;
             };
             let sink = sink::for_kind(kind);
@@ -164,12 +166,23 @@ pub fn spawn(
 fn connect(
     kind: SinkKind,
     path: &Path,
+    daemon: &Status,
     status: &SinkStatus,
     shutdown: &Shutdown,
 ) -> Option<SinkRows> {
     let mut logged = false;
     loop {
-        match SinkRows::connect(path, kind) {
+        // Not before the sampler has opened the queue (a start on a full
+        // disk): its checks must not run beside another connection.
+        let connected = if daemon.queue_opened() {
+            SinkRows::connect(path, kind)
+        } else {
+            Err(QueueError::Io {
+                path: path.to_path_buf(),
+                source: std::io::Error::other("not opened yet: the disk was full at the start"),
+            })
+        };
+        match connected {
             Ok(rows) => return Some(rows),
             Err(e) => {
                 if !logged {

@@ -97,8 +97,10 @@ pub fn write_pidfile(path: &Path) -> Result<(), Error> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
-    std::fs::write(&tmp, format!("{}\n", std::process::id())).map_err(fail)?;
-    std::fs::rename(&tmp, path).map_err(|e| {
+    let written = std::fs::write(&tmp, format!("{}\n", std::process::id()))
+        .and_then(|()| std::fs::rename(&tmp, path));
+    written.map_err(|e| {
+        // A write that failed half-way (a full disk) leaves no file behind.
         let _ = std::fs::remove_file(&tmp);
         fail(e)
     })

@@ -40,15 +40,25 @@ pub fn watchdog_period() -> Option<Duration> {
 }
 
 /// How often a thread that has no natural waits (the stream runtime) marks
-/// progress and looks for stalled threads: often enough within one watchdog
-/// period; None without a watchdog.
+/// progress: often enough within one watchdog period; None without a watchdog.
 pub fn liveness_tick() -> Option<Duration> {
+    watchdog_period().map(|p| (p / 4).max(Duration::from_millis(50)))
+}
+
+/// How often the main thread looks for a stuck sampler; None without a
+/// watchdog.
+pub fn stall_check_every() -> Option<Duration> {
     watchdog_period().map(|p| (p / 8).max(Duration::from_millis(50)))
 }
 
-/// Whether the ping is being withheld (and that has been logged): shared by
-/// the sampler, which sends the pings, and the stream runtime, which only
-/// looks, so that a stalled sampler is reported too.
+/// How often the sampler pings while it waits for its next sample: at least
+/// every quarter period, so that systemd's restart comes at least three
+/// quarters of a period after a stall begins, after `report_stalls` spoke.
+pub fn idle_ping_every() -> Option<Duration> {
+    watchdog_period().map(|p| p / 4)
+}
+
+/// Whether the ping is being withheld (and that has been logged).
 static WITHHELD: AtomicBool = AtomicBool::new(false);
 
 /// Sends `WATCHDOG=1` only while every registered thread is alive and making
@@ -68,29 +78,35 @@ pub fn feed_watchdog(shutdown: &crate::shutdown::Shutdown) {
             log::info!("all threads make progress again: watchdog resumed");
         }
         watchdog();
-    } else {
-        withholding(&troubles);
+    } else if !WITHHELD.swap(true, Ordering::Relaxed) {
+        log::error!("withholding the watchdog: {}", troubles.join("; "));
     }
 }
 
-/// From a thread other than the sampler, which sends the pings: when the
-/// sampler itself is stuck (busy for a quarter of the watchdog period, where
-/// a sample takes milliseconds), no ping follows, and this is where that is
-/// said, while systemd has at least half a period left before the restart.
+/// From the main thread: the sampler sends the pings, so when it is the
+/// thread that is stuck nobody else would say so before systemd's restart.
+/// Busy for half a period (a sample takes milliseconds) counts as stuck: the
+/// restart then comes at least a quarter of a period later (see
+/// `idle_ping_every`). Logged once a stall, and its end too.
 pub fn report_stalls(shutdown: &crate::shutdown::Shutdown) {
+    static REPORTED: AtomicBool = AtomicBool::new(false);
     let Some(period) = watchdog_period() else {
         return;
     };
-    let trouble = crate::liveness::global().trouble_of(crate::sampler::THREAD, period / 4);
-    if let Some(trouble) = trouble {
-        if !shutdown.is_triggered() {
-            withholding(&[trouble]);
+    match crate::liveness::global().trouble_of(crate::sampler::THREAD, period / 2) {
+        Some(_) if shutdown.is_triggered() => {}
+        Some(trouble) => {
+            if !REPORTED.swap(true, Ordering::Relaxed) {
+                log::error!(
+                    "{trouble}: no watchdog ping until it makes progress; systemd restarts the daemon {} s after the last one",
+                    period.as_secs_f64()
+                );
+            }
         }
-    }
-}
-
-fn withholding(troubles: &[String]) {
-    if !WITHHELD.swap(true, Ordering::Relaxed) {
-        log::error!("withholding the watchdog: {}", troubles.join("; "));
+        None => {
+            if REPORTED.swap(false, Ordering::Relaxed) {
+                log::info!("thread {} makes progress again", crate::sampler::THREAD);
+            }
+        }
     }
 }

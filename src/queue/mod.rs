@@ -80,6 +80,30 @@ impl QueueError {
         sqlite_code(self) == Some(ErrorCode::DiskFull)
     }
 
+    /// True when the failure is what a full disk also gives: "disk full",
+    /// a plain I/O error or a file that cannot be made (SQLite's -shm and
+    /// -wal), or a write refused with ENOSPC/EDQUOT. Whether the disk is
+    /// in fact full is for the caller to check.
+    pub fn may_be_for_want_of_space(&self) -> bool {
+        let io_full = |e: &std::io::Error| {
+            matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
+        };
+        match self {
+            QueueError::Io { source, .. } => io_full(source),
+            QueueError::Unwritable { .. }
+            | QueueError::NotWal { .. }
+            | QueueError::NotADatabase { .. }
+            | QueueError::ForeignWal { .. }
+            | QueueError::TooNew { .. } => false,
+            _ => matches!(
+                sqlite_code(self),
+                Some(ErrorCode::DiskFull)
+                    | Some(ErrorCode::SystemIoFailure)
+                    | Some(ErrorCode::CannotOpen)
+            ),
+        }
+    }
+
     /// True when another connection held a lock we could not wait for.
     pub fn is_busy(&self) -> bool {
         matches!(

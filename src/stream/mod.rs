@@ -61,7 +61,7 @@ pub fn spawn(
             let server = server::Server::new(hub, config, status);
             let served = runtime.block_on(async {
                 if let Some(period) = crate::os::notify::liveness_tick() {
-                    tokio::spawn(crate::liveness::keep_ticking(period, shutdown.clone()));
+                    tokio::spawn(crate::liveness::keep_ticking(period));
                 }
                 server.serve(listener, shutdown).await
             });

@@ -327,6 +327,12 @@ impl Server {
         let method = request.method.as_str();
         match (method, request.path.as_str()) {
             ("GET", "/") => page::respond(request),
+            // A start on a full disk: nothing may connect to the queue
+            // before the sampler has opened it.
+            ("GET", "/api/history") if !self.status.queue_opened() => Response::text(
+                503,
+                "history unavailable: the queue is not open yet (the disk was full at the start)",
+            ),
             ("GET", "/api/history") => history::respond(config, request).await,
             ("GET", "/health") => self.health(config),
             ("GET", "/metrics") => {

@@ -467,3 +467,29 @@ fn history_answers_in_progress_are_bounded_and_the_rest_get_503() {
     });
     drop(held);
 }
+
+#[test]
+fn a_history_that_cannot_be_read_is_503_each_time_and_logged_once() {
+    let setup = Setup::new("1s", "", "");
+    let daemon = start(&setup);
+    let addr = setup.stream_addr();
+    wait_for("a row of history", LONG, || {
+        !get(addr, "/api/history").rows().is_empty()
+    });
+    // The file moved away under the running daemon (its own connections
+    // keep the open file): each history read now fails to open it.
+    let db = setup.state_dir.join("queue.db");
+    let aside = setup.state_dir.join("queue.db.aside");
+    std::fs::rename(&db, &aside).unwrap();
+    for _ in 0..5 {
+        assert_eq!(get(addr, "/api/history").status, 503);
+    }
+    std::fs::rename(&aside, &db).unwrap();
+    let warnings = daemon
+        .log()
+        .lines()
+        .filter(|l| l.contains("history: reading the queue failed"))
+        .count();
+    assert_eq!(warnings, 1, "log:\n{}", daemon.log());
+    assert_eq!(get(addr, "/api/history").status, 200);
+}

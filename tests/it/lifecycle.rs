@@ -527,7 +527,9 @@ impl NotifySocket {
 #[test]
 fn sd_notify_ready_watchdog_reload_and_stopping() {
     let setup = Setup::new("1s", "", "");
-    let (mut daemon, mut notify) = start_notified(&setup, "2000000", &[]);
+    // A 4 s watchdog: the sampler's pings while it waits (every quarter
+    // period) then never come between two 1 s samples.
+    let (mut daemon, mut notify) = start_notified(&setup, "4000000", &[]);
 
     // READY=1 only once the listener takes connections.
     notify.wait_for("READY=1", START).unwrap_or_else(|| {
@@ -730,22 +732,35 @@ fn a_panic_in_the_stream_runtime_ends_the_process_non_zero() {
 /// Waits for the "withholding" line naming `thread`, then proves that no
 /// WATCHDOG=1 arrives for a few watchdog periods while the process stays up.
 fn assert_watchdog_stops_for(fault: &str, thread: &str) {
-    let setup = Setup::new("1s", "", &unreachable_backend());
+    let line = format!("withholding the watchdog: thread {thread} has made no progress");
+    assert_watchdog_stops_after(fault, &line);
+}
+
+/// Waits for `line`, then proves that no WATCHDOG=1 arrives for a few
+/// watchdog periods while the process stays up.
+fn assert_watchdog_stops_after(fault: &str, line: &str) {
+    assert_watchdog_stops_after_in(fault, line, "");
+}
+
+/// [`assert_watchdog_stops_after`] with these `[stream]` keys.
+fn assert_watchdog_stops_after_in(fault: &str, line: &str, stream_keys: &str) {
+    let setup = Setup::new(
+        "1s",
+        "",
+        &(stream_keys.to_string() + &unreachable_backend()),
+    );
     let (mut daemon, mut notify) = start_with_watchdog(&setup, &[("FAULT_INJECT", fault)]);
     notify
         .wait_for("READY=1", START)
         .unwrap_or_else(|| panic!("no READY=1; log:\n{}", daemon.log()));
-    daemon.wait_for_line(
-        &format!("withholding the watchdog: thread {thread} has made no progress"),
-        Duration::from_secs(15),
-    );
+    daemon.wait_for_line(line, Duration::from_secs(15));
     // What was sent before the line is still queued; after it, silence.
     notify.drain();
     assert!(
         notify
             .wait_for("WATCHDOG=1", Duration::from_secs(3))
             .is_none(),
-        "WATCHDOG=1 still sent with {thread} stuck; log:\n{}",
+        "WATCHDOG=1 still sent after {line:?}; log:\n{}",
         daemon.log()
     );
     assert!(daemon.try_exit().is_none(), "the daemon exited");
@@ -759,10 +774,13 @@ fn the_watchdog_stops_when_the_poster_hangs_outside_a_network_wait() {
 }
 
 #[test]
-fn the_watchdog_stops_when_the_sampler_hangs_and_the_stream_runtime_says_so() {
+fn the_watchdog_stops_when_the_sampler_hangs_and_the_main_thread_says_so() {
     // The sampler sends the pings: when it is the one stuck, the log line
-    // must come from elsewhere, before systemd's restart.
-    assert_watchdog_stops_for("sampler:hang:3", "sampler");
+    // must come from elsewhere (the main thread), before systemd's restart,
+    // with or without the stream.
+    let line = "thread sampler has made no progress for";
+    assert_watchdog_stops_after("sampler:hang:3", line);
+    assert_watchdog_stops_after_in("sampler:hang:3", line, "enabled = false\n");
 }
 
 #[test]
@@ -774,8 +792,8 @@ fn the_watchdog_stops_when_the_stream_runtime_is_blocked() {
 fn a_stop_that_finds_a_sample_in_progress_logs_no_error() {
     // The second sample takes 2 s; the stop comes in the middle of it, so
     // the main and stream threads have ended when the sample feeds the
-    // watchdog. A 12 s watchdog: the slow sample alone is no trouble (a
-    // thread is reported stuck after a quarter of the period, 3 s).
+    // watchdog. A 12 s watchdog: the slow sample alone is no trouble (the
+    // sampler is reported stuck after half the period, 6 s).
     let setup = Setup::new("1s", "", "");
     let (mut daemon, mut notify) = start_notified(
         &setup,

@@ -46,6 +46,7 @@ fn packaged_service_under_a_booted_debian() {
     install_package(&overlay, &deb);
     let port = free_port();
     std::fs::write(overlay.path(CONFIG), config(port, "1s")).unwrap();
+    std::fs::copy(&deb, overlay.path(DEB_IN_ROOT)).unwrap();
     // A real (ext4, not overlay) filesystem for the disk figures to report.
     let data = overlay.scratch("data");
     let booting = Instant::now();
@@ -71,8 +72,43 @@ fn packaged_service_under_a_booted_debian() {
     a_root_only_secret_reaches_the_backend_as_a_credential(&container, port);
     restart_loses_no_queued_row(&container, port);
     rt.block_on(watchdog_restarts_a_stopped_daemon(&container, addr, port));
+    reinstalling_after_a_remove_starts_it_again(&container);
+    a_configuration_error_fails_the_unit_without_restarts(&container, port);
     rt.block_on(stop_is_clean_and_within_budget(&container, addr));
     eprintln!("systemd boot test done in {:.1?}", started.elapsed());
+}
+
+/// Exit 78 needs an administrator: the unit fails at once instead of being
+/// restarted every RestartSec; fixed and started, it runs again.
+fn a_configuration_error_fails_the_unit_without_restarts(c: &Container, port: u16) {
+    let file = c.overlay().path(CONFIG);
+    std::fs::write(&file, "intervall = 5\n").unwrap();
+    let _ = c.exec(&["systemctl", "restart", UNIT]);
+    wait_for("the unit failed on exit 78", LONG, || {
+        c.unit_property(UNIT, "ActiveState") == "failed"
+    });
+    assert_eq!(c.unit_property(UNIT, "ExecMainStatus"), "78");
+    assert_eq!(c.unit_property(UNIT, "NRestarts"), "0");
+    std::fs::write(&file, config(port, "1s")).unwrap();
+    c.ok(&["systemctl", "start", UNIT]);
+    wait_for("metricsd active again", LONG, || {
+        c.unit_property(UNIT, "ActiveState") == "active"
+    });
+}
+
+/// Where the package is put inside the root, for installs in the booted system.
+const DEB_IN_ROOT: &str = "/root/metricsd.deb";
+
+/// `dpkg -r` stops the daemon and keeps its state; installing the package
+/// again must start it again (dpkg passes the removed version as the old
+/// one, as on an upgrade: a try-restart would leave it stopped).
+fn reinstalling_after_a_remove_starts_it_again(c: &Container) {
+    c.ok(&["dpkg", "-r", "metricsd"]);
+    assert_eq!(c.unit_property(UNIT, "ActiveState"), "inactive");
+    c.ok(&["dpkg", "-i", DEB_IN_ROOT]);
+    wait_for("metricsd active after the reinstall", LONG, || {
+        c.unit_property(UNIT, "ActiveState") == "active"
+    });
 }
 
 /// `dpkg -i` into the minimal root: refused without procps (the package
