@@ -248,9 +248,7 @@ impl Daemon {
 
         let machine_id = identity::machine_id(Path::new(ETC_MACHINE_ID), &config.state_dir, true);
         let status = Arc::new(Status::default());
-        if queue.is_some() {
-            status.set_queue_opened();
-        }
+        status.set_queue_unopened(queue.is_none());
         let shared = SharedConfig::new(config.clone());
         let hub = Hub::new();
         let poster_wake = Wake::new();

@@ -188,7 +188,7 @@ fn opened<'q>(
 ) -> Result<&'q mut Queue, QueueError> {
     if slot.is_none() {
         *slot = Some(Queue::open(path)?);
-        status.set_queue_opened();
+        status.set_queue_unopened(false);
         log::info!("queue {} opened", path.display());
     }
     Ok(slot.as_mut().expect("just opened"))

@@ -41,10 +41,10 @@ pub struct Status {
     pub queue_insert_failures_total: AtomicU64,
     /// Whether the latest queue insert failed (snapshots are being lost).
     insert_failing: AtomicBool,
-    /// Whether the sampler holds the queue, which it opens first (with the
-    /// recovery checks that must not run beside other connections in the
-    /// process): the posters and the history connect only after that.
-    queue_opened: AtomicBool,
+    /// Set while the queue is still to be opened by the sampler (a start on a
+    /// full disk): its recovery checks must not run beside other connections
+    /// in the process, so the posters and the history wait until then.
+    queue_unopened: AtomicBool,
     last_insert_error: Mutex<Option<String>>,
     pub delivered_total: AtomicU64,
     pub post_failures_total: AtomicU64,
@@ -137,7 +137,7 @@ impl Default for Status {
             last_sample_unix_ms: AtomicI64::new(0),
             last_sample_at: Mutex::new(None),
             last_sample_duration_us: AtomicU64::new(0),
-            queue_opened: AtomicBool::new(false),
+            queue_unopened: AtomicBool::new(false),
             samples_total: AtomicU64::new(0),
             queue_pending: AtomicU64::new(0),
             queue_dead: AtomicU64::new(0),
@@ -219,13 +219,13 @@ impl Status {
         self.insert_failing.store(true, Ordering::Relaxed);
     }
 
-    /// The queue is open (at the start, or later after a full disk).
-    pub fn set_queue_opened(&self) {
-        self.queue_opened.store(true, Ordering::Release);
+    /// Whether the queue is still to be opened (see `queue_unopened`).
+    pub fn set_queue_unopened(&self, unopened: bool) {
+        self.queue_unopened.store(unopened, Ordering::Release);
     }
 
     pub fn queue_opened(&self) -> bool {
-        self.queue_opened.load(Ordering::Acquire)
+        !self.queue_unopened.load(Ordering::Acquire)
     }
 
     /// A queue insert succeeded: the queue is healthy again.
