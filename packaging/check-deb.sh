@@ -70,6 +70,25 @@ for pair in \
         fail=1
     fi
 done
+# The maintainer scripts are the tree's, byte for byte.
+ctrl="$tmp/DEBIAN"
+dpkg-deb -e "$deb" "$ctrl"
+for script in postinst prerm postrm; do
+    if ! cmp -s "packaging/debian/$script" "$ctrl/$script"; then
+        echo "DIFFERS from packaging/debian/$script: the package's $script" >&2
+        fail=1
+    fi
+done
+if ! printf '%s\n' "$conffiles" | grep -qx '/etc/logrotate.d/metricsd'; then
+    echo "NOT A CONFFILE: /etc/logrotate.d/metricsd (conffiles: $conffiles)" >&2
+    fail=1
+fi
+# The packaged binary is this tree's version.
+version=$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -n 1)
+if ! "$tmp/usr/bin/metricsd" --version | grep -q " $version\$"; then
+    echo "packaged binary is not version $version: $("$tmp/usr/bin/metricsd" --version)" >&2
+    fail=1
+fi
 # The packaged binary runs and validates the packaged (all-default) configuration.
 if ! "$tmp/usr/bin/metricsd" --config "$tmp/etc/metricsd/metricsd.toml" check-config >/dev/null; then
     echo "packaged binary rejects the packaged configuration" >&2
