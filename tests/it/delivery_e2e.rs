@@ -284,43 +284,31 @@ fn on_a_full_disk_the_daemon_starts_streams_and_queues_once_there_is_space() {
         "no space left; starting without it",
         Duration::from_secs(20),
     );
-    let health = |daemon: &crate::common::daemon::Daemon| -> Value {
-        let addr = setup.stream_addr();
-        let mut stream = std::net::TcpStream::connect(addr)
-            .unwrap_or_else(|e| panic!("{e}; log:\n{}", daemon.log()));
-        use std::io::{Read, Write};
-        write!(stream, "GET /health HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
-        let mut raw = String::new();
-        stream.read_to_string(&mut raw).unwrap();
-        let body = raw.split("\r\n\r\n").nth(1).unwrap_or_default();
-        serde_json::from_str(body).unwrap_or(Value::Null)
+    use crate::common::receivers::http_get;
+    let health = || -> Value {
+        http_get(setup.port, "/health")
+            .and_then(|(_, body)| serde_json::from_slice(&body).ok())
+            .unwrap_or(Value::Null)
     };
     wait_for(
         "two samples taken without a queue",
         Duration::from_secs(20),
         || {
-            let h = health(&daemon);
+            let h = health();
             h["status"] == "ok" && h["reason"].is_string() && h["last_sample_at"].is_string()
         },
     );
-    let before = health(&daemon)["last_sample_at"].clone();
+    let before = health()["last_sample_at"].clone();
     wait_for("sampling goes on", Duration::from_secs(20), || {
-        health(&daemon)["last_sample_at"] != before
+        health()["last_sample_at"] != before
     });
     // Nothing but the sampler may connect to the queue before it has
     // opened it: the history says so.
-    let history = {
-        let addr = setup.stream_addr();
-        let mut stream = std::net::TcpStream::connect(addr).unwrap();
-        use std::io::{Read, Write};
-        write!(stream, "GET /api/history HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
-        let mut raw = String::new();
-        stream.read_to_string(&mut raw).unwrap();
-        raw
-    };
+    let (status, body) = http_get(setup.port, "/api/history").expect("an answer");
+    let body = String::from_utf8_lossy(&body);
     assert!(
-        history.starts_with("HTTP/1.1 503") && history.contains("not open yet"),
-        "{history}"
+        status == 503 && body.contains("not open yet"),
+        "{status} {body}"
     );
     let leftovers: Vec<String> = std::fs::read_dir(&state)
         .unwrap()
@@ -332,7 +320,7 @@ fn on_a_full_disk_the_daemon_starts_streams_and_queues_once_there_is_space() {
     std::fs::remove_file(state.join("filler")).unwrap();
     daemon.wait_for_line("queue.db opened", Duration::from_secs(20));
     wait_for("inserts resumed", Duration::from_secs(20), || {
-        health(&daemon)["reason"].is_null()
+        health()["reason"].is_null()
     });
     assert!(state.join("queue.db").exists());
     daemon.stop_clean(Duration::from_secs(10));
