@@ -125,9 +125,7 @@ impl Registry {
             .filter_map(|b| b.trouble(limit))
             .collect()
     }
-}
 
-impl Registry {
     /// Why the thread registered as `name` is not healthy, if it is not.
     pub fn trouble_of(&self, name: &str, limit: Duration) -> Option<String> {
         self.beats
