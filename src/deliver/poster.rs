@@ -154,6 +154,7 @@ pub fn spawn(
                 expired: Throttled::default(),
                 partial: Throttled::default(),
                 undeleted: Vec::new(),
+                unrecorded: None,
             };
             poster.set_state(BackendState::Ok);
             if poster.run() == End::Removed {
@@ -233,6 +234,15 @@ struct Poster {
     /// Rows the receiver took whose delete failed (a full disk): deleted
     /// before anything else is sent, so they are not sent again meanwhile.
     undeleted: Vec<i64>,
+    /// Likewise a rejection that could not be recorded yet.
+    unrecorded: Option<Rejection>,
+}
+
+/// A receiver's verdict on one row, to be recorded in the queue.
+struct Rejection {
+    row: Row,
+    status: u16,
+    reason: String,
 }
 
 impl Poster {
@@ -252,6 +262,9 @@ impl Poster {
                 }
             }
             if !self.undeleted.is_empty() && !self.delete_undeleted(&config) {
+                continue;
+            }
+            if self.unrecorded.is_some() && !self.retry_rejection(&config) {
                 continue;
             }
             if let Err(reason) = self.ensure_client(sink_config) {
@@ -532,7 +545,6 @@ impl Poster {
         if self.breaker.is_open() {
             return self.transient_failure(reason, None, config);
         }
-        let sink = config.sink(self.kind);
         self.count_failure();
         self.set_last_error(Some(format!("{}: {}", self.who(), without_body(&reason))));
         if rows.len() > 1 {
@@ -544,7 +556,27 @@ impl Poster {
             );
             return;
         }
-        let row = &rows[0];
+        self.unrecorded = Some(Rejection {
+            row: rows[0].clone(),
+            status,
+            reason,
+        });
+        self.retry_rejection(config);
+    }
+
+    /// Records the rejection kept in `unrecorded` (its attempt, perhaps the
+    /// dead list); true once it is done (or there was none). Until then the row is not sent
+    /// again (a full disk): the receiver has judged it already.
+    fn retry_rejection(&mut self, config: &Arc<Config>) -> bool {
+        let Some(Rejection {
+            row,
+            status,
+            reason,
+        }) = self.unrecorded.take()
+        else {
+            return true;
+        };
+        let sink = config.sink(self.kind);
         let result = self
             .rows
             .reject(&[row.id], &reason, sink.max_attempts, config.queue.max_dead);
@@ -552,8 +584,13 @@ impl Poster {
             Ok(done) => done,
             Err(e) => {
                 self.queue_error("record a rejected row", &e);
+                self.unrecorded = Some(Rejection {
+                    row,
+                    status,
+                    reason,
+                });
                 self.pause(QUEUE_ERROR_WAIT, config);
-                return;
+                return false;
             }
         };
         self.queue_ok();
@@ -594,6 +631,7 @@ impl Poster {
             let wait = backoff::with_jitter(backoff::step(&sink.retry_backoff, 1), fastrand::f64());
             self.pause(wait, config);
         }
+        true
     }
 
     /// A row no receiver can take (it cannot even be encoded): dead at once.

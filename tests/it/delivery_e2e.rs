@@ -325,3 +325,55 @@ fn on_a_full_disk_the_daemon_starts_streams_and_queues_once_there_is_space() {
     assert!(state.join("queue.db").exists());
     daemon.stop_clean(Duration::from_secs(10));
 }
+
+#[test]
+fn a_rejected_row_is_not_sent_again_while_the_disk_is_too_full_to_record_the_rejection() {
+    use crate::common::backend::{Backend, Behaviour};
+    use crate::common::daemon::Setup;
+    let backend = Backend::start();
+    backend.set(Behaviour::Status(503));
+    let setup = Setup::new(
+        "1s",
+        "",
+        &format!(
+            "[backend]\nurl = \"{}\"\nbatch_size = 1\nretry_backoff = [\"1s\"]\nsplay = \"0s\"\n[queue]\nhistory = \"0s\"\n",
+            backend.url()
+        ),
+    );
+    let Some(mut daemon) = on_a_small_tmpfs(&setup, "") else {
+        return;
+    };
+    let state = state_seen_by(&daemon, &setup);
+    assert!(backend.wait_until(Duration::from_secs(20), |b| b.request_count() >= 2));
+    // The oldest row, which every try sends first, is the one the backend
+    // will call bad.
+    let bad = backend.requests()[0].event_ids()[0].clone();
+    let filler = fill_up(&state);
+    daemon.wait_for_line("queue insert failed", Duration::from_secs(20));
+    backend.set(Behaviour::RejectEvent {
+        event_id: bad.clone(),
+        status: 400,
+    });
+    daemon.wait_for_line(
+        "backend poster could not record a rejected row",
+        Duration::from_secs(20),
+    );
+    // The disk stays full for a while: the row the backend called bad must
+    // not be sent again meanwhile (the poster retries the record every 2 s).
+    std::thread::sleep(Duration::from_secs(7));
+    let freed_at = Instant::now();
+    std::fs::remove_file(&filler).unwrap();
+    daemon.wait_for_line("poster can use the queue again", Duration::from_secs(20));
+    let rejected_while_full = backend
+        .requests()
+        .iter()
+        .filter(|r| r.at < freed_at && r.answered == Some(400) && r.event_ids().contains(&bad))
+        .count();
+    assert_eq!(
+        rejected_while_full,
+        1,
+        "the bad row was sent again while its rejection could not be recorded; log:\n{}",
+        daemon.log()
+    );
+    daemon.stop_clean(Duration::from_secs(10));
+}
