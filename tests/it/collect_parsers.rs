@@ -930,7 +930,6 @@ fn a_reload_keeps_every_collectors_previous_reading() {
     // baseline: the next rates still cover state1 -> state2, never ~0 s.
     let (dir, roots) = roots_copy_of_state1();
     let mut collector = Collector::new(roots, &default_collect());
-    std::thread::sleep(Duration::from_millis(200));
     copy_tree(&fixture("state2"), dir.path());
     collector.set_config(&CollectConfig {
         top_processes: 7,

@@ -222,8 +222,18 @@ fn fill_up(dir: &Path) -> std::path::PathBuf {
     }
 }
 
-#[test]
-fn rows_the_backend_took_are_not_sent_again_while_the_disk_is_too_full_to_delete_them() {
+/// A daemon at 1 s whose backend refused its first rows (503) and whose
+/// state directory (a small tmpfs) is then full: inserts fail from now on.
+/// Returns the backend, the setup, the daemon and the file that holds the
+/// space; None (skipped) where no private tmpfs can be made.
+fn refused_then_full(
+    backend_keys: &str,
+) -> Option<(
+    crate::common::backend::Backend,
+    crate::common::daemon::Setup,
+    crate::common::daemon::Daemon,
+    std::path::PathBuf,
+)> {
     use crate::common::backend::{Backend, Behaviour};
     use crate::common::daemon::Setup;
     let backend = Backend::start();
@@ -232,18 +242,45 @@ fn rows_the_backend_took_are_not_sent_again_while_the_disk_is_too_full_to_delete
         "1s",
         "",
         &format!(
-            "[backend]\nurl = \"{}\"\nretry_backoff = [\"1s\"]\nsplay = \"0s\"\n[queue]\nhistory = \"0s\"\n",
+            "[backend]\nurl = \"{}\"\n{backend_keys}retry_backoff = [\"1s\"]\nsplay = \"0s\"\n[queue]\nhistory = \"0s\"\n",
             backend.url()
         ),
     );
-    let Some(mut daemon) = on_a_small_tmpfs(&setup, "") else {
-        return;
-    };
+    let daemon = on_a_small_tmpfs(&setup, "")?;
     let state = state_seen_by(&daemon, &setup);
-    // A few rows refused, then no room left for anything.
     assert!(backend.wait_until(Duration::from_secs(20), |b| b.request_count() >= 2));
     let filler = fill_up(&state);
     daemon.wait_for_line("queue insert failed", Duration::from_secs(20));
+    Some((backend, setup, daemon, filler))
+}
+
+/// `metricsd_queue_insert_failures_total` from /metrics.
+fn insert_failures(setup: &crate::common::daemon::Setup) -> u64 {
+    let (_, body) = crate::common::receivers::http_get(setup.port, "/metrics").expect("/metrics");
+    String::from_utf8_lossy(&body)
+        .lines()
+        .find_map(|l| l.strip_prefix("metricsd_queue_insert_failures_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("metricsd_queue_insert_failures_total")
+}
+
+/// Waits until `n` more samples have found the disk full: the poster has
+/// had that long (several of its 2 s retries) to send anything again.
+fn wait_samples_on_a_full_disk(setup: &crate::common::daemon::Setup, n: u64) {
+    let from = insert_failures(setup);
+    wait_for(
+        "samples taken while the disk is full",
+        Duration::from_secs(30),
+        || insert_failures(setup) >= from + n,
+    );
+}
+
+#[test]
+fn rows_the_backend_took_are_not_sent_again_while_the_disk_is_too_full_to_delete_them() {
+    use crate::common::backend::Behaviour;
+    let Some((backend, setup, mut daemon, filler)) = refused_then_full("") else {
+        return;
+    };
     backend.set(Behaviour::Ok);
     daemon.wait_for_line(
         "backend poster could not delete delivered rows",
@@ -251,7 +288,7 @@ fn rows_the_backend_took_are_not_sent_again_while_the_disk_is_too_full_to_delete
     );
     // The disk stays full for a while: in that time the rows the backend
     // took must not be sent again (the poster retries its delete every 2 s).
-    std::thread::sleep(Duration::from_secs(7));
+    wait_samples_on_a_full_disk(&setup, 6);
     std::fs::remove_file(&filler).unwrap();
     daemon.wait_for_line("poster can use the queue again", Duration::from_secs(20));
     assert!(backend.wait_until(Duration::from_secs(20), |b| b.delivered_ids().len() >= 3));
@@ -328,28 +365,13 @@ fn on_a_full_disk_the_daemon_starts_streams_and_queues_once_there_is_space() {
 
 #[test]
 fn a_rejected_row_is_not_sent_again_while_the_disk_is_too_full_to_record_the_rejection() {
-    use crate::common::backend::{Backend, Behaviour};
-    use crate::common::daemon::Setup;
-    let backend = Backend::start();
-    backend.set(Behaviour::Status(503));
-    let setup = Setup::new(
-        "1s",
-        "",
-        &format!(
-            "[backend]\nurl = \"{}\"\nbatch_size = 1\nretry_backoff = [\"1s\"]\nsplay = \"0s\"\n[queue]\nhistory = \"0s\"\n",
-            backend.url()
-        ),
-    );
-    let Some(mut daemon) = on_a_small_tmpfs(&setup, "") else {
+    use crate::common::backend::Behaviour;
+    let Some((backend, setup, mut daemon, filler)) = refused_then_full("batch_size = 1\n") else {
         return;
     };
-    let state = state_seen_by(&daemon, &setup);
-    assert!(backend.wait_until(Duration::from_secs(20), |b| b.request_count() >= 2));
     // The oldest row, which every try sends first, is the one the backend
     // will call bad.
     let bad = backend.requests()[0].event_ids()[0].clone();
-    let filler = fill_up(&state);
-    daemon.wait_for_line("queue insert failed", Duration::from_secs(20));
     backend.set(Behaviour::RejectEvent {
         event_id: bad.clone(),
         status: 400,
@@ -360,7 +382,7 @@ fn a_rejected_row_is_not_sent_again_while_the_disk_is_too_full_to_record_the_rej
     );
     // The disk stays full for a while: the row the backend called bad must
     // not be sent again meanwhile (the poster retries the record every 2 s).
-    std::thread::sleep(Duration::from_secs(7));
+    wait_samples_on_a_full_disk(&setup, 6);
     let freed_at = Instant::now();
     std::fs::remove_file(&filler).unwrap();
     daemon.wait_for_line("poster can use the queue again", Duration::from_secs(20));
