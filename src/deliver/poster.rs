@@ -153,8 +153,7 @@ pub fn spawn(
                 caught_up: false,
                 expired: Throttled::default(),
                 partial: Throttled::default(),
-                undeleted: Vec::new(),
-                unrecorded: None,
+                owed: None,
             };
             poster.set_state(BackendState::Ok);
             if poster.run() == End::Removed {
@@ -231,11 +230,17 @@ struct Poster {
     caught_up: bool,
     expired: Throttled,
     partial: Throttled,
-    /// Rows the receiver took whose delete failed (a full disk): deleted
-    /// before anything else is sent, so they are not sent again meanwhile.
-    undeleted: Vec<i64>,
-    /// Likewise a rejection that could not be recorded yet.
-    unrecorded: Option<Rejection>,
+    owed: Option<Owed>,
+}
+
+/// A receiver's verdict the queue could not record yet (a full disk): it is
+/// recorded before anything else is sent, so that nothing it judged is sent
+/// again meanwhile.
+enum Owed {
+    /// Rows it took, to delete.
+    Delete(Vec<i64>),
+    /// A row it called bad, to count (or bury).
+    Reject(Rejection),
 }
 
 /// A receiver's verdict on one row, to be recorded in the queue.
@@ -261,10 +266,7 @@ impl Poster {
                     return End::Removed;
                 }
             }
-            if !self.undeleted.is_empty() && !self.delete_undeleted(&config) {
-                continue;
-            }
-            if self.unrecorded.is_some() && !self.retry_rejection(&config) {
+            if !self.settle(&config) {
                 continue;
             }
             if let Err(reason) = self.ensure_client(sink_config) {
@@ -436,34 +438,42 @@ impl Poster {
         self.sink_status.set_configured(false);
     }
 
-    /// Retries the delete of rows already delivered; true once it is done.
-    fn delete_undeleted(&mut self, config: &Arc<Config>) -> bool {
-        match self.rows.delete_delivered(&self.undeleted) {
+    /// Records what is owed, if anything; true once nothing is.
+    fn settle(&mut self, config: &Arc<Config>) -> bool {
+        match self.owed.take() {
+            None => true,
+            Some(Owed::Delete(ids)) => {
+                let deleted = self.delete_delivered(ids);
+                if deleted {
+                    self.refresh_status();
+                } else {
+                    self.pause(QUEUE_ERROR_WAIT, config);
+                }
+                deleted
+            }
+            Some(Owed::Reject(rejection)) => self.record_rejection(rejection, config),
+        }
+    }
+
+    /// Deletes rows the receiver took; when that fails they are owed.
+    /// Only a stop before the delete succeeds sends them again (the same
+    /// event_ids: at least once).
+    fn delete_delivered(&mut self, ids: Vec<i64>) -> bool {
+        match self.rows.delete_delivered(&ids) {
             Ok(_) => {
-                self.undeleted.clear();
                 self.queue_ok();
-                self.refresh_status();
                 true
             }
             Err(e) => {
                 self.queue_error("delete delivered rows", &e);
-                self.pause(QUEUE_ERROR_WAIT, config);
+                self.owed = Some(Owed::Delete(ids));
                 false
             }
         }
     }
 
     fn delivered(&mut self, rows: &[Row], limit: usize, body: &[u8], config: &Arc<Config>) {
-        let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
-        if let Err(e) = self.rows.delete_delivered(&ids) {
-            // Delivered all the same: the delete is retried before the next
-            // POST. Only a stop before it succeeds sends them again (the
-            // same event_ids: at least once).
-            self.queue_error("delete delivered rows", &e);
-            self.undeleted = ids;
-        } else {
-            self.queue_ok();
-        }
+        let deleted = self.delete_delivered(rows.iter().map(|r| r.id).collect());
         if let Some(partial) = self.sink.read_success(body) {
             self.sink_status
                 .otlp_rejected_points_total
@@ -478,7 +488,7 @@ impl Poster {
         }
         self.sink_ok();
         self.batch_limit = limit.saturating_mul(2);
-        if self.undeleted.is_empty() {
+        if deleted {
             self.refresh_status();
         } else {
             self.pause(QUEUE_ERROR_WAIT, config);
@@ -556,26 +566,22 @@ impl Poster {
             );
             return;
         }
-        self.unrecorded = Some(Rejection {
+        let rejection = Rejection {
             row: rows[0].clone(),
             status,
             reason,
-        });
-        self.retry_rejection(config);
+        };
+        self.record_rejection(rejection, config);
     }
 
-    /// Records the rejection kept in `unrecorded` (its attempt, perhaps the
-    /// dead list); true once it is done (or there was none). Until then the row is not sent
-    /// again (a full disk): the receiver has judged it already.
-    fn retry_rejection(&mut self, config: &Arc<Config>) -> bool {
-        let Some(Rejection {
+    /// Records a rejection (its attempt, perhaps the dead list); true once
+    /// done. When that fails it is owed.
+    fn record_rejection(&mut self, rejection: Rejection, config: &Arc<Config>) -> bool {
+        let Rejection {
             row,
             status,
             reason,
-        }) = self.unrecorded.take()
-        else {
-            return true;
-        };
+        } = rejection;
         let sink = config.sink(self.kind);
         let result = self
             .rows
@@ -584,11 +590,11 @@ impl Poster {
             Ok(done) => done,
             Err(e) => {
                 self.queue_error("record a rejected row", &e);
-                self.unrecorded = Some(Rejection {
+                self.owed = Some(Owed::Reject(Rejection {
                     row,
                     status,
                     reason,
-                });
+                }));
                 self.pause(QUEUE_ERROR_WAIT, config);
                 return false;
             }

@@ -59,9 +59,7 @@ impl InstanceLock {
         // The pid only names the holder for a second instance; the lock is
         // the flock. A full disk must not keep the daemon from starting.
         match writeln!(file, "{}", std::process::id()) {
-            Err(e) if !matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT)) => {
-                return Err(io(e))
-            }
+            Err(e) if !super::statedir::is_out_of_space(&e) => return Err(io(e)),
             _ => {}
         }
         Ok(InstanceLock { _file: file })

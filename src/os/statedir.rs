@@ -43,7 +43,8 @@ pub fn ensure(dir: &Path) -> Result<(), StateDirError> {
     }
 }
 
-fn is_out_of_space(e: &std::io::Error) -> bool {
+/// ENOSPC or EDQUOT: the filesystem (or the user's quota) is full.
+pub fn is_out_of_space(e: &std::io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
 }
 

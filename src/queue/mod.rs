@@ -85,11 +85,8 @@ impl QueueError {
     /// -wal), or a write refused with ENOSPC/EDQUOT. Whether the disk is
     /// in fact full is for the caller to check.
     pub fn may_be_for_want_of_space(&self) -> bool {
-        let io_full = |e: &std::io::Error| {
-            matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
-        };
         match self {
-            QueueError::Io { source, .. } => io_full(source),
+            QueueError::Io { source, .. } => crate::os::statedir::is_out_of_space(source),
             QueueError::Unwritable { .. }
             | QueueError::NotWal { .. }
             | QueueError::NotADatabase { .. }
