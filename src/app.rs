@@ -97,7 +97,7 @@ pub fn once(cli_config: Option<&Path>, flat: bool) -> Result<(), Error> {
 /// `metricsd queue ...`: returns the exit code.
 pub fn queue(cli_config: Option<&Path>, command: &QueueCommand) -> Result<i32, Error> {
     let config = load_config(cli_config)?;
-    let sinks: Vec<&str> = config.sinks().iter().map(|(kind, _)| kind.name()).collect();
+    let sinks = sampler::configured_sinks(&config);
     Ok(queue_cmd::run(command, &config.state_dir, &sinks))
 }
 
@@ -231,10 +231,13 @@ impl Daemon {
             }
             Err(e) => return Err(Error::State(format!("queue {e}"))),
         };
+        // The figure `queue stats` calls pending: the backend's rows, or the
+        // local history when no sink is configured.
+        let sink_names = sampler::configured_sinks(&config);
         let pending = queue
             .as_ref()
-            .and_then(|q| q.counts(crate::queue::DEFAULT_SINK).ok())
-            .map_or_else(|| "?".to_string(), |c| c.pending.to_string());
+            .and_then(|q| q.stats(&sink_names).ok())
+            .map_or_else(|| "?".to_string(), |stats| stats.pending.to_string());
 
         let listener = if config.stream.enabled {
             let addr = config.stream.listen;

@@ -170,7 +170,7 @@ impl InsertFailureLog {
 }
 
 /// The sinks a snapshot is queued for: the configured ones (SPEC §5.2).
-fn configured_sinks(config: &crate::config::Config) -> Vec<&'static str> {
+pub fn configured_sinks(config: &crate::config::Config) -> Vec<&'static str> {
     config.sinks().iter().map(|(kind, _)| kind.name()).collect()
 }
 

@@ -231,7 +231,16 @@ fn history_survives_a_restart_of_the_daemon() {
     daemon.signal(libc::SIGTERM);
     assert_eq!(daemon.exit_code(LONG), 0, "{}", daemon.log());
 
-    let _again = start(&setup);
+    let again = start(&setup);
+    // With no sink, the start-up line counts what `queue stats` calls
+    // pending: the history kept from the first run.
+    let line = again.wait_for_line(" starting: interval", LONG);
+    let pending: usize = line
+        .split_once(" (")
+        .and_then(|(_, rest)| rest.split_once(" pending)"))
+        .and_then(|(n, _)| n.parse().ok())
+        .unwrap_or_else(|| panic!("no pending count in {line:?}"));
+    assert!(pending >= before.len(), "{line}");
     wait_for("a row from the new run", LONG, || {
         get(addr, "/api/history").rows().len() > before.len()
     });
