@@ -536,7 +536,7 @@ fn add_metrics(out: &mut SnapshotMetrics, m: &Metrics) {
     );
     if let Some(psi) = &m.pressure {
         let mut stall = Vec::new();
-        let mut avg10 = Vec::new();
+        let (mut avg10, mut avg60, mut avg300) = (Vec::new(), Vec::new(), Vec::new());
         for (resource, kind, line) in psi.lines() {
             let Some(line) = line else { continue };
             let a = || {
@@ -547,9 +547,13 @@ fn add_metrics(out: &mut SnapshotMetrics, m: &Metrics) {
             };
             stall.push((a(), line.total_us as f64 / 1e6));
             avg10.push((a(), line.avg10 / 100.0));
+            avg60.push((a(), line.avg60 / 100.0));
+            avg300.push((a(), line.avg300 / 100.0));
         }
         out.add("system.linux.pressure.stall_time", "s", Counter, stall);
         out.add("system.linux.pressure.avg10", "1", Gauge, avg10);
+        out.add("system.linux.pressure.avg60", "1", Gauge, avg60);
+        out.add("system.linux.pressure.avg300", "1", Gauge, avg300);
     }
 }
 

@@ -23,7 +23,8 @@ pub mod proto {
 
     #[derive(Clone, PartialEq, prost::Message)]
     pub struct TimeSeries {
-        /// Sorted by name, `__name__` first.
+        /// Sorted by name in byte order (`__name__` first unless a name
+        /// starts with a capital letter).
         #[prost(message, repeated, tag = "1")]
         pub labels: Vec<Label>,
         #[prost(message, repeated, tag = "2")]
@@ -224,8 +225,8 @@ impl<'a> SeriesOf<'a> {
         }
     }
 
-    /// Makes `plan` the one for `family` with these label names: `__name__`
-    /// first, then the family's own labels (sorted; `__name__` and repeated
+    /// Makes `plan` the one for `family` with these label names sorted in
+    /// byte order: `__name__`, the family's own labels (`__name__` and repeated
     /// names dropped, the first staying) merged by name with the common
     /// ones, a family's label winning over a common one of its name.
     fn make_plan(
@@ -250,14 +251,29 @@ impl<'a> SeriesOf<'a> {
         plan.names.extend(labels.iter().map(|(k, _)| *k));
         plan.segments.clear();
         plan.bytes.clear();
-        put_label(&mut plan.bytes, "__name__", family);
-        plan.segments.push(Segment::Fixed {
-            start: 0,
-            end: plan.bytes.len(),
-        });
+        // `__name__` takes its place in byte order: first unless a label
+        // name starts with a capital letter (remote write 1.0 wants the
+        // names sorted; receivers may refuse or re-sort unsorted ones).
+        let mut named = false;
+        let name_label = |plan: &mut Plan| {
+            let start = plan.bytes.len();
+            put_label(&mut plan.bytes, "__name__", family);
+            let end = plan.bytes.len();
+            plan.segments.push(Segment::Fixed { start, end });
+        };
         let (mut i, mut j) = (0, 0);
         while i < own.len() || j < common.len() {
             let next = common.get(j);
+            let lowest = match (own.get(i), next) {
+                (Some(o), Some(c)) => o.1.min(c.name),
+                (Some(o), None) => o.1,
+                (None, Some(c)) => c.name,
+                (None, None) => unreachable!(),
+            };
+            if !named && lowest > "__name__" {
+                name_label(plan);
+                named = true;
+            }
             match own.get(i) {
                 Some(&(index, k)) if next.is_none_or(|c| k <= c.name) => {
                     let start = plan.bytes.len();
@@ -276,6 +292,9 @@ impl<'a> SeriesOf<'a> {
                     j += 1;
                 }
             }
+        }
+        if !named {
+            name_label(plan);
         }
         let own_tags = plan
             .segments
@@ -502,7 +521,7 @@ mod tests {
     }
 
     #[test]
-    fn labels_are_sorted_with_the_name_first_and_the_family_wins() {
+    fn labels_are_sorted_in_byte_order_and_the_family_wins() {
         let mut raw = Vec::new();
         let extra: BTreeMap<String, String> = [
             ("env".to_string(), "prod".to_string()),
@@ -530,7 +549,7 @@ mod tests {
         let series = &request.timeseries;
         assert_eq!(
             names(&series[0]),
-            ["__name__", "Zone", "env", "instance", "machine_id", "mode"]
+            ["Zone", "__name__", "env", "instance", "machine_id", "mode"]
         );
         let value = |i: usize, name: &str| {
             series[i]
@@ -555,7 +574,8 @@ mod tests {
 
     /// The same request built the plain way: a message struct per label,
     /// labels sorted and de-duplicated with the family's first, then
-    /// `instance`/`machine_id`, then the configured ones, `__name__` in front.
+    /// `instance`/`machine_id`, then the configured ones, `__name__` sorted
+    /// in among them.
     fn struct_built(snapshots: &[Snapshot], extra: &BTreeMap<String, String>) -> WriteRequest {
         let mut timeseries = Vec::new();
         for s in snapshots {
@@ -573,7 +593,8 @@ mod tests {
                     all.sort_by(|a, b| a.0.cmp(b.0));
                     all.dedup_by(|later, first| later.0 == first.0);
                     all.retain(|(k, _)| *k != "__name__");
-                    all.insert(0, ("__name__", family.name));
+                    let at = all.partition_point(|(k, _)| *k < "__name__");
+                    all.insert(at, ("__name__", family.name));
                     timeseries.push(TimeSeries {
                         labels: all
                             .iter()

@@ -64,6 +64,8 @@ struct Reading {
     mem_free: f64,
     /// Received bytes per interface.
     rx_bytes: BTreeMap<String, u64>,
+    /// `total` of the `some` line of /proc/pressure/cpu (µs), where PSI is on.
+    cpu_stall_us: Option<u64>,
 }
 
 impl Reading {
@@ -91,6 +93,15 @@ impl Reading {
                     ))
                 })
                 .collect(),
+            cpu_stall_us: std::fs::read_to_string("/proc/pressure/cpu")
+                .ok()
+                .and_then(|text| {
+                    let some = text.lines().find(|l| l.starts_with("some "))?;
+                    some.split_whitespace()
+                        .find_map(|f| f.strip_prefix("total="))?
+                        .parse()
+                        .ok()
+                }),
         }
     }
 }
@@ -182,6 +193,46 @@ fn values_are_the_hosts(metrics: &BTreeMap<String, Value>, before: &Reading, aft
         checked += 1;
     }
     assert!(checked > 0, "no received bytes to check");
+    // Pressure: the stall time between the readings, and every average as
+    // a ratio for each resource and kind the stall time has.
+    let (Some(low), Some(high)) = (before.cpu_stall_us, after.cpu_stall_us) else {
+        return;
+    };
+    let key = |p: &Value| {
+        let a = attrs(&p["attributes"]);
+        (
+            a["system.linux.pressure.resource"].clone(),
+            a["system.linux.pressure.kind"].clone(),
+        )
+    };
+    let stall = points("system.linux.pressure.stall_time", "sum");
+    let cpu_some = stall
+        .iter()
+        .find(|p| key(p) == ("cpu".into(), "some".into()))
+        .map(value)
+        .expect("no cpu/some stall time");
+    let (low, high) = (low as f64 / 1e6, high as f64 / 1e6);
+    assert!(
+        cpu_some >= low && cpu_some <= high,
+        "cpu some stall {cpu_some} s, /proc/pressure/cpu {low}..{high}"
+    );
+    let mut keys: Vec<_> = stall.iter().map(key).collect();
+    keys.sort();
+    for name in ["avg10", "avg60", "avg300"] {
+        let name = format!("system.linux.pressure.{name}");
+        let metric = metrics
+            .get(&name)
+            .unwrap_or_else(|| panic!("{name} missing"));
+        assert_eq!(metric["unit"], "1", "{name}");
+        let averages = points(&name, "gauge");
+        let mut got: Vec<_> = averages.iter().map(key).collect();
+        got.sort();
+        assert_eq!(got, keys, "{name}");
+        assert!(
+            averages.iter().all(|p| (0.0..=1.0).contains(&value(p))),
+            "{name}: {averages:?}"
+        );
+    }
 }
 
 fn history_times_ns(setup: &Setup) -> Vec<u64> {
